@@ -1,0 +1,185 @@
+"""Capsules and payloads: the one JSON shape every sink writes.
+
+A *capsule* is what an EventLog emits: ``__timestamp__``, ``__schema__``,
+``__schema_version__``, ``__metadata_version__`` followed by the event's fields
+(the field names of jupyter_events and jupyter_telemetry).
+
+A *payload* is what a sink writes for any ``logging.LogRecord``: the capsule
+itself when ``record.msg`` is a dict, otherwise a small JSON object describing
+an ordinary log record.  Sinks build payloads from ``record.msg`` and never from
+their formatter, because ``jupyter_events.EventLogger`` replaces the formatter of
+every handler it is given.
+
+The JSON encoding rule (``encode``) never raises on odd values:
+
+=====================  ==============================================
+value                  encoded as
+=====================  ==============================================
+datetime               ISO 8601; aware UTC values end in ``Z``
+date, time             ISO 8601
+UUID, Decimal, Path    ``str(value)`` (Decimal keeps every digit)
+Enum                   its ``value`` (encoded by the same rule)
+set, frozenset         a list (sorted when the items sort)
+tuple, other iterables a list
+bytes, bytearray       UTF-8 text; undecodable bytes become ``\\xNN``
+NaN, Infinity          ``null`` (JSON has no such numbers)
+non-string dict keys   ``str(key)``
+circular reference     the string ``"<circular reference>"``
+anything else          ``str(value)`` (``repr`` if ``str`` fails)
+=====================  ==============================================
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import logging
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+from uuid import UUID
+
+METADATA_VERSION = 1
+CAPSULE_FIELDS = ("__timestamp__", "__schema__", "__schema_version__", "__metadata_version__")
+
+_UTC = _dt.timezone.utc
+
+
+def format_timestamp(when: _dt.datetime | None = None) -> str:
+    """Return ``when`` (default: now) as ISO 8601 UTC with microseconds and a ``Z``."""
+    if when is None:
+        when = _dt.datetime.now(_UTC)
+    elif when.tzinfo is None:
+        # Naive datetimes are taken to be UTC, like jupyter_telemetry does.
+        when = when.replace(tzinfo=_UTC)
+    else:
+        when = when.astimezone(_UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def make_capsule(
+    schema_id: str, version: int, event: Mapping[str, Any], timestamp: str | None = None
+) -> dict[str, Any]:
+    """Wrap an (already validated and redacted) event in its capsule."""
+    capsule = {
+        "__timestamp__": timestamp or format_timestamp(),
+        "__schema__": schema_id,
+        "__schema_version__": version,
+        "__metadata_version__": METADATA_VERSION,
+    }
+    capsule.update(event)
+    return capsule
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _default(value: Any) -> Any:
+    """``json`` fallback for values JSON cannot encode (see the module docstring)."""
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None and value.utcoffset() == _dt.timedelta(0):
+            return value.replace(tzinfo=None).isoformat() + "Z"
+        return value.isoformat()
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (UUID, Decimal, PurePath)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if hasattr(value, "__iter__") and not isinstance(value, str):
+        try:
+            return list(value)
+        except Exception:
+            pass
+    try:
+        return str(value)
+    except Exception:
+        return object.__repr__(value)
+
+
+def _sanitize(value: Any, seen: set[int]) -> Any:
+    """Slow path: turn ``value`` into plain JSON data, whatever it holds."""
+    if value is None or isinstance(value, (str, bool, int)):
+        if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
+            return int(value)
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (dict, list, tuple)) or isinstance(value, Mapping):
+        if id(value) in seen:
+            return "<circular reference>"
+        seen.add(id(value))
+        try:
+            if isinstance(value, Mapping):
+                return {
+                    (k if isinstance(k, str) else str(k)): _sanitize(v, seen)
+                    for k, v in value.items()
+                }
+            return [_sanitize(v, seen) for v in value]
+        finally:
+            seen.discard(id(value))
+    converted = _default(value)
+    if converted is value or isinstance(converted, str):
+        return converted
+    return _sanitize(converted, seen)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_default)
+
+
+def encode(payload: Any) -> str:
+    """Encode ``payload`` as one line of compact JSON, never raising on odd values."""
+    try:
+        return _ENCODER.encode(payload)
+    except (ValueError, TypeError, RecursionError):
+        return _ENCODER.encode(_sanitize(payload, set()))
+
+
+def to_json_data(value: Any) -> Any:
+    """Return ``value`` as plain JSON data (what ``json.loads(encode(value))`` gives)."""
+    return json.loads(encode(value))
+
+
+# --------------------------------------------------------------------------- payloads
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRS = frozenset(
+    vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None)).keys()
+) | {"message", "asctime", "taskName"}
+
+
+def record_payload(record: logging.LogRecord) -> dict[str, Any]:
+    """The payload a sink writes for ``record``.
+
+    A dict in ``record.msg`` (a capsule from telemetry_sinks, jupyter_events or
+    jupyter_telemetry) is the payload as it is.  Any other record becomes
+    ``{"timestamp", "level", "logger", "message"}`` plus its ``extra`` fields, so
+    that a sink can sit in an ordinary ``logging`` tree.
+    """
+    msg = record.msg
+    if isinstance(msg, dict):
+        return msg
+    payload: dict[str, Any] = {
+        "timestamp": format_timestamp(_dt.datetime.fromtimestamp(record.created, _UTC)),
+        "level": record.levelname,
+        "logger": record.name,
+        "message": record.getMessage(),
+    }
+    if record.exc_info and record.exc_info[0] is not None:
+        payload["exception"] = logging.Formatter().formatException(record.exc_info)
+    for key, value in record.__dict__.items():
+        if key not in _RECORD_ATTRS and key not in payload:
+            payload[key] = value
+    return payload

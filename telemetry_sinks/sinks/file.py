@@ -1,0 +1,259 @@
+"""File sinks: one JSON object per line, optionally rotated by size or by time.
+
+Rotation happens between lines, never inside one.  Rotated files can be
+gzip-compressed (``compress=True``).  Times are UTC.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import time
+from typing import IO, Any
+
+from traitlets import Bool, CaselessStrEnum, Int, Unicode, validate
+
+from .base import Sink
+
+
+class FileSink(Sink):
+    """Append each payload as a JSON line to ``filename``."""
+
+    sink_name = "file"
+    required_options = ("filename",)
+
+    filename = Unicode(None, allow_none=True, help="Path of the JSONL file.").tag(config=True)
+    delay = Bool(False, help="Open the file on the first event instead of at start.").tag(
+        config=True
+    )
+    flush_each_event = Bool(
+        True,
+        help="Flush after every line (safe against crashes); False lets the OS buffer lines.",
+    ).tag(config=True)
+
+    def __init__(self, filename: str | os.PathLike | None = None, **options: Any) -> None:
+        if filename is not None:
+            options["filename"] = os.fspath(filename)
+        super().__init__(**options)
+        self.filename = os.path.abspath(os.path.expanduser(self.filename))
+        self._stream: IO[str] | None = None
+        self._size = 0
+        if not self.delay:
+            self._open()
+
+    @property
+    def baseFilename(self) -> str:  # noqa: N802 - the stdlib FileHandler attribute name
+        return self.filename
+
+    def _open(self) -> IO[str]:
+        directory = os.path.dirname(self.filename)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._stream = open(self.filename, "a", encoding="utf-8")  # noqa: SIM115
+        self._size = self._stream.tell()
+        return self._stream
+
+    def write_payload(self, payload: dict[str, Any]) -> None:
+        self.write_line(self.encode(payload) + "\n")
+
+    def write_line(self, line: str) -> None:
+        """Write one encoded line (ASCII, ending in a newline)."""
+        self.before_write(line)
+        stream = self._stream or self._open()
+        stream.write(line)
+        self._size += len(line)
+        if self.flush_each_event:
+            stream.flush()
+
+    def before_write(self, line: str) -> None:
+        """Hook for rotating subclasses; called before ``line`` is written."""
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._stream is not None:
+                self._stream.flush()
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._stream is not None:
+                try:
+                    self._stream.flush()
+                finally:
+                    self._stream.close()
+                    self._stream = None
+        super().close()
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+def _gzip_file(path: str) -> str:
+    """Compress ``path`` to ``path.gz`` and remove the original."""
+    target = path + ".gz"
+    with open(path, "rb") as src, gzip.open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(path)
+    return target
+
+
+class RotatingFileSink(FileSink):
+    """A file sink that starts a new file when the current one would exceed ``max_bytes``.
+
+    Files are named like the stdlib's: ``events.jsonl``, ``events.jsonl.1`` (newest
+    rotated) … ``events.jsonl.<backup_count>``; with ``compress`` they end in ``.gz``.
+    """
+
+    sink_name = "rotating_file"
+
+    max_bytes = Int(
+        10 * 1024 * 1024, help="Rotate before a line would take the file past this size (0: never)."
+    ).tag(config=True)
+    backup_count = Int(5, help="How many rotated files to keep.").tag(config=True)
+    compress = Bool(False, help="gzip rotated files.").tag(config=True)
+
+    @validate("max_bytes", "backup_count")
+    def _non_negative(self, proposal: Any) -> int:
+        if proposal.value < 0:
+            name = proposal.trait.name
+            raise ValueError(f"The '{name}' trait must be 0 or more, not {proposal.value}.")
+        return proposal.value
+
+    def before_write(self, line: str) -> None:
+        if (
+            self.max_bytes
+            and self.backup_count
+            and self._size
+            and self._size + len(line) > self.max_bytes
+        ):
+            self.rollover()
+
+    def _rotated_name(self, index: int) -> str:
+        return f"{self.filename}.{index}" + (".gz" if self.compress else "")
+
+    def rollover(self) -> None:
+        """Close the current file, shift the backups and start a new file."""
+        self._close_stream()
+        for index in range(self.backup_count - 1, 0, -1):
+            src, dst = self._rotated_name(index), self._rotated_name(index + 1)
+            if os.path.exists(src):
+                os.replace(src, dst)
+        if os.path.exists(self.filename):
+            first = f"{self.filename}.1"
+            os.replace(self.filename, first)
+            if self.compress:
+                _gzip_file(first)
+        self._open()
+
+
+_WHEN_SECONDS = {"S": 1, "M": 60, "H": 3600, "D": 86400, "MIDNIGHT": 86400}
+_WHEN_SUFFIX = {
+    "S": "%Y-%m-%d_%H-%M-%S",
+    "M": "%Y-%m-%d_%H-%M",
+    "H": "%Y-%m-%d_%H",
+    "D": "%Y-%m-%d",
+    "MIDNIGHT": "%Y-%m-%d",
+}
+
+
+class TimedRotatingFileSink(FileSink):
+    """A file sink that starts a new file at UTC time boundaries.
+
+    ``when`` is ``S``, ``M``, ``H``, ``D``, ``midnight`` or ``W0``-``W6`` (weekly, on
+    that weekday, Monday = 0) like the stdlib's; boundaries are aligned to UTC (an
+    hourly file holds one whole hour).  The rotated file gets the start of its
+    period as suffix: ``events.jsonl.2026-11-22_10``.
+    """
+
+    sink_name = "timed_rotating_file"
+
+    when = CaselessStrEnum(
+        ["S", "M", "H", "D", "midnight", "W0", "W1", "W2", "W3", "W4", "W5", "W6"],
+        default_value="midnight",
+        help="Unit of the rotation period.",
+    ).tag(config=True)
+    interval = Int(1, help="Number of units per period.").tag(config=True)
+    backup_count = Int(7, help="How many rotated files to keep (0: keep all).").tag(config=True)
+    compress = Bool(False, help="gzip rotated files.").tag(config=True)
+
+    @validate("interval")
+    def _positive_interval(self, proposal: Any) -> int:
+        if proposal.value < 1:
+            raise ValueError(f"The 'interval' trait must be 1 or more, not {proposal.value}.")
+        return proposal.value
+
+    def __init__(self, filename: str | os.PathLike | None = None, **options: Any) -> None:
+        super().__init__(filename, **options)
+        start = os.stat(self.filename).st_mtime if os.path.exists(self.filename) else time.time()
+        self._period_start = self._period_start_for(start)
+        self._rollover_at = self._next_boundary(self._period_start)
+
+    @property
+    def _unit(self) -> str:
+        return self.when.upper()
+
+    def _period_seconds(self) -> int:
+        if self._unit.startswith("W"):
+            return 7 * 86400
+        return _WHEN_SECONDS[self._unit] * self.interval
+
+    def _period_start_for(self, when: float) -> float:
+        seconds = int(when)
+        if self._unit.startswith("W"):
+            day_start = seconds - seconds % 86400
+            weekday = time.gmtime(day_start).tm_wday
+            back = (weekday - int(self._unit[1])) % 7
+            return float(day_start - back * 86400)
+        period = self._period_seconds()
+        return float(seconds - seconds % period)
+
+    def _next_boundary(self, period_start: float) -> float:
+        return period_start + self._period_seconds()
+
+    def _suffix(self) -> str:
+        fmt = "%Y-%m-%d" if self._unit.startswith("W") else _WHEN_SUFFIX[self._unit]
+        return time.strftime(fmt, time.gmtime(self._period_start))
+
+    def before_write(self, line: str) -> None:
+        now = time.time()
+        if now >= self._rollover_at:
+            self.rollover(now)
+
+    def rollover(self, now: float | None = None) -> None:
+        """Close the current file under its period's name and start a new one."""
+        now = time.time() if now is None else now
+        self._close_stream()
+        if os.path.exists(self.filename) and os.path.getsize(self.filename):
+            target = f"{self.filename}.{self._suffix()}"
+            index = 1
+            while os.path.exists(target) or os.path.exists(target + ".gz"):
+                target = f"{self.filename}.{self._suffix()}.{index}"
+                index += 1
+            os.replace(self.filename, target)
+            if self.compress:
+                _gzip_file(target)
+        self._period_start = self._period_start_for(now)
+        self._rollover_at = self._next_boundary(self._period_start)
+        self._delete_old_files()
+        self._open()
+
+    def rotated_files(self) -> list[str]:
+        """Rotated files of this sink, oldest first."""
+        directory, base = os.path.split(self.filename)
+        pattern = re.compile(re.escape(base) + r"\.(\d{4}-\d{2}-\d{2}[\d_-]*)(\.\d+)?(\.gz)?$")
+        found = [name for name in os.listdir(directory or ".") if pattern.match(name)]
+        found.sort(key=lambda n: (pattern.match(n).group(1), n))  # type: ignore[union-attr]
+        return [os.path.join(directory, n) for n in found]
+
+    def _delete_old_files(self) -> None:
+        if self.backup_count <= 0:
+            return
+        files = self.rotated_files()
+        for path in files[: max(0, len(files) - self.backup_count)]:
+            os.remove(path)
+
+
+__all__ = ["FileSink", "RotatingFileSink", "TimedRotatingFileSink"]
