@@ -1,0 +1,350 @@
+"""EventLog: validate an event, apply the operator's policy, wrap it in a capsule, send it to sinks.
+
+The API follows jupyter_telemetry's ``EventLog`` (``record_event``,
+``allowed_schemas``, ``handlers``) and jupyter_events' ``EventLogger.emit`` so
+that existing code keeps working.  Nothing is recorded unless the operator lists
+the schema in ``allowed_schemas``; personal data is dropped unless its category
+is allowed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from traitlets import Bool, Dict, Instance, List, TraitError, Unicode, Union, observe, validate
+from traitlets.config import LoggingConfigurable
+
+from .capsule import format_timestamp, make_capsule
+from .errors import EventValidationError, SchemaError, UnknownSchemaError
+from .policy import check_allowed_schemas, needs_redaction, policy_for, redact
+from .registry import load_sinks
+from .schema import Schema, iter_schema_files, load_schema_file
+
+SCHEMA_ENTRY_POINT_GROUP = "telemetry_sinks.schemas"
+_DENY = object()  # cached "this schema is not allowed"
+_NO_REDACTION = None
+
+_log = logging.getLogger("telemetry_sinks.eventlog")
+
+
+class EventLog(LoggingConfigurable):
+    """Validate events against registered schemas and send the allowed ones to sinks."""
+
+    handlers = List(
+        Instance(logging.Handler),
+        help="logging.Handler instances that receive every recorded capsule.",
+    ).tag(config=True)
+
+    sinks = List(
+        Unicode(),
+        help='Sink names from the registry (e.g. ["rotating_file"]), each configured '
+        "from the same config (c.RotatingFileSink.filename = ...).",
+    ).tag(config=True)
+
+    allowed_schemas = Union(
+        [List(Unicode()), Dict()],
+        default_value=[],
+        help="Schema ids to record: a list (unrestricted properties only), or a dict "
+        '{schema_id: {"allowed_categories": [...], "allowed_properties": [...]}}. '
+        "Nothing is recorded by default.",
+    ).tag(config=True)
+
+    schema_paths = List(
+        Unicode(),
+        help="Schema files or directories to register at start.",
+    ).tag(config=True)
+
+    load_schema_entry_points = Bool(
+        True,
+        help="Register the schemas that installed packages ship through the "
+        f"'{SCHEMA_ENTRY_POINT_GROUP}' entry-point group.",
+    ).tag(config=True)
+
+    @validate("allowed_schemas")
+    def _check_allowed_schemas(self, proposal: Any) -> Any:
+        problem = check_allowed_schemas(proposal.value)
+        if problem:
+            raise TraitError(problem)
+        return proposal.value
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._schemas: dict[tuple[str, int], Schema] = {}
+        self._latest: dict[str, int] = {}
+        self._plans: dict[tuple[str, int], Any] = {}
+        self._sink_handlers: list[logging.Handler] = []
+        self._targets: list[Any] = []
+        super().__init__(**kwargs)
+        if self.sinks:
+            self._sink_handlers = load_sinks(self.sinks, config=self.config)
+        self._update_targets()
+        for path in self.schema_paths:
+            self.register_schema_file(path)
+        if self.load_schema_entry_points:
+            self.register_entry_point_schemas()
+
+    # ------------------------------------------------------------------ schemas
+
+    def register_schema(self, schema: Mapping[str, Any], source: str | None = None) -> Schema:
+        """Register a schema dict; raise :class:`SchemaError` if it is malformed or conflicts."""
+        compiled = Schema(schema, source)
+        key = (compiled.id, compiled.version)
+        existing = self._schemas.get(key)
+        if existing is not None:
+            if existing.same_content(compiled.body):
+                return existing
+            where = f"{source}: " if source else ""
+            first = f" (first registered from {existing.source})" if existing.source else ""
+            raise SchemaError(
+                f"{where}schema {compiled.id!r} version {compiled.version} is already registered "
+                f"with different content{first}. Bump 'version' when a schema changes."
+            )
+        self._schemas[key] = compiled
+        if compiled.version > self._latest.get(compiled.id, -1):
+            self._latest[compiled.id] = compiled.version
+        self._plans.clear()
+        return compiled
+
+    def register_schema_file(self, path: str | os.PathLike) -> list[Schema]:
+        """Register a .json/.yaml/.yml schema file, or every schema file in a directory."""
+        return [
+            self.register_schema(load_schema_file(file), source=str(file))
+            for file in iter_schema_files(path)
+        ]
+
+    def register_entry_point_schemas(self) -> list[Schema]:
+        """Register schemas shipped by packages in the ``telemetry_sinks.schemas`` group.
+
+        An entry point may name a file or directory path, a schema dict, or a
+        callable returning any of these (or a list of them).
+        """
+        registered: list[Schema] = []
+        for ep in entry_points(group=SCHEMA_ENTRY_POINT_GROUP):
+            try:
+                registered.extend(self._register_any(ep.load()))
+            except SchemaError:
+                raise
+            except Exception as exc:
+                raise SchemaError(
+                    f"Schemas of entry point {ep.name!r} ({ep.value}) cannot be loaded: {exc}"
+                ) from exc
+        return registered
+
+    def _register_any(self, obj: Any) -> list[Schema]:
+        if callable(obj) and not isinstance(obj, (str, Path, Mapping)):
+            obj = obj()
+        if isinstance(obj, Mapping):
+            return [self.register_schema(obj)]
+        if isinstance(obj, (str, os.PathLike)):
+            return self.register_schema_file(obj)
+        if isinstance(obj, Iterable):
+            return [s for item in obj for s in self._register_any(item)]
+        raise SchemaError(f"cannot register schemas from {obj!r}")
+
+    @property
+    def schemas(self) -> dict[tuple[str, int], Schema]:
+        """Registered schemas by ``(id, version)``."""
+        return dict(self._schemas)
+
+    def schema(self, schema_id: str, version: int | str | None = None) -> Schema:
+        """The registered schema ``schema_id`` at ``version`` (default: the newest)."""
+        if version is None:
+            version = self._latest.get(schema_id)
+        elif not isinstance(version, int) or isinstance(version, bool):
+            version = int(version) if str(version).isdigit() else version
+        compiled = self._schemas.get((schema_id, version))  # type: ignore[arg-type]
+        if compiled is None:
+            raise self._unknown(schema_id, version)
+        return compiled
+
+    def _unknown(self, schema_id: str, version: Any) -> UnknownSchemaError:
+        versions = sorted(v for (sid, v) in self._schemas if sid == schema_id)
+        if versions:
+            return UnknownSchemaError(
+                f"Schema {schema_id!r} has no version {version!r}; registered versions: "
+                f"{', '.join(map(str, versions))}."
+            )
+        known = sorted({sid for sid, _ in self._schemas})
+        listing = ", ".join(repr(k) for k in known) if known else "none"
+        return UnknownSchemaError(
+            f"Schema {schema_id!r} is not registered (registered schemas: {listing}). "
+            "Register it with register_schema_file() or list it in c.EventLog.schema_paths."
+        )
+
+    # ------------------------------------------------------------------ sinks & policy
+
+    @observe("handlers")
+    def _handlers_changed(self, change: Any) -> None:
+        self._update_targets()
+
+    @observe("allowed_schemas")
+    def _policy_changed(self, change: Any) -> None:
+        self._plans.clear()
+
+    def _update_targets(self) -> None:
+        handlers = [*self.handlers, *self._sink_handlers]
+        self._targets = [(h, getattr(h, "handle_capsule", None)) for h in handlers]
+
+    @property
+    def all_handlers(self) -> list[logging.Handler]:
+        """Handlers given directly plus sinks built from ``sinks``."""
+        return [h for h, _ in self._targets]
+
+    def add_handler(self, handler: logging.Handler) -> None:
+        """Add a handler (jupyter_events' API)."""
+        self.handlers = [*self.handlers, handler]
+
+    def remove_handler(self, handler: logging.Handler) -> None:
+        """Remove a handler (jupyter_events' API)."""
+        self.handlers = [h for h in self.handlers if h is not handler]
+
+    def _plan(self, schema: Schema) -> Any:
+        key = (schema.id, schema.version)
+        policy = policy_for(self.allowed_schemas, schema.id)
+        if policy is None:
+            plan = _DENY
+        elif needs_redaction(schema.redaction, policy):
+            plan = policy
+        else:
+            plan = _NO_REDACTION
+        self._plans[key] = plan
+        return plan
+
+    # ------------------------------------------------------------------ recording
+
+    def prepare(
+        self,
+        schema_id: str,
+        version: int | None,
+        event: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> dict[str, Any] | None:
+        """Validate ``event`` and return its capsule (redacted), or None if it is not recorded.
+
+        Sends nothing; :meth:`record_event` is ``prepare`` followed by ``dispatch``.
+        """
+        key = (schema_id, version if version is not None else self._latest.get(schema_id))
+        schema = self._schemas.get(key)  # type: ignore[arg-type]
+        if schema is None:
+            schema = self.schema(schema_id, version)
+        plan = self._plans[key] if key in self._plans else self._plan(schema)
+        if plan is _DENY or not self._targets:
+            return None
+        if not isinstance(event, Mapping):
+            schema._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
+        schema.validate(event)
+        for name in event:
+            if name[:2] == "__":
+                raise EventValidationError(
+                    f"Event for schema {schema.id!r} version {schema.version} has property "
+                    f"{name!r}: names starting with '__' are reserved for the capsule.",
+                    schema_id=schema.id,
+                    version=schema.version,
+                    path=f"$.{name}",
+                    reason="reserved property name",
+                )
+        if plan is not _NO_REDACTION:
+            event = redact(event, schema.redaction, plan)  # type: ignore[arg-type]
+        if timestamp_override is None:
+            timestamp = None
+        elif isinstance(timestamp_override, str):
+            timestamp = timestamp_override
+        else:
+            timestamp = format_timestamp(timestamp_override)
+        return make_capsule(schema.id, schema.version, event, timestamp)
+
+    def dispatch(self, capsule: dict[str, Any]) -> None:
+        """Hand ``capsule`` to every handler and sink.  Never raises."""
+        record = None
+        for handler, fast in self._targets:
+            try:
+                if fast is not None:
+                    fast(capsule)
+                    continue
+                if record is None:
+                    record = logging.LogRecord(
+                        "telemetry_sinks.eventlog", logging.INFO, __file__, 0, capsule, None, None
+                    )
+                handler.handle(record)
+            except Exception:
+                _log.exception("Handler %r failed on an event; the event was not lost for "
+                               "other handlers.", handler)
+
+    def record_event(
+        self,
+        schema_id: str,
+        version: int,
+        event: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> dict[str, Any] | None:
+        """Record an event; return its capsule, or None when nothing was emitted.
+
+        Raises :class:`EventValidationError` for an invalid event and
+        :class:`UnknownSchemaError` for an unregistered schema or version.
+        """
+        capsule = self.prepare(schema_id, version, event, timestamp_override)
+        if capsule is not None:
+            self.dispatch(capsule)
+        return capsule
+
+    def emit(
+        self,
+        *,
+        schema_id: str,
+        data: Mapping[str, Any],
+        version: int | None = None,
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> dict[str, Any] | None:
+        """jupyter_events-style call; ``version=None`` means the newest registered version."""
+        return self.record_event(schema_id, version, data, timestamp_override)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def flush(self) -> None:
+        """Flush every handler."""
+        for handler in self.all_handlers:
+            handler.flush()
+
+    def close(self) -> None:
+        """Flush and close the sinks this EventLog built from ``sinks``."""
+        for handler in self._sink_handlers:
+            handler.flush()
+            handler.close()
+
+
+class EventRouter:
+    """Record one event into several EventLogs, each with its own sinks and policy."""
+
+    def __init__(self, eventlogs: Iterable[EventLog]) -> None:
+        self.eventlogs = list(eventlogs)
+
+    def record_event(
+        self,
+        schema_id: str,
+        version: int | None,
+        event: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """Validate in every EventLog first, then send; returns one capsule (or None) per log.
+
+        An invalid event raises before anything is sent to any log.
+        """
+        if timestamp_override is None:
+            timestamp_override = format_timestamp()
+        capsules = [
+            log.prepare(schema_id, version, event, timestamp_override) for log in self.eventlogs
+        ]
+        for log, capsule in zip(self.eventlogs, capsules):
+            if capsule is not None:
+                log.dispatch(capsule)
+        return capsules
+
+    def emit(
+        self, *, schema_id: str, data: Mapping[str, Any], version: int | None = None
+    ) -> list[dict[str, Any] | None]:
+        return self.record_event(schema_id, version, data)
