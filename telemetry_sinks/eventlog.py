@@ -270,7 +270,8 @@ class EventLog(LoggingConfigurable):
                     record = logging.LogRecord(
                         "telemetry_sinks.eventlog", logging.INFO, __file__, 0, capsule, None, None
                     )
-                handler.handle(record)
+                if record.levelno >= handler.level:
+                    handler.handle(record)
             except Exception:
                 _log.exception("Handler %r failed on an event; the event was not lost for "
                                "other handlers.", handler)

@@ -7,9 +7,10 @@ per-property ``categories`` that classify personal data.  Property names that
 start with ``__`` are reserved for the capsule.
 
 Validation on the emit path uses ``jsonschema_rs`` (compiled Rust, linear-time
-regular expressions, about 100 times faster than pure-Python ``jsonschema``);
-``jsonschema`` checks schemas against their draft's meta-schema at registration
-and validates events holding Python objects the Rust validator cannot read.
+regular expressions, about 100 times faster than pure-Python ``jsonschema``),
+which also checks schemas against their draft's meta-schema.  Pure-Python
+``jsonschema`` is imported only when needed: for events holding Python objects
+the Rust validator cannot read, and for drafts it does not know.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import jsonschema_rs
 import yaml
 
@@ -171,9 +171,6 @@ def check_schema(schema: Mapping[str, Any], source: str | None = None) -> tuple[
             f"{prefix}top-level 'type' must be 'object' (an event is a JSON object), "
             f"not {schema.get('type')!r}."
         )
-    if not isinstance(schema.get("properties"), Mapping):
-        raise SchemaError(f"{prefix}missing 'properties': list the event's fields under 'properties'.")
-
     for path, node in _walk_subschemas(schema, ()):
         props = node.get("properties") if path == () or path[-1] != "properties" else None
         if isinstance(props, Mapping):
@@ -206,16 +203,42 @@ def check_schema(schema: Mapping[str, Any], source: str | None = None) -> tuple[
                 "local reference such as '#/definitions/name'."
             )
 
+    if not isinstance(schema.get("properties"), Mapping):
+        raise SchemaError(f"{prefix}missing 'properties': list the event's fields under 'properties'.")
+
+    _check_against_metaschema(schema, prefix)
+    return schema_id, version
+
+
+_DRAFT_NAMES = {
+    "http://json-schema.org/draft-04/schema": "Draft 4",
+    "http://json-schema.org/draft-06/schema": "Draft 6",
+    "http://json-schema.org/draft-07/schema": "Draft 7",
+    "https://json-schema.org/draft/2019-09/schema": "Draft 2019-09",
+    "https://json-schema.org/draft/2020-12/schema": "Draft 2020-12",
+}
+
+
+def _check_against_metaschema(schema: Mapping[str, Any], prefix: str) -> None:
+    """Check ``schema`` against its draft's meta-schema (draft 7 when ``$schema`` is absent)."""
+    key = _draft_key(schema)
+    if key in _DRAFT_NAMES:
+        try:
+            jsonschema_rs.meta.validate({**schema, "$schema": key + "#"})
+        except jsonschema_rs.ValidationError as exc:
+            at = _schema_path(tuple(exc.instance_path))
+            raise SchemaError(
+                f"{prefix}not a valid JSON Schema ({_DRAFT_NAMES[key]}) at {at}: {exc.message}."
+            ) from None
+        return
+    import jsonschema  # a draft the Rust validator does not know; never fetched
+
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         at = _schema_path(tuple(exc.absolute_path))
-        raise SchemaError(
-            f"{prefix}not a valid JSON Schema ({cls.__name__.replace('Validator', '')}) at "
-            f"{at}: {exc.message}."
-        ) from None
-    return schema_id, version
+        raise SchemaError(f"{prefix}not a valid JSON Schema at {at}: {exc.message}.") from None
 
 
 # --------------------------------------------------------------------------- compiled schema
@@ -288,6 +311,8 @@ class Schema:
 
     def _py_validator(self) -> Any:
         if self._py is None:
+            import jsonschema
+
             cls = jsonschema.validators.validator_for(self.body, default=jsonschema.Draft7Validator)
             self._py = cls(self.body)
         return self._py
@@ -305,8 +330,11 @@ class Schema:
                 if isinstance(exc, EventValidationError):
                     raise
                 # Python objects (datetime, UUID, ...) the Rust validator cannot read.
+        validator = self._py_validator()
+        from jsonschema.exceptions import best_match
+
         try:
-            error = jsonschema.exceptions.best_match(self._py_validator().iter_errors(event))
+            error = best_match(validator.iter_errors(event))
         except RecursionError:
             self._raise([], "the event is nested too deeply to validate")
         if error is not None:

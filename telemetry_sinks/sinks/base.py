@@ -118,10 +118,12 @@ class Sink(logging.Handler, Configurable):
     def handle_capsule(self, capsule: dict[str, Any]) -> None:
         """Fast path used by EventLog: write a capsule without building a LogRecord.
 
-        Falls back to the ordinary ``handle()`` when the sink has filters or a
-        level above INFO, so that they are honoured.
+        Events are INFO records: a sink whose level is above INFO skips them, and a
+        sink with filters goes through the ordinary ``handle()`` so they apply.
         """
-        if self.filters or self.level > logging.INFO:
+        if self.level > logging.INFO:
+            return  # as a Logger would: events are recorded at INFO
+        if self.filters:
             record = logging.LogRecord(
                 "telemetry_sinks.eventlog", logging.INFO, __file__, 0, capsule, None, None
             )

@@ -1,0 +1,100 @@
+"""The sink registry: listing, lookup by name, and errors that say what to do."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from telemetry_sinks import (
+    MissingExtraError,
+    RotatingFileSink,
+    SinkConfigError,
+    StreamSink,
+    UnknownSinkError,
+    available_sinks,
+    get_sink,
+    load_sinks,
+    registry,
+)
+
+
+def test_builtin_sinks_are_listed_and_importable():
+    rows = {info.name: info for info in available_sinks()}
+    for name in ("file", "rotating_file", "timed_rotating_file", "stream"):
+        assert rows[name].importable, rows[name].error
+        assert rows[name].extra is None
+    assert rows["rotating_file"].class_path == "telemetry_sinks.sinks.file:RotatingFileSink"
+
+
+def test_builtin_sinks_are_registered_as_entry_points():
+    from importlib.metadata import entry_points
+
+    names = {ep.name for ep in entry_points(group=registry.ENTRY_POINT_GROUP)}
+    assert {"file", "rotating_file", "timed_rotating_file", "stream"} <= names
+
+
+def test_get_sink_returns_a_configured_handler(tmp_path):
+    sink = get_sink("rotating_file", filename=str(tmp_path / "e.jsonl"), max_bytes=1000)
+    assert isinstance(sink, RotatingFileSink) and isinstance(sink, logging.Handler)
+    assert sink.max_bytes == 1000
+    sink.close()
+
+
+def test_get_sink_accepts_a_class_path():
+    sink = get_sink("telemetry_sinks.sinks.stream:StreamSink", stream="stdout")
+    assert isinstance(sink, StreamSink)
+
+
+def test_unknown_name_lists_known_sinks_and_suggests_the_closest():
+    with pytest.raises(UnknownSinkError) as info:
+        get_sink("rotating_fil")
+    message = str(info.value)
+    assert "Did you mean 'rotating_file'?" in message
+    assert "file, rotating_file, stream, timed_rotating_file" in message
+
+
+def test_missing_extra_gives_the_pip_command(monkeypatch):
+    # A sink whose client library is not installed: its module fails to import.
+    monkeypatch.setitem(
+        registry.known_sinks, "pretend", ("telemetry_sinks_absent_client.sink:Pretend", "pretend")
+    )
+    with pytest.raises(MissingExtraError) as info:
+        get_sink("pretend")
+    assert 'pip install "telemetry-sinks[pretend]"' in str(info.value)
+    row = {i.name: i for i in available_sinks()}["pretend"]
+    assert not row.importable
+    assert row.install_command == 'pip install "telemetry-sinks[pretend]"'
+
+
+def test_bad_options_fail_at_construction_naming_the_sink_and_option(tmp_path):
+    with pytest.raises(SinkConfigError, match="RotatingFileSink has no option 'maxbytes'.*'max_bytes'"):
+        get_sink("rotating_file", filename=str(tmp_path / "x"), maxbytes=10)
+    with pytest.raises(SinkConfigError, match="RotatingFileSink option 'max_bytes'"):
+        get_sink("rotating_file", filename=str(tmp_path / "x"), max_bytes="ten")
+    with pytest.raises(SinkConfigError, match="RotatingFileSink needs option 'filename'"):
+        get_sink("rotating_file")
+
+
+def test_load_sinks_configures_from_traitlets_config(tmp_path):
+    from traitlets.config import Config
+
+    c = Config()
+    c.RotatingFileSink.filename = str(tmp_path / "events.jsonl")
+    c.RotatingFileSink.backup_count = 2
+    c.StreamSink.stream = "stdout"
+    rotating, stream = load_sinks(["rotating_file", "stream"], config=c)
+    assert rotating.filename == str(tmp_path / "events.jsonl")
+    assert rotating.backup_count == 2
+    assert stream.stream == "stdout"
+    rotating.close()
+
+
+def test_bad_option_type_in_config_names_the_option(tmp_path):
+    from traitlets.config import Config
+
+    c = Config()
+    c.RotatingFileSink.filename = str(tmp_path / "events.jsonl")
+    c.RotatingFileSink.max_bytes = "lots"
+    with pytest.raises(SinkConfigError, match="'max_bytes'"):
+        load_sinks(["rotating_file"], config=c)
