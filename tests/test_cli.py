@@ -42,10 +42,10 @@ def test_emit_with_config_file_and_stdin(tmp_path):
     config = tmp_path / "config.py"
     out = tmp_path / "out.jsonl"
     config.write_text(
-        "c.EventLog.schema_paths = [%r]\n"
+        f"c.EventLog.schema_paths = [{str(LAUNCH_V1)!r}]\n"
         "c.EventLog.allowed_schemas = ['binderhub.jupyter.org/launch']\n"
         "c.EventLog.sinks = ['file']\n"
-        "c.FileSink.filename = %r\n" % (str(LAUNCH_V1), str(out))
+        f"c.FileSink.filename = {str(out)!r}\n"
     )
     bodies = []
     for line in ARCHIVE.read_text().splitlines():
@@ -82,7 +82,7 @@ def test_validate_schema_and_events(tmp_path):
 
 
 def test_validate_reports_a_bad_schema():
-    bad = FIXTURES / "jupyter_events" / "head-147cf71" / "tests" / "schemas" / "bad" / "reserved-property.yaml"
+    bad = FIXTURES / "jupyter_events/head-147cf71/tests/schemas/bad/reserved-property.yaml"
     result = run("validate", bad)
     assert result.returncode == 1
     assert "__badName" in result.stdout
