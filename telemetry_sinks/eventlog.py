@@ -20,7 +20,7 @@ from typing import Any
 from traitlets import Bool, Dict, Instance, List, TraitError, Unicode, Union, observe, validate
 from traitlets.config import LoggingConfigurable
 
-from .capsule import format_timestamp, make_capsule
+from .capsule import CAPSULE_FIELDS, format_timestamp, make_capsule
 from .errors import EventValidationError, SchemaError, UnknownSchemaError
 from .policy import check_allowed_schemas, needs_redaction, policy_for, redact
 from .registry import load_sinks
@@ -238,16 +238,6 @@ class EventLog(LoggingConfigurable):
         if not isinstance(event, Mapping):
             schema._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
         schema.validate(event)
-        for name in event:
-            if name[:2] == "__":
-                raise EventValidationError(
-                    f"Event for schema {schema.id!r} version {schema.version} has property "
-                    f"{name!r}: names starting with '__' are reserved for the capsule.",
-                    schema_id=schema.id,
-                    version=schema.version,
-                    path=f"$.{name}",
-                    reason="reserved property name",
-                )
         if plan is not _NO_REDACTION:
             event = redact(event, schema.redaction, plan)  # type: ignore[arg-type]
         if timestamp_override is None:
@@ -256,7 +246,19 @@ class EventLog(LoggingConfigurable):
             timestamp = timestamp_override
         else:
             timestamp = format_timestamp(timestamp_override)
-        return make_capsule(schema.id, schema.version, event, timestamp)
+        capsule = make_capsule(schema.id, schema.version, event, timestamp)
+        if len(capsule) != len(event) + len(CAPSULE_FIELDS):
+            # The event named a capsule field and would have overwritten it.
+            name = next(n for n in event if n in CAPSULE_FIELDS)
+            raise EventValidationError(
+                f"Event for schema {schema.id!r} version {schema.version} has property "
+                f"{name!r}: names starting with '__' are reserved for the capsule.",
+                schema_id=schema.id,
+                version=schema.version,
+                path=f"$.{name}",
+                reason="reserved property name",
+            )
+        return capsule
 
     def dispatch(self, capsule: dict[str, Any]) -> None:
         """Hand ``capsule`` to every handler and sink.  Never raises."""
