@@ -23,7 +23,8 @@ set, frozenset         a list (sorted when the items sort)
 tuple, other iterables a list
 bytes, bytearray       UTF-8 text; undecodable bytes become ``\\xNN``
 NaN, Infinity          ``null`` (JSON has no such numbers)
-non-string dict keys   ``str(key)``
+non-string dict keys   as ``json`` spells them (``null``, ``true``, ``1``), else ``str(key)``
+very deep nesting      cut off with ``"<too deeply nested>"``
 circular reference     the string ``"<circular reference>"``
 anything else          ``str(value)`` (``repr`` if ``str`` fails)
 =====================  ==============================================
@@ -109,8 +110,26 @@ def _default(value: Any) -> Any:
         return object.__repr__(value)
 
 
-def _sanitize(value: Any, seen: set[int]) -> Any:
+_MAX_DEPTH = 200  # the slow path cuts off deeper nesting instead of overflowing the stack
+
+
+def _key(key: Any) -> str:
+    """A dict key as ``json`` spells it when it can, so the fast and slow paths agree."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return "null" if key is None else ("true" if key else "false")
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float) and math.isfinite(key):
+        return float.__repr__(key)
+    return str(key)
+
+
+def _sanitize(value: Any, seen: set[int], depth: int = 0) -> Any:
     """Slow path: turn ``value`` into plain JSON data, whatever it holds."""
+    if depth > _MAX_DEPTH:
+        return "<too deeply nested>"
     if value is None or isinstance(value, (str, bool, int)):
         if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
             return int(value)
@@ -123,17 +142,14 @@ def _sanitize(value: Any, seen: set[int]) -> Any:
         seen.add(id(value))
         try:
             if isinstance(value, Mapping):
-                return {
-                    (k if isinstance(k, str) else str(k)): _sanitize(v, seen)
-                    for k, v in value.items()
-                }
-            return [_sanitize(v, seen) for v in value]
+                return {_key(k): _sanitize(v, seen, depth + 1) for k, v in value.items()}
+            return [_sanitize(v, seen, depth + 1) for v in value]
         finally:
             seen.discard(id(value))
     converted = _default(value)
     if converted is value or isinstance(converted, str):
         return converted
-    return _sanitize(converted, seen)
+    return _sanitize(converted, seen, depth + 1)
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_default)

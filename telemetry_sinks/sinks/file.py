@@ -13,7 +13,7 @@ import shutil
 import time
 from typing import IO, Any
 
-from traitlets import Bool, CaselessStrEnum, Int, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, Int, TraitError, Unicode, validate
 
 from .base import Sink
 
@@ -33,9 +33,14 @@ class FileSink(Sink):
         help="Flush after every line (safe against crashes); False lets the OS buffer lines.",
     ).tag(config=True)
 
+    # Class defaults: logging.shutdown() may flush/close a sink whose __init__ failed.
+    _stream: IO[str] | None = None
+    _size = 0
+
     def __init__(self, filename: str | os.PathLike | None = None, **options: Any) -> None:
         if filename is not None:
-            options["filename"] = os.fspath(filename)
+            # A value of the wrong type goes to the trait, which reports it as a SinkConfigError.
+            options["filename"] = os.fspath(filename) if isinstance(filename, os.PathLike) else filename
         super().__init__(**options)
         self.filename = os.path.abspath(os.path.expanduser(self.filename))
         self._stream: IO[str] | None = None
@@ -60,6 +65,8 @@ class FileSink(Sink):
 
     def write_line(self, line: str) -> None:
         """Write one encoded line (ASCII, ending in a newline)."""
+        if self._stream is None:
+            self._open()  # first, so that before_write() sees the size of an existing file
         self.before_write(line)
         stream = self._stream or self._open()
         stream.write(line)
@@ -119,7 +126,7 @@ class RotatingFileSink(FileSink):
     def _non_negative(self, proposal: Any) -> int:
         if proposal.value < 0:
             name = proposal.trait.name
-            raise ValueError(f"The '{name}' trait must be 0 or more, not {proposal.value}.")
+            raise TraitError(f"The '{name}' trait must be 0 or more, not {proposal.value}.")
         return proposal.value
 
     def before_write(self, line: str) -> None:
@@ -182,7 +189,7 @@ class TimedRotatingFileSink(FileSink):
     @validate("interval")
     def _positive_interval(self, proposal: Any) -> int:
         if proposal.value < 1:
-            raise ValueError(f"The 'interval' trait must be 1 or more, not {proposal.value}.")
+            raise TraitError(f"The 'interval' trait must be 1 or more, not {proposal.value}.")
         return proposal.value
 
     def __init__(self, filename: str | os.PathLike | None = None, **options: Any) -> None:
