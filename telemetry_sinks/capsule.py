@@ -37,6 +37,7 @@ import enum
 import json
 import logging
 import math
+import time as _time
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import PurePath
@@ -49,11 +50,26 @@ CAPSULE_FIELDS = ("__timestamp__", "__schema__", "__schema_version__", "__metada
 _UTC = _dt.timezone.utc
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def _now_timestamp() -> str:
+    """The current time as ISO 8601 UTC; the date-and-seconds part is formatted once a second."""
+    global _second_cache
+    now = _time.time_ns() // 1000
+    seconds, micros = divmod(now, 1_000_000)
+    cached_second, prefix = _second_cache
+    if seconds != cached_second:
+        prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(seconds))
+        _second_cache = (seconds, prefix)
+    return f"{prefix}.{micros:06d}Z"
+
+
 def format_timestamp(when: _dt.datetime | None = None) -> str:
     """Return ``when`` (default: now) as ISO 8601 UTC with microseconds and a ``Z``."""
     if when is None:
-        when = _dt.datetime.now(_UTC)
-    elif when.tzinfo is None:
+        return _now_timestamp()
+    if when.tzinfo is None:
         # Naive datetimes are taken to be UTC, like jupyter_telemetry does.
         when = when.replace(tzinfo=_UTC)
     else:
@@ -154,10 +170,24 @@ def _sanitize(value: Any, seen: set[int], depth: int = 0) -> Any:
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_default)
 
+# The C encoder of ``json``, built once: ``JSONEncoder.encode`` rebuilds it on every
+# call.  Without circular-reference markers a cycle ends in RecursionError, which
+# sends the payload to the slow path below like any other odd value.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (
+    _c_make_encoder(
+        None, _default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
 
 def encode(payload: Any) -> str:
     """Encode ``payload`` as one line of compact JSON, never raising on odd values."""
     try:
+        if _C_ENCODE is not None:
+            return "".join(_C_ENCODE(payload, 0))
         return _ENCODER.encode(payload)
     except (ValueError, TypeError, RecursionError):
         return _ENCODER.encode(_sanitize(payload, set()))
