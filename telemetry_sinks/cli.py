@@ -173,6 +173,42 @@ def _emit_line(eventlog: Any, obj: Any) -> str | None:
     return None if capsule is not None else "not recorded"
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from .server import Collector
+
+    config = load_config_file(args.config) if args.config else default_config(args.events_dir)
+    if args.port is not None:
+        config.Collector.port = args.port
+    if args.ip is not None:
+        config.Collector.ip = args.ip
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    collector = Collector(config=config)
+
+    def ready(port: int) -> None:
+        print(f"telemetry-sinks collector listening on {collector.url} (POST /api/events)")
+        handlers = collector.eventlog.all_handlers
+        for handler in handlers:
+            name = getattr(handler, "sink_name", "") or type(handler).__name__
+            target = getattr(handler, "filename", None)
+            print(f"  sink {name} ({type(handler).__name__})" + (f" -> {target}" if target else ""))
+        if not handlers:
+            print("  no sinks configured: every event will be answered 'not_recorded'")
+        print(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: "
+              + ("bearer token required" if collector.token else "none (set c.Collector.token or "
+                 "TELEMETRY_SINKS_TOKEN to require a bearer token)"))
+        sys.stdout.flush()
+
+    collector.run(on_ready=ready)
+    print("telemetry-sinks collector stopped; sinks flushed and closed", flush=True)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -221,6 +257,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--events-dir", default="events", help="directory of the embedded default (./events)"
     )
     p.set_defaults(func=cmd_emit)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the event collector: POST /api/events into the EventLog of a config file",
+        description="Serve the REST API through which browsers and remote clients send events "
+        "(POST /api/events, GET /api/schemas, GET /api/health) into the EventLog of --config "
+        "(default: the embedded configuration). Stops gracefully on SIGTERM or SIGINT.",
+        epilog="examples:\n  telemetry-sinks serve\n"
+        "  telemetry-sinks serve --config my_config.py --ip 0.0.0.0 --port 8585",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="traitlets config file (.py or .json); c.Collector.* options")
+    p.add_argument("--port", type=int, help="port (default 8585; 0 picks a free port)")
+    p.add_argument("--ip", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--events-dir", default="events", help="directory of the embedded default (./events)"
+    )
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
