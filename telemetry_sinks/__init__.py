@@ -14,6 +14,30 @@ from .sinks import FileSink, RotatingFileSink, Sink, StreamSink, TimedRotatingFi
 
 __version__ = "0.1.0"
 
+# Sinks whose client library is an extra: imported on first use, so that
+# ``import telemetry_sinks`` works without them.
+_LAZY_SINKS = {
+    "KafkaSink": "telemetry_sinks.sinks.kafka",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY_SINKS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'telemetry_sinks' has no attribute {name!r}")
+    from .registry import sink_class
+
+    for sink_name, (path, _extra) in _known().items():
+        if path == f"{module}:{name}":
+            return sink_class(sink_name)
+    raise AttributeError(name)
+
+
+def _known():
+    from .registry import known_sinks
+
+    return known_sinks
+
 __all__ = [
     "EventLog",
     "EventRouter",
@@ -32,4 +56,5 @@ __all__ = [
     "RotatingFileSink",
     "TimedRotatingFileSink",
     "StreamSink",
+    "KafkaSink",
 ]

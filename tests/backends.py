@@ -117,3 +117,20 @@ def python_server(name: str, module_argv: Sequence[str], port: int, log_dir: Pat
 def env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def wait_delivered(sink, timeout: float = 60.0) -> dict:
+    """Wait until a network sink holds nothing in memory or in its spool; return its stats.
+
+    ``flush()`` returns once events are acknowledged *or spooled*; tests of
+    delivery wait for the spool to drain too.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        sink.flush(timeout=max(0.0, deadline - time.monotonic()))
+        stats = sink.stats()
+        if stats["queue_events"] == 0 and stats["spool_bytes"] == 0:
+            return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not delivered within {timeout} s: {stats}")
+        time.sleep(0.1)

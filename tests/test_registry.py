@@ -51,7 +51,7 @@ def test_unknown_name_lists_known_sinks_and_suggests_the_closest():
         get_sink("rotating_fil")
     message = str(info.value)
     assert "Did you mean 'rotating_file'?" in message
-    assert "file, rotating_file, stream, timed_rotating_file" in message
+    assert "Known sinks: file, kafka, rotating_file, stream, timed_rotating_file" in message
 
 
 def test_missing_extra_gives_the_pip_command(monkeypatch):

@@ -94,16 +94,18 @@ class Sink(logging.Handler, Configurable):
         return f"{cls}: {text}"
 
     def __repr__(self) -> str:
+        """The options that differ from their defaults; secret values shown as ``***``."""
         shown = []
+        traits = self.class_traits()
         for name in self.option_names():
-            trait = self.class_traits()[name]
+            trait = traits[name]
             value = getattr(self, name, None)
-            if trait.metadata.get("secret"):
-                value = "***" if value else value
-            elif not trait.metadata.get("repr", True):
+            if value == trait.default():
                 continue
+            if trait.metadata.get("secret"):
+                value = "***"
             shown.append(f"{name}={value!r}")
-        return f"<{type(self).__name__} {' '.join(shown)}>"
+        return f"<{type(self).__name__} {' '.join(shown)}>".replace(" >", ">")
 
     # ------------------------------------------------------------------ writing
 

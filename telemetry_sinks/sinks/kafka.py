@@ -1,0 +1,254 @@
+"""Kafka sink: every capsule as a UTF-8 JSON message on a topic, through kafka-python.
+
+A thin adapter of the delivery core: an event counts as delivered only when the
+broker acknowledged it (its producer future resolved); anything else goes back
+to the core's retry, spool and dead-letter paths.  The producer is created
+lazily in the worker, so a broker that is down at start never stops the
+application.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any
+
+import kafka
+import kafka.errors as kerrors
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, Union, validate
+
+from ..delivery import BatchResult, Envelope, NetworkSink
+
+_TOPIC_LEGAL = re.compile(r"[^a-zA-Z0-9._-]")
+_MAX_TOPIC_LENGTH = 249
+
+# Errors for which the same message will never be accepted.
+_PERMANENT_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(kerrors, name)
+    for name in (
+        "MessageSizeTooLargeError",
+        "RecordListTooLargeError",
+        "InvalidTopicError",
+        "TopicAuthorizationFailedError",
+        "CorruptRecordError",
+        "InvalidRecordError",
+        "UnsupportedForMessageFormatError",
+    )
+    if hasattr(kerrors, name)
+)
+
+
+def topic_safe(name: str) -> str:
+    """``name`` with characters Kafka forbids in topic names replaced by ``_``."""
+    return _TOPIC_LEGAL.sub("_", name)[:_MAX_TOPIC_LENGTH] or "_"
+
+
+class _Fields(dict):
+    """Template fields from a capsule; a missing field renders as ``unknown``."""
+
+    def __missing__(self, key: str) -> str:
+        return "unknown"
+
+
+class KafkaSink(NetworkSink):
+    """Send capsules to a Kafka topic (``pip install "telemetry-sinks[kafka]"``).
+
+    Options map one-to-one to Kafka's concepts; ``producer_config`` passes any
+    other kafka-python ``KafkaProducer`` option.
+    """
+
+    sink_name = "kafka"
+    required_options = ("topic",)
+
+    bootstrap_servers = Union(
+        [Unicode(), List(Unicode())],
+        default_value="localhost:9092",
+        help='Brokers to bootstrap from: "host:port", "h1:p1,h2:p2" or a list.',
+    ).tag(config=True)
+    topic = Unicode(
+        None,
+        allow_none=True,
+        help='Topic name, or a template over the capsule such as "events.{__schema__}" '
+        "(rendered names are made topic-safe: other characters become '_').",
+    ).tag(config=True)
+    key = Unicode(
+        None,
+        allow_none=True,
+        help='Capsule field whose value is the message key, e.g. "__schema__" so that events '
+        "of one kind keep their order within a partition. None: no key.",
+    ).tag(config=True)
+    acks = Union(
+        [Unicode(), Int()], default_value="all", help='Acknowledgements: 0, 1 or "all".'
+    ).tag(config=True)
+    compression_type = Unicode(
+        None, allow_none=True, help="gzip, snappy, lz4, zstd, or None."
+    ).tag(config=True)
+    linger_ms = Int(5, help="Producer linger time in milliseconds.").tag(config=True)
+    batch_size = Int(16384, help="Producer batch size in bytes (per partition).").tag(config=True)
+    max_request_size = Int(
+        1048576,
+        help="Largest message in bytes the producer sends; a larger event is dead-lettered.",
+    ).tag(config=True)
+    ack_timeout = Float(
+        10.0, help="How long a batch waits for the broker's acknowledgements before a retry."
+    ).tag(config=True)
+    headers = Bool(
+        True,
+        help="Add headers schema, schema_version and event_id so consumers can route "
+        "without parsing.",
+    ).tag(config=True)
+
+    security_protocol = Unicode(
+        "PLAINTEXT", help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    ).tag(config=True)
+    sasl_mechanism = Unicode(
+        None, allow_none=True, help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ..."
+    ).tag(config=True)
+    sasl_plain_username = Unicode(None, allow_none=True, help="SASL user name.").tag(config=True)
+    sasl_plain_password = Unicode(None, allow_none=True, help="SASL password.").tag(
+        config=True, secret=True
+    )
+    ssl_cafile = Unicode(None, allow_none=True, help="CA file to verify the brokers.").tag(
+        config=True
+    )
+    ssl_certfile = Unicode(None, allow_none=True, help="Client certificate file.").tag(config=True)
+    ssl_keyfile = Unicode(None, allow_none=True, help="Client key file.").tag(config=True)
+    ssl_password = Unicode(None, allow_none=True, help="Password of the client key.").tag(
+        config=True, secret=True
+    )
+    producer_config = Dict(
+        help="Any other kafka-python KafkaProducer option, passed as it is."
+    ).tag(config=True, secret=True)
+
+    @validate("topic")
+    def _check_topic(self, proposal: Any) -> Any:
+        value = proposal.value
+        if value is None:
+            return value
+        if not value.strip():
+            raise TraitError("The 'topic' trait of a KafkaSink must not be empty.")
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        if not fields and (_TOPIC_LEGAL.search(value) or len(value) > _MAX_TOPIC_LENGTH):
+            raise TraitError(
+                f"The 'topic' trait of a KafkaSink is not a valid Kafka topic name: {value!r}. "
+                f"Use at most {_MAX_TOPIC_LENGTH} of the characters a-z A-Z 0-9 . _ - "
+                f"(e.g. {topic_safe(value)!r})."
+            )
+        return value
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._producer: Any = None
+        self._templated = "{" in (self.topic or "")
+
+    # ------------------------------------------------------------------ adapter
+
+    def producer_options(self) -> dict[str, Any]:
+        """The keyword arguments given to ``kafka.KafkaProducer``."""
+        servers = self.bootstrap_servers
+        if isinstance(servers, str):
+            servers = [s.strip() for s in servers.split(",") if s.strip()]
+        acks = self.acks
+        if isinstance(acks, str) and acks.isdigit():
+            acks = int(acks)
+        options: dict[str, Any] = {
+            "bootstrap_servers": servers,
+            "acks": acks,
+            "linger_ms": self.linger_ms,
+            "batch_size": self.batch_size,
+            "max_request_size": self.max_request_size,
+            "security_protocol": self.security_protocol,
+            "client_id": "telemetry-sinks",
+        }
+        optional = {
+            "compression_type": self.compression_type,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "sasl_plain_password": self.sasl_plain_password,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_password": self.ssl_password,
+        }
+        options.update({k: v for k, v in optional.items() if v is not None})
+        options.update(self.producer_config)
+        return options
+
+    def open(self) -> None:
+        self._producer = kafka.KafkaProducer(**self.producer_options())
+
+    def close_backend(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=0)
+
+    def topic_for(self, envelope: Envelope) -> str:
+        if not self._templated:
+            return self.topic  # type: ignore[return-value]
+        return topic_safe(self.topic.format_map(_Fields(envelope.payload)))  # type: ignore[union-attr]
+
+    def _key_for(self, envelope: Envelope) -> bytes | None:
+        if self.key is None:
+            return None
+        value = envelope.payload.get(self.key) if isinstance(envelope.payload, dict) else None
+        return None if value is None else str(value).encode("utf-8")
+
+    def _headers_for(self, envelope: Envelope) -> list[tuple[str, bytes]] | None:
+        if not self.headers:
+            return None
+        payload = envelope.payload if isinstance(envelope.payload, dict) else {}
+        headers = [("event_id", envelope.event_id.encode())]
+        if "__schema__" in payload:
+            headers.append(("schema", str(payload["__schema__"]).encode("utf-8")))
+            headers.append(("schema_version", str(payload.get("__schema_version__")).encode()))
+        return headers
+
+    def send_batch(self, batch: list[Envelope]) -> BatchResult:
+        if self._producer is None:
+            self.open()
+        producer = self._producer
+        result = BatchResult()
+        futures = []
+        for envelope in batch:
+            if envelope.size > self.max_request_size:
+                result.reject(
+                    envelope.event_id,
+                    f"message of {envelope.size} bytes is larger than max_request_size "
+                    f"({self.max_request_size} bytes)",
+                )
+                continue
+            try:
+                future = producer.send(
+                    self.topic_for(envelope),
+                    value=envelope.data.encode("utf-8"),
+                    key=self._key_for(envelope),
+                    headers=self._headers_for(envelope),
+                )
+            except _PERMANENT_ERRORS as exc:
+                result.reject(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                continue
+            except Exception as exc:  # buffer full, broker gone, ...
+                result.retry(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                continue
+            futures.append((envelope, future))
+        try:
+            producer.flush(timeout=self.ack_timeout)
+        except kerrors.KafkaTimeoutError:
+            pass  # the unresolved futures are retried below
+        for envelope, future in futures:
+            if not future.is_done:
+                result.retry(envelope.event_id, "no acknowledgement from the broker in time")
+            elif future.failed():
+                exc = future.exception
+                if isinstance(exc, _PERMANENT_ERRORS):
+                    result.reject(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                else:
+                    result.retry(envelope.event_id, f"{type(exc).__name__}: {exc}")
+        if result.retryable:
+            # Drop the producer with whatever it still holds (a broker that restarted may
+            # have forgotten its producer id); the retry starts a fresh one.
+            self.close_backend()
+        return result
+
+
+__all__ = ["KafkaSink", "topic_safe"]
