@@ -1,0 +1,62 @@
+"""The dead-letter file: events a backend rejected for good, kept as JSON lines with the reason.
+
+Each line is ``{"time", "sink", "event_id", "reason", "payload"}``; ``payload`` is
+the event's JSON exactly as it would have been sent.  The file is created with
+mode 0600 because payloads may be private.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+
+from ..capsule import format_timestamp
+from .envelope import Envelope
+
+log = logging.getLogger("telemetry_sinks.delivery")
+
+
+class DeadLetterFile:
+    """Append rejected events to ``path``; ``write`` returns False (and warns) if it cannot."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self._lock = threading.Lock()
+
+    def write(self, sink: str, rejected: Sequence[tuple[Envelope, str]]) -> bool:
+        """Append one line per (envelope, reason)."""
+        now = format_timestamp()
+        lines = []
+        for env, reason in rejected:
+            head = json.dumps(
+                {"time": now, "sink": sink, "event_id": env.event_id, "reason": reason},
+                separators=(",", ":"),
+            )
+            lines.append(f'{head[:-1]},"payload":{env.data}}}\n')
+        data = "".join(lines).encode("utf-8")
+        with self._lock:
+            try:
+                directory = os.path.dirname(self.path)
+                if directory:
+                    os.makedirs(directory, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.warning("dead-letter file %s cannot be written: %s", self.path, exc)
+                return False
+        return True
+
+    def after_fork_in_child(self) -> None:
+        """A fresh lock: the parent's may have been held at fork time."""
+        self._lock = threading.Lock()
+
+
+__all__ = ["DeadLetterFile"]

@@ -1,0 +1,646 @@
+"""The delivery engine: bounded queue, background worker, retries, spool and dead letters.
+
+``put`` (the hot path) only appends to an in-memory queue under a lock; one
+daemon thread per sink, started on the first event, does everything else:
+
+* sends batches (by count, bytes or age) through the adapter's ``send_batch``;
+* retries retryable failures with backoff, honouring the backend's Retry-After;
+* while the backend is down, writes the queue to the spool (if configured) and
+  later replays the spool, oldest first, before newer events;
+* writes permanent rejections to the dead-letter file;
+* reports dropped events as one warning per interval on ``telemetry_sinks.delivery``.
+
+Order: events reach the backend in emission order, except that a batch which is
+being sent when the queue overflows into the spool (policy ``spill``) can land
+after newer events.  Events read back from the spool are retried until the
+backend takes or rejects them; a poison event that always fails retryably blocks
+the spool (it shows in ``last_error``).
+
+Every open engine is closed by an ``atexit`` hook and reset in a forked child
+(empty queue, fresh locks, a new worker on first use, ``open()`` called again).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SinkConfigError
+from . import metrics
+from .deadletter import DeadLetterFile
+from .envelope import BatchResult, Envelope, PermanentError, RetryableError, next_event_id
+from .retry import Backoff
+from .spool import Spool
+
+if TYPE_CHECKING:
+    from .sink import NetworkSink
+
+log = logging.getLogger("telemetry_sinks.delivery")
+
+#: How often the worker looks for segments left in ``spool_dir`` by other processes.
+RESCAN_INTERVAL = 30.0
+_INF = float("inf")
+_SIZE = attrgetter("size")
+
+Action = Callable[[], None]
+
+
+class DeliveryEngine:
+    """Queue, worker thread, spool and dead letters of one :class:`NetworkSink`.
+
+    The sink's options are read once, here.  ``backend`` provides ``send_batch``,
+    ``open``, ``close_backend``, ``label`` and ``redact``.
+    """
+
+    def __init__(self, backend: NetworkSink) -> None:
+        self._backend = backend
+        self._batch_events = backend.max_batch_events
+        self._batch_bytes = backend.max_batch_bytes
+        self._flush_interval = backend.flush_interval
+        self._max_events = backend.max_queue_events
+        self._max_bytes = backend.max_queue_bytes
+        # "Pressure": the queue is half full; the worker then moves it to the spool if it can.
+        self._pressure_events = (self._max_events + 1) // 2
+        self._pressure_bytes = (self._max_bytes + 1) // 2
+        self._overflow = backend.effective_overflow
+        self._block_timeout = backend.block_timeout
+        self._max_retry_time = backend.max_retry_time
+        self._close_timeout = backend.close_timeout
+        self._report_interval = backend.drop_report_interval
+        self._backoff = Backoff(backend.retry_initial_backoff, backend.retry_max_backoff)
+        self._spool: Spool | None = None
+        if backend.spool_dir:
+            _check_spool_dir_unused(backend.spool_dir)
+            try:
+                self._spool = Spool(
+                    backend.spool_dir,
+                    max_bytes=backend.max_spool_bytes,
+                    segment_bytes=backend.spool_segment_bytes,
+                    fsync=backend.spool_fsync,
+                    evict_oldest=self._overflow == "drop_oldest",
+                )
+            except OSError as exc:
+                raise SinkConfigError(
+                    f"spool_dir {backend.spool_dir!r} cannot be used: {exc.strerror or exc}"
+                ) from None
+        dead_letter_file = backend.dead_letter_file
+        if dead_letter_file is None and backend.spool_dir:
+            dead_letter_file = os.path.join(backend.spool_dir, "dead_letters.jsonl")
+        self._dead = DeadLetterFile(dead_letter_file) if dead_letter_file else None
+        self._closed = False
+        self._reset_state()
+        _open_engines.add(self)
+        metrics.observe(self)
+        if self._spool is not None and self._spool.has_backlog():
+            with self._lock:
+                self._start_worker_locked()
+
+    def _reset_state(self) -> None:
+        """Fresh locks, an empty queue and zero counters (at start and in a forked child)."""
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the worker waits here
+        self._done = threading.Condition(self._lock)  # flush() and blocked producers wait here
+        self._queue: deque[Envelope] = deque()
+        self._queue_bytes = 0
+        self._inflight: list[Envelope] = []  # events from the queue the worker holds
+        self._pending: list[Envelope] = []  # events waiting for their next attempt
+        self._retry_at = 0.0
+        self._attempt = 0
+        self._first_failure = 0.0
+        self._ticket = 0
+        self._flush_waiters = 0
+        self._stopping = False
+        self._abandoned = False
+        self._worker: threading.Thread | None = None
+        self._worker_ident: int | None = None
+        self._opened = False
+        self._counts = Counter(dict.fromkeys(metrics.COUNTERS, 0))
+        self._last_error: str | None = None
+        self._drops: Counter[str] = Counter()
+        self._next_report = 0.0
+        self._next_scan = time.monotonic() + RESCAN_INTERVAL
+
+    @property
+    def label(self) -> str:
+        """The sink's name in warnings, dead letters and metrics."""
+        return self._backend.label
+
+    @property
+    def worker_ident(self) -> int | None:
+        """Thread id of the worker (records it logs are not fed back into the sink)."""
+        return self._worker_ident
+
+    # ------------------------------------------------------------------ hot path
+
+    def put(self, data: str) -> None:
+        """Enqueue one encoded event.  Never touches the network."""
+        with self._lock:
+            self._counts["emitted"] += 1
+            if not self._closed:
+                self._enqueue_locked(Envelope(next_event_id(), data))
+                return
+            self._drop_locked(1, "sink closed")
+            due = time.monotonic() >= self._next_report
+        if due:  # there is no worker any more: warn from here, still once per interval
+            self._report_drops()
+
+    def _enqueue_locked(self, env: Envelope) -> None:
+        queue = self._queue
+        if len(queue) >= self._max_events or self._queue_bytes + env.size > self._max_bytes:
+            if not self._make_room_locked(env):
+                return
+        self._ticket += 1
+        env.ticket = self._ticket
+        env.enqueued = time.monotonic()
+        queue.append(env)
+        self._queue_bytes += env.size
+        if self._worker is None:
+            self._start_worker_locked()
+        # Wake the worker only when the queue crosses a level it acts on, not on every event.
+        count, size, before = len(queue), self._queue_bytes, self._queue_bytes - env.size
+        if (
+            count == 1
+            or count == self._batch_events
+            or count == self._pressure_events
+            or before < self._batch_bytes <= size
+            or before < self._pressure_bytes <= size
+        ):
+            self._work.notify()
+
+    def _fits(self, env: Envelope) -> bool:
+        return len(self._queue) < self._max_events and (
+            self._queue_bytes + env.size <= self._max_bytes
+        )
+
+    def _make_room_locked(self, env: Envelope) -> bool:
+        """Apply the overflow policy; True if ``env`` may now be queued."""
+        policy = self._overflow
+        if env.size > self._max_bytes:
+            if policy == "spill":
+                self._spill_locked([env])
+            else:
+                self._drop_locked(1, "event larger than max_queue_bytes")
+            return False
+        if policy == "drop_newest":
+            self._drop_locked(1, "queue full")
+            return False
+        queue = self._queue
+        if policy == "drop_oldest":
+            dropped = 0
+            while not self._fits(env):
+                self._queue_bytes -= queue.popleft().size
+                dropped += 1
+            self._drop_locked(dropped, "queue full, oldest dropped")
+            return True
+        if policy == "block":
+            deadline = time.monotonic() + self._block_timeout
+            while not self._fits(env):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    self._drop_locked(1, "queue full after block_timeout")
+                    return False
+                self._done.wait(remaining)
+            return True
+        # spill: move the oldest half of the queue to the spool (one write for many events).
+        chunk = []
+        while queue and (
+            len(queue) > self._max_events // 2
+            or self._queue_bytes + env.size > self._max_bytes // 2
+        ):
+            old = queue.popleft()
+            self._queue_bytes -= old.size
+            chunk.append(old)
+        self._spill_locked(chunk)
+        return True
+
+    def _spill_locked(self, envelopes: list[Envelope]) -> None:
+        """Write to the spool from the caller's thread (queue full); holds the queue lock."""
+        assert self._spool is not None
+        refused, evicted = self._spool.append(envelopes)
+        self._record_spooled_locked(len(envelopes), refused, evicted)
+        self._work.notify()
+
+    def _record_spooled_locked(self, count: int, refused: list[Envelope], evicted: int) -> None:
+        self._counts["spooled"] += count - len(refused)
+        if refused:
+            self._drop_locked(len(refused), "spool full")
+        if evicted:
+            self._drop_locked(evicted, "spool full, oldest dropped")
+
+    def _drop_locked(self, count: int, reason: str) -> None:
+        if count <= 0:
+            return
+        self._counts["dropped"] += count
+        if not self._drops:
+            self._work.notify()  # the first drop since the last report
+        self._drops[reason] += count
+
+    def _start_worker_locked(self) -> None:
+        worker = threading.Thread(
+            target=self._run, name=f"telemetry-sinks-delivery[{self.label}]", daemon=True
+        )
+        try:
+            worker.start()
+        except RuntimeError:  # interpreter shutting down: close() keeps the events
+            return
+        self._worker = worker
+        self._worker_ident = worker.ident
+
+    # ------------------------------------------------------------------ worker
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    action = self._next_action_locked()
+                if action is None:
+                    break
+                try:
+                    action()
+                except Exception as exc:  # a bug; keep the worker alive
+                    log.exception("delivery worker of sink %r failed", self.label)
+                    with self._lock:
+                        self._last_error = self._backend.redact(f"{type(exc).__name__}: {exc}")
+                        self._work.wait(0.1)
+        finally:
+            with self._lock:
+                abandoned = self._abandoned
+                self._done.notify_all()
+            if self._opened and not abandoned:
+                try:
+                    self._backend.close_backend()
+                except Exception:
+                    log.exception("sink %r: close_backend() failed", self.label)
+
+    def _next_action_locked(self) -> Action | None:
+        """Decide what the worker does next, waiting until there is something to do."""
+        while True:
+            if self._abandoned:
+                return None
+            now = time.monotonic()
+            queue, spool = self._queue, self._spool
+            urgent = self._flush_waiters > 0 or self._stopping
+            if self._stopping and not queue and not self._inflight:
+                return None
+            if self._drops and now >= self._next_report:
+                return self._report_drops
+            ready = bool(queue) and (
+                urgent
+                or len(queue) >= self._batch_events
+                or self._queue_bytes >= self._batch_bytes
+                or now - queue[0].enqueued >= self._flush_interval
+            )
+            pressure = (
+                len(queue) >= self._pressure_events or self._queue_bytes >= self._pressure_bytes
+            )
+            # The queue's deadline matters only where the worker would act on it.
+            queue_due = queue[0].enqueued + self._flush_interval if queue else _INF
+            if self._pending:
+                durable = self._pending[0].segment is not None
+                gave_up = now - self._first_failure >= self._max_retry_time
+                if not durable and spool is not None and (urgent or ready or pressure or gave_up):
+                    return self._spool_pending
+                if not durable and spool is None and gave_up:
+                    return self._give_up_pending
+                if now >= self._retry_at:
+                    return self._send_pending
+                if durable and (ready or pressure):
+                    return self._spool_queue
+                wake = self._retry_at
+                if not durable:
+                    wake = min(wake, self._first_failure + self._max_retry_time)
+                if spool is not None:
+                    wake = min(wake, queue_due)
+            elif now < self._retry_at:  # backend down, failed events already spooled
+                if spool is not None and ready:
+                    return self._spool_queue
+                wake = self._retry_at if spool is None else min(self._retry_at, queue_due)
+            elif spool is not None and spool.has_backlog():
+                if queue and (urgent or pressure):
+                    return self._spool_queue
+                return self._replay
+            elif ready:
+                return self._send_queue
+            else:
+                wake = queue_due
+            if spool is not None:
+                if now >= self._next_scan:
+                    return self._rescan
+                wake = min(wake, self._next_scan)
+            if self._drops:
+                wake = min(wake, self._next_report)
+            self._work.wait(None if wake == _INF else max(0.0, wake - now))
+
+    # ------------------------------------------------------------------ worker actions
+
+    def _send_queue(self) -> None:
+        with self._lock:
+            batch = self._take_batch_locked()
+            self._inflight = batch
+            self._done.notify_all()  # room in the queue
+        self._deliver(batch)
+
+    def _take_batch_locked(self) -> list[Envelope]:
+        """Remove the next batch from the queue, holding the lock as briefly as possible."""
+        queue = self._queue
+        if len(queue) <= self._batch_events and self._queue_bytes <= self._batch_bytes:
+            batch = list(queue)  # the usual case: the whole queue is one batch
+            queue.clear()
+            self._queue_bytes = 0
+            return batch
+        count = min(len(queue), self._batch_events)
+        if self._queue_bytes > self._batch_bytes:
+            taken = size = 0
+            for env in queue:
+                if taken >= count or (taken and size + env.size > self._batch_bytes):
+                    break
+                taken += 1
+                size += env.size
+            count = taken
+        popleft = queue.popleft  # in place: blocked producers hold a reference to the deque
+        batch = [popleft() for _ in range(count)]
+        self._queue_bytes -= sum(map(_SIZE, batch))
+        return batch
+
+    def _replay(self) -> None:
+        assert self._spool is not None
+        batch = self._spool.next_batch(self._batch_events, self._batch_bytes)
+        if batch:
+            self._deliver(batch)
+
+    def _send_pending(self) -> None:
+        with self._lock:
+            batch = self._pending
+            self._counts["retried"] += len(batch)
+        self._deliver(batch)
+
+    def _spool_pending(self) -> None:
+        assert self._spool is not None
+        with self._lock:
+            batch = self._pending
+        refused, evicted = self._spool.append(batch)
+        with self._lock:
+            self._record_spooled_locked(len(batch), refused, evicted)
+            self._pending = self._inflight = []
+            self._done.notify_all()
+
+    def _spool_queue(self) -> None:
+        assert self._spool is not None
+        with self._lock:
+            chunk = list(self._queue)
+            self._queue.clear()
+            self._queue_bytes = 0
+            self._inflight = chunk
+            self._done.notify_all()
+        refused, evicted = self._spool.append(chunk)
+        with self._lock:
+            self._record_spooled_locked(len(chunk), refused, evicted)
+            self._inflight = []
+            self._done.notify_all()
+
+    def _give_up_pending(self) -> None:
+        with self._lock:
+            batch = self._pending
+            reason = (
+                f"not delivered after {self._max_retry_time:g} s of retries "
+                f"and no spool_dir: {self._last_error}"
+            )
+        self._reject([(env, reason) for env in batch], "retries exhausted, no spool_dir")
+        with self._lock:
+            self._pending = self._inflight = []
+            self._done.notify_all()
+
+    def _rescan(self) -> None:
+        assert self._spool is not None
+        self._spool.scan()
+        with self._lock:
+            self._next_scan = time.monotonic() + RESCAN_INTERVAL
+
+    def _report_drops(self) -> None:
+        with self._lock:
+            drops, self._drops = self._drops, Counter()
+            self._next_report = time.monotonic() + self._report_interval
+        if drops:
+            detail = ", ".join(f"{reason}: {count}" for reason, count in sorted(drops.items()))
+            log.warning(
+                "sink %r dropped %d events (%s); see its stats()",
+                self.label,
+                sum(drops.values()),
+                detail,
+            )
+
+    # ------------------------------------------------------------------ sending
+
+    def _call_backend(self, batch: list[Envelope]) -> BatchResult:
+        """Run the adapter; exceptions become a result for the whole batch."""
+        try:
+            if not self._opened:
+                self._backend.open()
+                self._opened = True
+            result = self._backend.send_batch(batch)
+        except PermanentError as exc:
+            return BatchResult.reject_all(batch, _describe(exc))
+        except RetryableError as exc:
+            return BatchResult.retry_all(batch, _describe(exc), exc.retry_after)
+        except Exception as exc:
+            return BatchResult.retry_all(batch, _describe(exc))
+        if result is None:
+            return BatchResult.ok()
+        if not isinstance(result, BatchResult):  # an adapter bug: keep the events, say why
+            problem = f"send_batch returned {type(result).__name__}, not a BatchResult or None"
+            return BatchResult.retry_all(batch, problem)
+        return result
+
+    def _deliver(self, batch: list[Envelope]) -> None:
+        """Send ``batch`` and settle every event in it: acknowledged, retried or rejected."""
+        result = self._call_backend(batch)
+        durable = batch[0].segment is not None
+        retry: list[Envelope] = []
+        rejected: list[tuple[Envelope, str]] = []
+        done = batch
+        if result.retryable or result.permanent:
+            redact = self._backend.redact
+            retry = [env for env in batch if env.event_id in result.retryable]
+            done = [env for env in batch if env.event_id not in result.retryable]
+            rejected = [
+                (env, redact(result.permanent[env.event_id]))
+                for env in done
+                if env.event_id in result.permanent
+            ]
+        if rejected:
+            self._reject(rejected)
+        if durable and done:
+            assert self._spool is not None
+            self._spool.ack(done)
+        now = time.monotonic()
+        with self._lock:
+            if self._abandoned:
+                return
+            acked = len(done) - len(rejected)
+            self._counts["sent"] += acked
+            if durable:
+                self._counts["replayed"] += acked
+            if retry:
+                self._last_error = self._backend.redact(result.retryable[retry[0].event_id])
+                self._attempt += 1
+                self._retry_at = now + self._backoff.delay(self._attempt, result.retry_after)
+                if batch is not self._pending:  # a fresh batch: its retry time starts now
+                    self._first_failure = now
+                self._pending = retry
+                self._inflight = [] if durable else retry
+            else:
+                if rejected:
+                    self._last_error = rejected[0][1]
+                self._pending = self._inflight = []
+                self._retry_at = 0.0
+                self._attempt = 0
+            self._done.notify_all()
+
+    def _reject(
+        self,
+        rejected: Sequence[tuple[Envelope, str]],
+        otherwise: str = "rejected by the backend, no dead_letter_file",
+    ) -> None:
+        """Dead-letter events that will not be delivered (or count them as dropped: ``otherwise``)."""
+        written = self._dead is not None and self._dead.write(self.label, rejected)
+        with self._lock:
+            if written:
+                self._counts["dead_lettered"] += len(rejected)
+            else:
+                self._drop_locked(len(rejected), otherwise)
+
+    # ------------------------------------------------------------------ flush / close
+
+    def _unsettled_locked(self, ticket: int) -> bool:
+        """True while an event with ticket <= ``ticket`` is neither acknowledged nor spooled."""
+        return bool(
+            (self._queue and self._queue[0].ticket <= ticket)
+            or (self._inflight and self._inflight[0].ticket <= ticket)
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event queued so far is acknowledged, spooled or dead-lettered."""
+        with self._lock:
+            target = self._ticket
+            if not self._unsettled_locked(target):
+                return True
+            self._flush_waiters += 1
+            self._work.notify()
+            try:
+                self._done.wait_for(
+                    lambda: not self._unsettled_locked(target)
+                    or self._abandoned
+                    or self._worker is None
+                    or not self._worker.is_alive(),
+                    timeout,
+                )
+            finally:
+                self._flush_waiters -= 1
+            return not self._unsettled_locked(target)
+
+    def close(self) -> None:
+        """Drain within ``close_timeout``; spool (or dead-letter) what is left; stop the worker."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._done.notify_all()  # producers blocked on a full queue give up
+        _open_engines.discard(self)
+        deadline = time.monotonic() + self._close_timeout
+        self.flush(self._close_timeout)
+        with self._lock:
+            self._stopping = True
+            self._work.notify()
+        worker = self._worker
+        if worker is not None:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._abandoned = True  # a worker stuck in send_batch must not touch anything now
+            leftovers = self._inflight + list(self._queue)
+            self._inflight, self._pending = [], [e for e in self._pending if e.segment]
+            self._queue.clear()
+            self._queue_bytes = 0
+            self._work.notify()
+            self._done.notify_all()
+            last_error = self._last_error
+        if leftovers:
+            self._keep_leftovers(leftovers, last_error)
+        self._report_drops()
+        if self._spool is not None:
+            self._spool.close()
+
+    def _keep_leftovers(self, leftovers: list[Envelope], last_error: str | None) -> None:
+        """Events still undelivered at close: to the spool, else the dead-letter file."""
+        if self._spool is not None:
+            refused, evicted = self._spool.append(leftovers)
+            with self._lock:
+                self._record_spooled_locked(len(leftovers), refused, evicted)
+            return
+        reason = f"not delivered within close_timeout={self._close_timeout:g} s: {last_error}"
+        self._reject([(env, reason) for env in leftovers], "undelivered at close, no spool_dir")
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and levels (see :mod:`telemetry_sinks.delivery.metrics`) and ``last_error``."""
+        with self._lock:
+            stats: dict[str, Any] = dict(self._counts)
+            stats["queue_events"] = len(self._queue)
+            stats["queue_bytes"] = self._queue_bytes
+            stats["last_error"] = self._last_error
+        stats["spool_bytes"] = self._spool.size if self._spool is not None else 0
+        return stats
+
+    def after_fork_in_child(self) -> None:
+        """Start over in a forked child: the parent keeps (and delivers) its own events."""
+        self._reset_state()
+        if self._spool is not None:
+            self._spool.after_fork_in_child()
+        if self._dead is not None:
+            self._dead.after_fork_in_child()
+
+
+def _check_spool_dir_unused(directory: str) -> None:
+    """Two sinks of one process must not share a spool: each would replay the other's events."""
+    wanted = os.path.abspath(os.path.expanduser(directory))
+    for engine in list(_open_engines):
+        if engine._spool is not None and engine._spool.directory == wanted:
+            raise SinkConfigError(
+                f"spool_dir {directory!r} is already used by sink {engine.label!r}: "
+                "give each sink its own spool_dir."
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------- process hooks
+
+_open_engines: weakref.WeakSet[DeliveryEngine] = weakref.WeakSet()
+
+
+def _close_all_at_exit() -> None:
+    for engine in list(_open_engines):
+        try:
+            engine.close()
+        except Exception:
+            log.exception("closing sink %r at exit failed", engine.label)
+
+
+def _reset_all_in_child() -> None:
+    for engine in list(_open_engines):
+        engine.after_fork_in_child()
+
+
+atexit.register(_close_all_at_exit)
+os.register_at_fork(after_in_child=_reset_all_in_child)
+
+__all__ = ["DeliveryEngine"]

@@ -1,0 +1,137 @@
+"""Envelopes, batch results and event ids: the contract between the delivery core and an adapter.
+
+An :class:`Envelope` is one encoded event on its way to a backend.  An adapter's
+``send_batch`` gets a list of them and answers with a :class:`BatchResult` (or
+raises :class:`PermanentError` / :class:`RetryableError` / any exception for the
+whole batch).
+
+Event ids are ``"<producer>-<sequence>"``: a random 16-hex-digit id per process
+(a forked child gets a new one) and a 12-digit counter, so ids are unique, sort
+in emission order per producer, and let downstream systems drop the duplicates
+that at-least-once delivery can produce.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+_producer = secrets.token_hex(8)
+_sequence = itertools.count(1)
+
+
+def producer_id() -> str:
+    """This process's producer id (the first part of every event id it makes)."""
+    return _producer
+
+
+def next_event_id() -> str:
+    """A new event id, greater than every id this process made before."""
+    return f"{_producer}-{next(_sequence):012d}"
+
+
+def _new_producer_in_child() -> None:
+    global _producer, _sequence
+    _producer = secrets.token_hex(8)
+    _sequence = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_producer_in_child)
+
+
+class Envelope:
+    """One encoded event: ``event_id``, ``data`` (its JSON line), ``size`` (bytes of ``data``).
+
+    ``payload`` decodes ``data`` on first use, so adapters that send the JSON text
+    as it is never pay for decoding.  ``segment`` is set on events read back from
+    the spool.
+    """
+
+    __slots__ = ("event_id", "data", "size", "ticket", "enqueued", "segment", "_payload")
+
+    def __init__(self, event_id: str, data: str, *, segment: Any = None) -> None:
+        self.event_id = event_id
+        self.data = data
+        # ``capsule.encode`` escapes non-ASCII characters, so characters are bytes.
+        self.size = len(data) if data.isascii() else len(data.encode("utf-8"))
+        self.ticket = 0
+        self.enqueued = 0.0
+        self.segment = segment
+        self._payload: Any = None
+
+    @property
+    def payload(self) -> Any:
+        """The decoded event (a dict for capsules and log payloads)."""
+        if self._payload is None:
+            self._payload = json.loads(self.data)
+        return self._payload
+
+    def __repr__(self) -> str:
+        return f"<Envelope {self.event_id} {self.size} bytes>"
+
+
+class PermanentError(Exception):
+    """Raised by ``send_batch``: the backend will never accept this batch (it is dead-lettered)."""
+
+
+class RetryableError(Exception):
+    """Raised by ``send_batch``: the whole batch failed for now; retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class BatchResult:
+    """What happened to a batch.  Events named in neither dict were acknowledged.
+
+    ``retryable`` and ``permanent`` map event ids to a reason; ``retry_after`` is
+    the backend's requested delay in seconds (e.g. from a ``Retry-After`` header).
+    """
+
+    retryable: dict[str, str] = field(default_factory=dict)
+    permanent: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None
+
+    @classmethod
+    def ok(cls) -> BatchResult:
+        """Every event was acknowledged."""
+        return cls()
+
+    @classmethod
+    def retry_all(
+        cls, batch: Iterable[Envelope], reason: str, retry_after: float | None = None
+    ) -> BatchResult:
+        """Every event failed but may succeed later."""
+        return cls(retryable={e.event_id: reason for e in batch}, retry_after=retry_after)
+
+    @classmethod
+    def reject_all(cls, batch: Iterable[Envelope], reason: str) -> BatchResult:
+        """The backend will never accept any of these events."""
+        return cls(permanent={e.event_id: reason for e in batch})
+
+    def retry(self, event_id: str, reason: str, retry_after: float | None = None) -> None:
+        """Mark one event as failed for now."""
+        self.retryable[event_id] = reason
+        if retry_after is not None:
+            self.retry_after = max(self.retry_after or 0.0, retry_after)
+
+    def reject(self, event_id: str, reason: str) -> None:
+        """Mark one event as permanently rejected."""
+        self.permanent[event_id] = reason
+
+
+__all__ = [
+    "BatchResult",
+    "Envelope",
+    "PermanentError",
+    "RetryableError",
+    "next_event_id",
+    "producer_id",
+]

@@ -1,0 +1,280 @@
+"""Batching, bounded memory and overflow policies, event ids, stats and options."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+
+import pytest
+from delivery_helpers import Gate, MemorySink, wait_until
+
+from telemetry_sinks.capsule import encode
+from telemetry_sinks.delivery import NetworkSink
+from telemetry_sinks.delivery.envelope import next_event_id, producer_id
+from telemetry_sinks.errors import SinkConfigError
+
+DELIVERY_LOGGER = "telemetry_sinks.delivery"
+
+
+def batch_sizes(sink: MemorySink) -> list[int]:
+    return [len(ids) for _, ids in sink.attempts]
+
+
+# ---------------------------------------------------------------------- batching
+
+
+def test_batches_by_count(make_sink):
+    sink = make_sink(max_batch_events=10, flush_interval=60)
+    for n in range(25):
+        sink.write_payload({"n": n})
+    wait_until(lambda: len(sink.attempts) == 2)
+    time.sleep(0.05)
+    assert batch_sizes(sink) == [10, 10]  # the last 5 wait for more events or the interval
+    assert sink.flush(5)
+    assert batch_sizes(sink) == [10, 10, 5]
+    assert sink.delivered_numbers == list(range(25))
+
+
+def test_batches_by_bytes(make_sink):
+    payload = {"n": 0, "pad": "x" * 50}
+    size = len(encode(payload))
+    sink = make_sink(max_batch_bytes=size * 3, flush_interval=60)
+    for n in range(10):
+        sink.write_payload({**payload, "n": n})
+    wait_until(lambda: len(sink.attempts) == 3)
+    assert sink.flush(5)
+    assert batch_sizes(sink) == [3, 3, 3, 1]
+    assert all(sum(e.size for e in sink.delivered[i : i + 3]) <= size * 3 for i in (0, 3, 6))
+
+
+def test_batches_by_time(make_sink):
+    sink = make_sink(max_batch_events=100, flush_interval=0.2)
+    start = time.monotonic()
+    for n in range(3):
+        sink.write_payload({"n": n})
+    wait_until(lambda: sink.attempts)
+    assert sink.attempts[0][0] - start >= 0.19
+    assert batch_sizes(sink) == [3]
+
+
+def test_emit_through_logging_and_capsule_fast_path(make_sink):
+    sink = make_sink()
+    logger = logging.getLogger("test.delivery.app")
+    logger.addHandler(sink)
+    logger.propagate = False
+    try:
+        logger.warning({"n": 1})
+        sink.handle_capsule({"n": 2})
+        sink.handle(logging.makeLogRecord({"name": DELIVERY_LOGGER, "msg": "not fed back"}))
+        assert sink.flush(5)
+    finally:
+        logger.removeHandler(sink)
+    assert sink.delivered_numbers == [1, 2]
+
+
+# ---------------------------------------------------------------------- overflow
+
+
+def blocked_sink(make_sink, **options):
+    """A sink whose backend holds event 0 in flight, so the queue fills deterministically."""
+    gate = Gate()
+    sink = make_sink(gate, max_batch_events=1, max_queue_events=5, **options)
+    sink.write_payload({"n": 0})
+    assert gate.entered.wait(5)
+    return sink, gate
+
+
+def test_overflow_drop_newest(make_sink, caplog):
+    caplog.set_level(logging.WARNING, logger=DELIVERY_LOGGER)
+    sink, gate = blocked_sink(make_sink, overflow="drop_newest")
+    for n in range(1, 21):
+        sink.write_payload({"n": n})
+    stats = sink.stats()
+    assert stats["dropped"] == 15 and stats["queue_events"] == 5 and stats["emitted"] == 21
+    gate.release()
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [0, 1, 2, 3, 4, 5]
+    wait_until(lambda: any("dropped 15 events" in r.getMessage() for r in caplog.records))
+
+
+def test_overflow_drop_oldest(make_sink):
+    sink, gate = blocked_sink(make_sink, overflow="drop_oldest")
+    for n in range(1, 21):
+        sink.write_payload({"n": n})
+    assert sink.stats()["dropped"] == 15
+    gate.release()
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [0, 16, 17, 18, 19, 20]
+
+
+@pytest.mark.timeout(30)
+def test_overflow_block_waits_then_drops(make_sink):
+    sink, gate = blocked_sink(make_sink, overflow="block", block_timeout=0.1)
+    for n in range(1, 6):
+        sink.write_payload({"n": n})
+    start = time.monotonic()
+    sink.write_payload({"n": 6})  # the queue is full: waits block_timeout, then drops
+    assert time.monotonic() - start >= 0.09
+    assert sink.stats()["dropped"] == 1
+    sink._engine._block_timeout = 5.0
+    threading.Timer(0.1, gate.release).start()
+    start = time.monotonic()
+    sink.write_payload({"n": 7})  # room appears once the backend moves on
+    assert 0.05 < time.monotonic() - start < 4
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [0, 1, 2, 3, 4, 5, 7]
+    assert sink.stats()["dropped"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_overflow_spill_keeps_everything_in_order(make_sink, tmp_path):
+    sink, gate = blocked_sink(make_sink, spool_dir=str(tmp_path))
+    assert sink.effective_overflow == "spill"
+    for n in range(1, 21):
+        sink.write_payload({"n": n})
+    stats = sink.stats()
+    assert stats["spooled"] > 0 and stats["dropped"] == 0 and stats["queue_events"] <= 5
+    gate.release()
+    assert sink.flush(5)
+    wait_until(lambda: len(sink.delivered) == 21)
+    assert sink.delivered_numbers == list(range(21))
+    assert sink.stats()["replayed"] == sink.stats()["spooled"]
+
+
+def test_an_event_larger_than_the_queue_is_dropped_and_counted(make_sink):
+    sink = make_sink(max_queue_bytes=100)
+    sink.write_payload({"n": 0, "pad": "x" * 200})
+    sink.write_payload({"n": 1})
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [1]
+    assert sink.stats()["dropped"] == 1
+
+
+def test_drops_are_reported_once_per_interval(make_sink, caplog):
+    caplog.set_level(logging.WARNING, logger=DELIVERY_LOGGER)
+    sink, gate = blocked_sink(make_sink, overflow="drop_newest", drop_report_interval=60)
+    for n in range(1, 9):
+        sink.write_payload({"n": n})
+    gate.release()
+    wait_until(lambda: [r for r in caplog.records if "dropped 3 events" in r.getMessage()])
+    gate.released.clear()
+    wait_until(lambda: sink.stats()["queue_events"] == 0)
+    for n in range(10, 20):
+        sink.write_payload({"n": n})  # 5 more dropped within the interval: no new warning yet
+    time.sleep(0.05)
+    assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1
+    gate.release()
+    sink.close()
+    reports = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(reports) == 2 and "queue full: " in reports[1]
+    assert sink.stats()["dropped"] == sink.stats()["emitted"] - len(sink.delivered)
+
+
+# ---------------------------------------------------------------------- ids, stats, options
+
+
+def test_event_ids_are_unique_and_ordered_per_producer():
+    ids = [next_event_id() for _ in range(1000)]
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{16}-\d{12}", i) for i in ids)
+    assert ids[0].startswith(producer_id() + "-")
+
+
+def test_every_attempt_of_an_event_carries_the_same_id(make_sink):
+    calls = []
+
+    def flaky(batch):
+        calls.append(1)
+        if len(calls) < 3:
+            raise TimeoutError("slow")
+
+    sink = make_sink(flaky)
+    sink.write_payload({"n": 0})
+    assert sink.flush(5)
+    assert len({ids[0] for _, ids in sink.attempts}) == 1
+    assert sink.attempts[0][1] == [sink.delivered[0].event_id]
+
+
+def test_stats_lists_every_counter(make_sink):
+    sink = make_sink()
+    sink.write_payload({"n": 0})
+    assert sink.flush(5)
+    assert sink.stats() == {
+        "emitted": 1,
+        "sent": 1,
+        "retried": 0,
+        "spooled": 0,
+        "replayed": 0,
+        "dead_lettered": 0,
+        "dropped": 0,
+        "queue_events": 0,
+        "queue_bytes": 0,
+        "spool_bytes": 0,
+        "last_error": None,
+    }
+
+
+def test_stats_are_exported_to_prometheus(make_sink):
+    from prometheus_client import REGISTRY, generate_latest
+
+    sink = make_sink()
+    sink.name = "prom-test"
+    for n in range(3):
+        sink.write_payload({"n": n})
+    assert sink.flush(5)
+    text = generate_latest(REGISTRY).decode()
+    assert 'telemetry_sinks_delivery_sent_total{sink="prom-test"} 3.0' in text
+    assert 'telemetry_sinks_delivery_queue_events{sink="prom-test"} 0.0' in text
+
+
+def test_options_are_documented_traits():
+    expected = {
+        "max_batch_events",
+        "max_batch_bytes",
+        "flush_interval",
+        "max_queue_events",
+        "max_queue_bytes",
+        "overflow",
+        "block_timeout",
+        "spool_dir",
+        "max_spool_bytes",
+        "spool_segment_bytes",
+        "spool_fsync",
+        "retry_initial_backoff",
+        "retry_max_backoff",
+        "max_retry_time",
+        "dead_letter_file",
+        "close_timeout",
+        "drop_report_interval",
+    }
+    assert expected <= set(NetworkSink.option_names())
+    traits = NetworkSink.class_traits()
+    assert all(traits[name].help for name in expected)
+
+
+def test_two_sinks_cannot_share_a_spool_dir(make_sink, tmp_path):
+    make_sink(spool_dir=str(tmp_path))
+    with pytest.raises(SinkConfigError, match="already used by sink 'memory'"):
+        make_sink(spool_dir=str(tmp_path) + "/")
+
+
+def test_an_unusable_spool_dir_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SinkConfigError, match="cannot be used"):
+        MemorySink(spool_dir=str(tmp_path / "file" / "spool"))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"overflow": "spill"}, "spool_dir"),
+        ({"max_queue_events": 0}, "max_queue_events"),
+        ({"flush_interval": -1.0}, "flush_interval"),
+        ({"overflow": "sometimes"}, "overflow"),
+    ],
+)
+def test_bad_options_are_config_errors(options, message):
+    with pytest.raises(SinkConfigError, match=message):
+        MemorySink(**options)

@@ -1,0 +1,248 @@
+"""Retries, backoff, Retry-After, permanent failures and the dead-letter file."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+
+import pytest
+from delivery_helpers import MemorySink, wait_until
+from traitlets import Unicode
+
+from telemetry_sinks.delivery import (
+    Backoff,
+    BatchResult,
+    PermanentError,
+    RetryableError,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+
+def failing(times: int, exc: Exception):
+    """A behavior that raises ``exc`` on the first ``times`` calls."""
+    calls = []
+
+    def behavior(batch):
+        calls.append(1)
+        if len(calls) <= times:
+            raise exc
+
+    return behavior
+
+
+def gaps(sink: MemorySink) -> list[float]:
+    times = [t for t, _ in sink.attempts]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+# ---------------------------------------------------------------------- policy helpers
+
+
+def test_backoff_doubles_with_jitter_and_a_ceiling():
+    low, high = Backoff(0.1, 1.0, rand=lambda: 0.0), Backoff(0.1, 1.0, rand=lambda: 1.0)
+    assert [high.delay(n) for n in range(1, 7)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    assert [low.delay(n) for n in range(1, 4)] == pytest.approx([0.05, 0.1, 0.2])
+    assert high.delay(1, retry_after=7.5) == 7.5
+    assert high.delay(1000) == 1.0
+
+
+def test_retry_after_parsing_and_status_classes():
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(3) == 3.0
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 28 <= parse_retry_after(later) <= 31
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert [s for s in (200, 400, 404, 408, 413, 429, 500, 503) if is_retryable_status(s)] == [
+        408,
+        429,
+        500,
+        503,
+    ]
+
+
+# ---------------------------------------------------------------------- retries
+
+
+def test_retry_with_backoff_then_success(make_sink):
+    sink = make_sink(
+        failing(3, ConnectionError("connection refused")),
+        retry_initial_backoff=0.02,
+        retry_max_backoff=1.0,
+    )
+    sink.write_payload({"n": 0})
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [0]
+    first, second, third = gaps(sink)
+    assert first >= 0.01 and second >= 0.02 and third >= 0.04  # at least half of 2ⁿ·initial
+    stats = sink.stats()
+    assert stats["retried"] == 3 and stats["sent"] == 1
+    assert stats["last_error"] == "ConnectionError: connection refused"
+
+
+@pytest.mark.parametrize("how", ["result", "exception"])
+def test_retry_after_is_honoured(make_sink, how):
+    calls = []
+
+    def throttled(batch):
+        calls.append(1)
+        if len(calls) == 1:
+            if how == "exception":
+                raise RetryableError("HTTP 429", retry_after=0.3)
+            return BatchResult.retry_all(batch, "HTTP 429", retry_after=0.3)
+        return None
+
+    sink = make_sink(throttled, retry_initial_backoff=0.001)
+    sink.write_payload({"n": 0})
+    assert sink.flush(5)
+    assert gaps(sink)[0] >= 0.29
+    assert sink.stats()["last_error"] == ("RetryableError: HTTP 429" if how == "exception" else "HTTP 429")
+
+
+def test_only_failed_events_of_a_batch_are_retried(make_sink):
+    def partial(batch):
+        result = BatchResult()
+        if len(batch) == 3:
+            result.retry(batch[1].event_id, "shard busy")
+        return result
+
+    sink = make_sink(partial, flush_interval=60, max_batch_events=3)
+    for n in range(3):
+        sink.write_payload({"n": n})
+    assert sink.flush(5)
+    assert [len(ids) for _, ids in sink.attempts] == [3, 1]
+    assert sink.delivered_numbers == [0, 2, 1]
+
+
+def test_a_backend_down_at_start_does_not_stop_the_application(make_sink):
+    class Flaky(MemorySink):
+        def open(self):
+            self.opened += 1
+            if self.opened < 3:
+                raise ConnectionRefusedError("no route to host")
+
+    sink = Flaky(flush_interval=0.0, retry_initial_backoff=0.01, retry_max_backoff=0.02)
+    try:
+        sink.write_payload({"n": 0})
+        assert sink.flush(5)
+        assert sink.opened == 3 and sink.delivered_numbers == [0]
+    finally:
+        sink.close()
+    assert sink.backend_closed == 1
+
+
+def test_retries_exhausted_go_to_the_spool(make_sink, tmp_path):
+    sink = make_sink(
+        failing(10**6, TimeoutError("timed out")), spool_dir=str(tmp_path), max_retry_time=0.05
+    )
+    sink.write_payload({"n": 0})
+    wait_until(lambda: sink.stats()["spooled"] == 1)  # without flush: retry time is up
+    assert sink.stats()["dropped"] == 0
+
+
+def test_retries_exhausted_without_spool_go_to_the_dead_letter_file(make_sink, tmp_path):
+    dead = tmp_path / "dead.jsonl"
+    sink = make_sink(
+        failing(10**6, TimeoutError("timed out")), dead_letter_file=str(dead), max_retry_time=0.1
+    )
+    sink.write_payload({"n": 0})
+    assert sink.flush(5)
+    [line] = dead.read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["payload"] == {"n": 0}
+    assert "0.1 s of retries" in entry["reason"] and "TimeoutError: timed out" in entry["reason"]
+
+
+# ---------------------------------------------------------------------- permanent failures
+
+
+def test_permanent_rejections_go_to_the_dead_letter_file(make_sink, tmp_path):
+    dead = tmp_path / "dead" / "letters.jsonl"
+
+    def reject_big(batch):
+        result = BatchResult()
+        for env in batch:
+            if env.payload.get("big"):
+                result.reject(env.event_id, "HTTP 413: event too large")
+        return result
+
+    sink = make_sink(reject_big, dead_letter_file=str(dead), flush_interval=60)
+    sink.name = "collector"
+    for payload in ({"n": 0}, {"n": 1, "big": True}, {"n": 2}):
+        sink.write_payload(payload)
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [0, 2]
+    assert len(sink.attempts) == 1  # never retried
+    [entry] = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert set(entry) == {"time", "sink", "event_id", "reason", "payload"}
+    assert entry["payload"] == {"n": 1, "big": True}
+    assert entry["reason"] == "HTTP 413: event too large"
+    assert entry["sink"] == "collector" and entry["time"].endswith("Z")
+    assert entry["event_id"] == sink.attempts[0][1][1]
+    stats = sink.stats()
+    assert stats["dead_lettered"] == 1 and stats["sent"] == 2 and stats["dropped"] == 0
+
+
+def test_permanent_error_rejects_the_whole_batch_once(make_sink, tmp_path):
+    dead = tmp_path / "dead.jsonl"
+
+    def bad_request(batch):
+        raise PermanentError("HTTP 400: mapping conflict")
+
+    sink = make_sink(bad_request, dead_letter_file=str(dead), flush_interval=60)
+    for n in range(3):
+        sink.write_payload({"n": n})
+    assert sink.flush(5)
+    assert len(sink.attempts) == 1
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [e["payload"]["n"] for e in lines] == [0, 1, 2]
+    assert {e["reason"] for e in lines} == {"PermanentError: HTTP 400: mapping conflict"}
+
+
+def test_rejections_without_dead_letter_file_are_counted_and_reported(make_sink, caplog):
+    caplog.set_level(logging.WARNING, logger="telemetry_sinks.delivery")
+    sink = make_sink(lambda batch: BatchResult.reject_all(batch, "HTTP 422"))
+    sink.write_payload({"n": 0})
+    assert sink.flush(5)
+    assert sink.stats()["dropped"] == 1
+    wait_until(lambda: any("no dead_letter_file" in r.getMessage() for r in caplog.records))
+
+
+def test_the_spool_has_a_default_dead_letter_file(make_sink, tmp_path):
+    sink = make_sink(lambda batch: BatchResult.reject_all(batch, "HTTP 422"), spool_dir=str(tmp_path))
+    sink.write_payload({"n": 0})
+    assert sink.flush(5)
+    assert (tmp_path / "dead_letters.jsonl").read_text().count("\n") == 1
+
+
+# ---------------------------------------------------------------------- secrets
+
+
+class SecretSink(MemorySink):
+    api_key = Unicode("s3cr3t-key", help="Credential.").tag(config=True, secret=True)
+
+
+def test_last_error_and_dead_letters_never_show_secrets(tmp_path):
+    dead = tmp_path / "dead.jsonl"
+    calls = []
+
+    def leaky(batch):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("POST https://bob:hunter2@example.com/?key=s3cr3t-key failed")
+        raise PermanentError("rejected key s3cr3t-key")
+
+    sink = SecretSink(leaky, flush_interval=0.0, retry_initial_backoff=0.01, dead_letter_file=str(dead))
+    try:
+        sink.write_payload({"n": 0})
+        wait_until(lambda: sink.stats()["last_error"])
+        error = sink.stats()["last_error"]
+        assert "hunter2" not in error and "s3cr3t-key" not in error
+        assert "https://***@example.com" in error
+        assert sink.flush(5)
+        assert "s3cr3t-key" not in dead.read_text() and "***" in dead.read_text()
+        assert "s3cr3t-key" not in repr(sink)
+    finally:
+        sink.close()

@@ -1,0 +1,285 @@
+"""The disk spool: record format, the pure reader, segments, replay across restarts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+from delivery_helpers import Gate, wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from telemetry_sinks.delivery import BatchResult, Envelope
+from telemetry_sinks.delivery.envelope import next_event_id
+from telemetry_sinks.delivery.spool import (
+    HEADER,
+    MAGIC,
+    Spool,
+    encode_record,
+    parse_records,
+)
+
+DELIVERY_LOGGER = "telemetry_sinks.delivery"
+
+
+def fail(batch: list[Envelope]) -> None:
+    raise ConnectionError("backend down")
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.wal"))
+
+
+def record_offsets(buf: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each record in a well-formed segment."""
+    spans, pos = [], 0
+    while pos < len(buf):
+        _, length, _ = HEADER.unpack_from(buf, pos)
+        spans.append((pos, pos + HEADER.size + length))
+        pos += HEADER.size + length
+    return spans
+
+
+def spool_events(make_sink, directory: Path, count: int, **options) -> list[str]:
+    """Emit ``count`` events ({"n": i}) into a spool through a sink whose backend is down."""
+    sink = make_sink(fail, spool_dir=str(directory), **options)
+    for n in range(count):
+        sink.write_payload({"n": n})
+    assert sink.flush(5)
+    sink.close()
+    stats = sink.stats()
+    assert stats["spooled"] == count and stats["sent"] == 0 and stats["dropped"] == 0
+    return [e for _, ids in sink.attempts for e in ids]
+
+
+# ---------------------------------------------------------------------- the pure reader
+
+
+def test_record_format_is_magic_length_crc_then_id_and_json():
+    record = encode_record("abc-000000000001", '{"n":1}')
+    body = b'abc-000000000001\n{"n":1}'
+    assert record == MAGIC + len(body).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big") + body
+    assert parse_records(record).records == [("abc-000000000001", '{"n":1}')]
+
+
+def test_reader_skips_a_corrupted_record_and_a_torn_tail():
+    records = [(f"p-{i:012d}", f'{{"n":{i}}}') for i in range(5)]
+    buf = bytearray(b"".join(encode_record(*r) for r in records))
+    spans = record_offsets(bytes(buf))
+    buf[spans[1][0] + HEADER.size + 2] ^= 0xFF  # flip a byte in record 1's body
+    buf = buf[: spans[4][1] - 3]  # tear record 4
+    parsed = parse_records(bytes(buf))
+    assert parsed.records == [records[0], records[2], records[3]]
+    assert [(i.kind, i.offset) for i in parsed.issues] == [
+        ("corrupted record", spans[1][0]),
+        ("torn tail", spans[4][0]),
+    ]
+
+
+def test_reader_handles_zeroed_tail_and_garbage_length():
+    good = encode_record("p-000000000001", "{}")
+    assert parse_records(good + b"\0" * 100).issues[0].kind == "torn tail"
+    bad_length = MAGIC + (10**9).to_bytes(4, "big") + b"\0\0\0\0" + b"xx"
+    parsed = parse_records(bad_length + good)
+    assert parsed.records == [("p-000000000001", "{}")]
+    assert parsed.issues[0].kind == "corrupted record"
+
+
+ids = st.from_regex(r"[0-9a-f]{1,16}-[0-9]{1,12}", fullmatch=True)
+datas = st.text(max_size=40).map(lambda s: s.replace("\n", " "))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_reader_never_raises_on_arbitrary_bytes(buf):
+    parsed = parse_records(buf)
+    covered = sum(i.length for i in parsed.issues) + sum(
+        len(encode_record(*r)) for r in parsed.records
+    )
+    assert covered == len(buf)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(ids, datas), max_size=8),
+    st.lists(st.binary(max_size=30), max_size=8),
+    st.data(),
+)
+def test_reader_keeps_every_intact_record_in_order(records, garbage, data):
+    chunks = []
+    for i, record in enumerate(records):
+        if i < len(garbage):
+            chunks.append(garbage[i])
+        chunks.append(encode_record(*record))
+    buf = b"".join(chunks)
+    found = parse_records(buf).records
+    it = iter(found)
+    assert all(r in it for r in records)  # a subsequence, in order
+    cut = data.draw(st.integers(0, len(buf)))
+    assert parse_records(buf[:cut]).records == found[: len(parse_records(buf[:cut]).records)]
+
+
+# ---------------------------------------------------------------------- the Spool class
+
+
+def envelopes(count: int, start: int = 0) -> list[Envelope]:
+    return [Envelope(next_event_id(), f'{{"n":{n}}}') for n in range(start, start + count)]
+
+
+def test_spool_rolls_segments_and_replays_in_order(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=100)
+    events = envelopes(10)
+    assert spool.append(events) == ([], 0)
+    assert len(segments(tmp_path)) > 2
+    replayed = []
+    while batch := spool.next_batch(3, 10**6):
+        replayed += batch
+        spool.ack(batch)
+    assert [e.event_id for e in replayed] == [e.event_id for e in events]
+    assert [e.payload["n"] for e in replayed] == list(range(10))
+    assert segments(tmp_path) == [] and spool.size == 0
+    spool.close()
+
+
+def test_spool_refuses_or_evicts_when_full(tmp_path):
+    record_size = len(encode_record(next_event_id(), '{"n":0}'))
+    refusing = Spool(str(tmp_path / "a"), max_bytes=record_size * 5, segment_bytes=record_size)
+    refused, evicted = refusing.append(envelopes(8))
+    assert [e.payload["n"] for e in refused] == [5, 6, 7] and evicted == 0
+    evicting = Spool(
+        str(tmp_path / "b"), max_bytes=record_size * 5, segment_bytes=record_size, evict_oldest=True
+    )
+    assert evicting.append(envelopes(8)) == ([], 3)
+    replayed = evicting.next_batch(100, 10**6)
+    evicting.ack(replayed)
+    while batch := evicting.next_batch(100, 10**6):
+        replayed += batch
+        evicting.ack(batch)
+    assert [e.payload["n"] for e in replayed] == [3, 4, 5, 6, 7]
+    refusing.close()
+    evicting.close()
+
+
+def test_a_segment_held_by_another_writer_is_not_replayed(tmp_path):
+    writer = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    writer.append(envelopes(3))
+    other = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    assert other.next_batch(10, 10**6) == []  # the writer's head is locked
+    writer.close()
+    other.scan()
+    batch = other.next_batch(10, 10**6)
+    assert [e.payload["n"] for e in batch] == [0, 1, 2]
+    other.ack(batch)
+    assert segments(tmp_path) == []
+    other.close()
+
+
+# ---------------------------------------------------------------------- through a sink
+
+
+@pytest.mark.timeout(30)
+def test_spooled_events_replay_in_order_after_restart(make_sink, tmp_path):
+    spool_events(make_sink, tmp_path, 50, spool_segment_bytes=400)
+    assert len(segments(tmp_path)) > 1
+    restarted = make_sink(spool_dir=str(tmp_path))  # replays without any new event
+    wait_until(lambda: len(restarted.delivered) == 50)
+    assert restarted.delivered_numbers == list(range(50))
+    ids = [e.event_id for e in restarted.delivered]
+    assert ids == sorted(ids) and len(set(ids)) == 50
+    wait_until(lambda: segments(tmp_path) == [])
+    stats = restarted.stats()
+    assert stats["replayed"] == 50 and stats["sent"] == 50 and stats["spool_bytes"] == 0
+
+
+@pytest.mark.timeout(30)
+def test_torn_tail_and_corrupted_record_are_skipped_with_a_warning(make_sink, tmp_path, caplog):
+    spool_events(make_sink, tmp_path, 10)
+    [segment] = segments(tmp_path)
+    buf = bytearray(segment.read_bytes())
+    spans = record_offsets(bytes(buf))
+    buf[spans[3][0] + HEADER.size + 1] ^= 0x55  # corrupt record 3
+    segment.write_bytes(bytes(buf[: spans[9][1] - 4]))  # tear record 9 (kill -9 mid-write)
+    caplog.set_level(logging.WARNING, logger=DELIVERY_LOGGER)
+    restarted = make_sink(spool_dir=str(tmp_path))
+    wait_until(lambda: len(restarted.delivered) == 8)
+    assert restarted.flush(5)
+    assert restarted.delivered_numbers == [0, 1, 2, 4, 5, 6, 7, 8]
+    messages = [r.getMessage() for r in caplog.records if r.name == DELIVERY_LOGGER]
+    assert any("corrupted record" in m for m in messages)
+    assert any("torn tail" in m for m in messages)
+    wait_until(lambda: segments(tmp_path) == [])
+
+
+@pytest.mark.timeout(30)
+def test_segments_are_deleted_only_after_every_event_is_acknowledged(make_sink, tmp_path):
+    spool_events(make_sink, tmp_path, 6, spool_segment_bytes=10**6)
+    [segment] = segments(tmp_path)
+    gate = Gate()
+    calls = []
+
+    def behavior(batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            gate(batch)  # hold the first replay
+            result = BatchResult()
+            result.retry(batch[-1].event_id, "HTTP 503")  # and fail its last event
+            return result
+        return None
+
+    restarted = make_sink(behavior, spool_dir=str(tmp_path))
+    assert gate.entered.wait(5)
+    assert segment.exists()  # in flight: not acknowledged yet
+    gate.release()
+    wait_until(lambda: len(calls) >= 2)
+    wait_until(lambda: not segment.exists())
+    assert restarted.delivered_numbers == [0, 1, 2, 3, 4, 5]
+    assert restarted.stats()["retried"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_spool_overflow_drop_newest_counts_and_warns(make_sink, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=DELIVERY_LOGGER)
+    record_size = len(encode_record(next_event_id(), '{"n":0}'))
+    sink = make_sink(
+        fail,
+        spool_dir=str(tmp_path),
+        overflow="drop_newest",
+        max_spool_bytes=record_size * 4,
+        spool_segment_bytes=record_size * 2,
+        max_batch_events=1,
+    )
+    for n in range(10):
+        sink.write_payload({"n": n})
+    assert sink.flush(5)
+    stats = sink.stats()
+    assert stats["spooled"] == 4 and stats["dropped"] == 6
+    wait_until(lambda: any("spool full" in r.getMessage() for r in caplog.records))
+    assert os.path.getsize(tmp_path / segments(tmp_path)[0].name) > 0
+
+
+@pytest.mark.timeout(30)
+def test_events_spooled_while_down_replay_in_order_when_the_backend_is_back(make_sink, tmp_path):
+    down = True
+
+    def backend(batch):
+        if down:
+            raise ConnectionError("connection refused")
+
+    sink = make_sink(backend, spool_dir=str(tmp_path), flush_interval=0.01, max_batch_events=7)
+    for n in range(40):
+        sink.write_payload({"n": n})
+        if n == 20:
+            wait_until(lambda: sink.stats()["spooled"] > 0)  # the worker spools while down
+    wait_until(lambda: sink.stats()["spooled"] == 40)
+    assert sink.stats()["sent"] == 0 and segments(tmp_path)
+    down = False
+    for n in range(40, 45):
+        sink.write_payload({"n": n})  # newer events wait behind the spooled ones
+    wait_until(lambda: len(sink.delivered) == 45)
+    assert sink.delivered_numbers == list(range(45))
+    stats = sink.stats()
+    assert stats["replayed"] == 40 and stats["sent"] == 45 and stats["dropped"] == 0
+    wait_until(lambda: segments(tmp_path) == [])
