@@ -18,6 +18,11 @@ __version__ = "0.1.0"
 # ``import telemetry_sinks`` works without them.
 _LAZY_SINKS = {
     "KafkaSink": "telemetry_sinks.sinks.kafka",
+    "HTTPSink": "telemetry_sinks.sinks.http",
+    "CloudWatchSink": "telemetry_sinks.sinks.cloudwatch",
+    "StackdriverSink": "telemetry_sinks.sinks.stackdriver",
+    "ElasticsearchSink": "telemetry_sinks.sinks.elasticsearch",
+    "OpenSearchSink": "telemetry_sinks.sinks.opensearch",
 }
 
 
@@ -57,4 +62,9 @@ __all__ = [
     "TimedRotatingFileSink",
     "StreamSink",
     "KafkaSink",
+    "HTTPSink",
+    "CloudWatchSink",
+    "StackdriverSink",
+    "ElasticsearchSink",
+    "OpenSearchSink",
 ]

@@ -27,6 +27,12 @@ known_sinks: dict[str, tuple[str, str | None]] = {
     "timed_rotating_file": ("telemetry_sinks.sinks.file:TimedRotatingFileSink", None),
     "stream": ("telemetry_sinks.sinks.stream:StreamSink", None),
     "kafka": ("telemetry_sinks.sinks.kafka:KafkaSink", "kafka"),
+    "http": ("telemetry_sinks.sinks.http:HTTPSink", "http"),
+    "cloudwatch": ("telemetry_sinks.sinks.cloudwatch:CloudWatchSink", "cloudwatch"),
+    "stackdriver": ("telemetry_sinks.sinks.stackdriver:StackdriverSink", "stackdriver"),
+    "gcp_logging": ("telemetry_sinks.sinks.stackdriver:StackdriverSink", "stackdriver"),
+    "elasticsearch": ("telemetry_sinks.sinks.elasticsearch:ElasticsearchSink", "elasticsearch"),
+    "opensearch": ("telemetry_sinks.sinks.opensearch:OpenSearchSink", "opensearch"),
 }
 
 
