@@ -167,6 +167,7 @@ class Collector(LoggingConfigurable):
             max_body_size=self.max_body_bytes,
             body_timeout=self.body_timeout,
             idle_connection_timeout=self.body_timeout,
+            decompress_request=True,  # Content-Encoding: gzip bodies, e.g. from HTTPSink(gzip=True)
         )
         try:
             sockets = bind_sockets(self.port, address=self.ip or None)

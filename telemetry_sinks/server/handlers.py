@@ -223,8 +223,16 @@ def process_events(collector: Collector, items: list[Any]) -> dict[str, Any]:
     return {**counts, "results": results}
 
 
-def parse_body(body: bytes, max_events: int) -> list[Any]:
-    """The list of items in a request body; :class:`ApiError` 400/413 if it is not usable."""
+_NDJSON = "application/x-ndjson"
+_MEDIA_TYPES = ("application/json", _NDJSON)
+
+
+def parse_body(body: bytes, max_events: int, ndjson: bool = False) -> list[Any]:
+    """The list of items in a request body; :class:`ApiError` 400/413 if it is not usable.
+
+    A JSON body is one event or a list of them; an NDJSON body (``ndjson``) is one
+    event per line.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -234,6 +242,12 @@ def parse_body(body: bytes, max_events: int) -> list[Any]:
     def no_constant(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON; send null or a number")
 
+    if ndjson:
+        lines = [line for line in text.split("\n") if line.strip()]
+        if len(lines) > max_events:
+            raise ApiError(413, f"{len(lines)} events in one request; the limit is {max_events} "
+                           "(c.Collector.max_events_per_request): split the batch")
+        text = "[" + ",".join(lines) + "]"
     try:
         data = json.loads(text, parse_constant=no_constant)
     except json.JSONDecodeError as exc:
@@ -410,11 +424,11 @@ class EventsHandler(BaseHandler):
             name, _, val = param.partition("=")
             if name.strip().lower() == "charset":
                 charset = val.strip().strip('"').lower()
-        if media.strip().lower() == "application/json" and charset in ("", "utf-8", "utf8"):
+        if media.strip().lower() in _MEDIA_TYPES and charset in ("", "utf-8", "utf8"):
             return None
         shown = f"Content-Type {value[:80]!r}" if value else "no Content-Type"
         return ApiError(415, f"the request has {shown}; send JSON with 'Content-Type: application/json' "
-                        "(UTF-8)")
+                        "(UTF-8), or one event per line with 'Content-Type: application/x-ndjson'")
 
     def _too_large(self, what: str) -> ApiError:
         limit = self.collector.max_body_bytes
@@ -440,7 +454,8 @@ class EventsHandler(BaseHandler):
         if busy is not None:
             raise ApiError(503, f"the sink {busy} cannot keep up; nothing was recorded. Retry after "
                            f"{collector.retry_after} seconds", {"Retry-After": str(collector.retry_after)})
-        items = parse_body(b"".join(self._chunks), collector.max_events_per_request)
+        ndjson = self.request.headers.get("Content-Type", "").lower().startswith(_NDJSON)
+        items = parse_body(b"".join(self._chunks), collector.max_events_per_request, ndjson)
         self._chunks = []
         result = process_events(collector, items)
         if result["rejected"]:
