@@ -189,9 +189,9 @@ def test_spooled_events_replay_in_order_after_restart(make_sink, tmp_path):
     assert restarted.delivered_numbers == list(range(50))
     ids = [e.event_id for e in restarted.delivered]
     assert ids == sorted(ids) and len(set(ids)) == 50
-    wait_until(lambda: segments(tmp_path) == [])
+    wait_until(lambda: segments(tmp_path) == [] and restarted.stats()["replayed"] == 50)
     stats = restarted.stats()
-    assert stats["replayed"] == 50 and stats["sent"] == 50 and stats["spool_bytes"] == 0
+    assert stats["sent"] == 50 and stats["spool_bytes"] == 0
 
 
 @pytest.mark.timeout(30)
@@ -278,8 +278,8 @@ def test_events_spooled_while_down_replay_in_order_when_the_backend_is_back(make
     down = False
     for n in range(40, 45):
         sink.write_payload({"n": n})  # newer events wait behind the spooled ones
-    wait_until(lambda: len(sink.delivered) == 45)
+    wait_until(lambda: sink.stats()["sent"] == 45)
     assert sink.delivered_numbers == list(range(45))
     stats = sink.stats()
-    assert stats["replayed"] == 40 and stats["sent"] == 45 and stats["dropped"] == 0
+    assert stats["replayed"] >= 40 and stats["dropped"] == 0  # 40..44 may be spooled too
     wait_until(lambda: segments(tmp_path) == [])
