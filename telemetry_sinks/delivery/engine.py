@@ -308,14 +308,12 @@ class DeliveryEngine:
                 gave_up = now - self._first_failure >= self._max_retry_time
                 if not durable and spool is not None and (urgent or ready or pressure or gave_up):
                     return self._spool_pending
-                if not durable and spool is None and gave_up:
-                    return self._give_up_pending
                 if now >= self._retry_at:
                     return self._send_pending
                 if durable and (ready or pressure):
                     return self._spool_queue
                 wake = self._retry_at
-                if not durable:
+                if not durable and spool is not None:
                     wake = min(wake, self._first_failure + self._max_retry_time)
                 if spool is not None:
                     wake = min(wake, queue_due)
@@ -404,18 +402,6 @@ class DeliveryEngine:
         with self._lock:
             self._record_spooled_locked(len(chunk), refused, evicted)
             self._inflight = []
-            self._done.notify_all()
-
-    def _give_up_pending(self) -> None:
-        with self._lock:
-            batch = self._pending
-            reason = (
-                f"not delivered after {self._max_retry_time:g} s of retries "
-                f"and no spool_dir: {self._last_error}"
-            )
-        self._reject([(env, reason) for env in batch], "retries exhausted, no spool_dir")
-        with self._lock:
-            self._pending = self._inflight = []
             self._done.notify_all()
 
     def _rescan(self) -> None:

@@ -119,9 +119,10 @@ class NetworkSink(Sink):
     max_retry_time = Float(
         60.0,
         help=(
-            "How long, in seconds, a batch is retried from memory before it goes to the spool "
-            "(or, without a spool, to the dead-letter file). Spooled events are retried until "
-            "delivered."
+            "How long, in seconds, a failing batch is retried from memory before it goes to the "
+            "spool, where it is retried until delivered. Without a spool a failing batch is "
+            "retried from memory until delivered, while new events wait in the bounded queue "
+            "(`overflow` decides when it is full)."
         ),
     ).tag(config=True)
     dead_letter_file = Unicode(
@@ -249,6 +250,22 @@ class NetworkSink(Sink):
                 self._engine.close()
         finally:
             super().close()
+
+    def backpressure(self) -> bool:
+        """True when new events would soon be dropped or block: memory (and spool) nearly full.
+
+        The collector answers 503 with Retry-After while any of its sinks says so.
+        """
+        stats = self._engine.stats()
+        memory_full = (
+            stats["queue_events"] >= 0.9 * self.max_queue_events
+            or stats["queue_bytes"] >= 0.9 * self.max_queue_bytes
+        )
+        if not memory_full:
+            return False
+        if self.effective_overflow == "spill":
+            return stats["spool_bytes"] >= 0.9 * self.max_spool_bytes
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Counters: emitted, sent, retried, spooled, replayed, dead_lettered, dropped;

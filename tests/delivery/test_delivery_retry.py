@@ -142,17 +142,24 @@ def test_retries_exhausted_go_to_the_spool(make_sink, tmp_path):
     assert sink.stats()["dropped"] == 0
 
 
-def test_retries_exhausted_without_spool_go_to_the_dead_letter_file(make_sink, tmp_path):
+def test_without_spool_a_failing_batch_is_retried_until_delivered(make_sink, tmp_path):
+    # An outage longer than max_retry_time loses nothing while memory has room.
     dead = tmp_path / "dead.jsonl"
     sink = make_sink(
-        failing(10**6, TimeoutError("timed out")), dead_letter_file=str(dead), max_retry_time=0.1
+        failing(8, TimeoutError("timed out")),
+        dead_letter_file=str(dead),
+        max_retry_time=0.05,
+        retry_initial_backoff=0.02,
+        retry_max_backoff=0.05,
     )
     sink.write_payload({"n": 0})
-    assert sink.flush(5)
-    [line] = dead.read_text().splitlines()
-    entry = json.loads(line)
-    assert entry["payload"] == {"n": 0}
-    assert "0.1 s of retries" in entry["reason"] and "TimeoutError: timed out" in entry["reason"]
+    wait_until(lambda: sink.stats()["retried"] >= 3)
+    sink.write_payload({"n": 1})  # waits in the queue behind the failing batch
+    assert sink.flush(10)
+    stats = sink.stats()
+    assert stats["dropped"] == 0 and stats["dead_lettered"] == 0
+    assert sink.delivered_numbers == [0, 1]
+    assert not dead.exists()
 
 
 # ---------------------------------------------------------------------- permanent failures

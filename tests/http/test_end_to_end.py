@@ -96,7 +96,8 @@ APP = textwrap.dedent(
     """
     import json, sys
     from telemetry_sinks import EventLog, HTTPSink
-    schema, url, spool, start, count = json.loads(sys.argv[1]), *sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5])
+    schema, url, spool = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+    start, count = int(sys.argv[4]), int(sys.argv[5])
     sink = HTTPSink(url=url, spool_dir=spool, flush_interval=0.02, retry_initial_backoff=0.05,
                     retry_max_backoff=0.2, max_retry_time=0.2, connect_timeout=0.5)
     log = EventLog(handlers=[sink], allowed_schemas=[schema["$id"]])

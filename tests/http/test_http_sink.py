@@ -19,7 +19,8 @@ SID = SCHEMA["$id"]
 
 
 def make_log(sink, allowed=None) -> EventLog:
-    log = EventLog(handlers=[sink], allowed_schemas=allowed or {SID: {"allowed_categories": ["user-identifier"]}})
+    allowed = allowed or {SID: {"allowed_categories": ["user-identifier"]}}
+    log = EventLog(handlers=[sink], allowed_schemas=allowed)
     log.register_schema(SCHEMA)
     return log
 
@@ -207,3 +208,27 @@ def test_bad_options_and_three_ways_of_configuring(tmp_path):
     factory = get_sink("http", url="http://127.0.0.1:9/", format="ndjson")
     assert factory.format == "ndjson"
     factory.close()
+
+
+def test_backpressure_reaches_the_collector_as_503(endpoint, tmp_path):
+    """A collector whose own network sink is full answers 503 with Retry-After."""
+    import requests
+
+    from telemetry_sinks.server import Collector
+
+    _Endpoint.delay = 3.0  # the collector's downstream is slow
+    downstream = HTTPSink(url=_url(endpoint), max_queue_events=20, overflow="drop_newest", **FAST)
+    log = make_log(downstream)
+    with Collector(eventlog=log, port=0) as collector:
+        url = f"http://127.0.0.1:{collector.bound_port}/api/events"
+        statuses = []
+        for i in range(40):
+            body = {"schema_id": SID, "version": 1, "data": {"seq": i}}
+            answer = requests.post(url, json=body, timeout=10)
+            statuses.append(answer.status_code)
+            if answer.status_code == 503:
+                assert answer.headers["Retry-After"]
+                assert "http" in answer.json()["error"]
+                break
+        assert statuses[0] == 200 and statuses[-1] == 503
+    downstream.close()
