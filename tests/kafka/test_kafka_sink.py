@@ -153,7 +153,7 @@ def test_event_over_the_size_limit_is_dead_lettered_and_the_rest_flows(bootstrap
     log.emit(schema_id=schema, data={"seq": 3})
     assert sink.flush(timeout=30)
     sink.close()
-    assert [p["seq"] for p in payloads(consume(bootstrap, topic, 2))] == [1, 3]
+    assert sorted(p["seq"] for p in payloads(consume(bootstrap, topic, 2))) == [1, 3]
     (letter,) = [json.loads(line) for line in dead.read_text().splitlines()]
     assert "larger than max_request_size" in letter["reason"]
     assert json.dumps(letter).count("x" * 5000) == 1  # the event itself is kept
