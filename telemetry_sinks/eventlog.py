@@ -17,14 +17,16 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Instance, List, TraitError, Unicode, Union, observe, validate
+from traitlets import Bool, Dict, Instance, Int, List, TraitError, Unicode, Union, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from .capsule import CAPSULE_FIELDS, format_timestamp, make_capsule
 from .errors import EventValidationError, SchemaError, UnknownSchemaError
 from .policy import check_allowed_schemas, needs_redaction, policy_for, redact
 from .registry import load_sinks
-from .schema import Schema, iter_schema_files, load_schema_file
+from .schema import CIRCULAR, Schema, iter_schema_files, load_schema_file, nesting_depth
+
+_CONTAINERS = (dict, list, tuple)
 
 SCHEMA_ENTRY_POINT_GROUP = "telemetry_sinks.schemas"
 _DENY = object()  # cached "this schema is not allowed"
@@ -64,6 +66,10 @@ class EventLog(LoggingConfigurable):
         True,
         help="Register the schemas that installed packages ship through the "
         f"'{SCHEMA_ENTRY_POINT_GROUP}' entry-point group.",
+    ).tag(config=True)
+
+    max_event_depth = Int(
+        64, help="Deepest nesting of objects and arrays an event may have; deeper events are invalid."
     ).tag(config=True)
 
     @validate("allowed_schemas")
@@ -238,6 +244,10 @@ class EventLog(LoggingConfigurable):
         if not isinstance(event, Mapping):
             schema._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
         schema.validate(event)
+        for value in event.values():
+            if isinstance(value, _CONTAINERS):  # nested data: check how deep (rare, cheap)
+                self._check_depth(schema, event)
+                break
         if plan is not _NO_REDACTION:
             event = redact(event, schema.redaction, plan)  # type: ignore[arg-type]
         if timestamp_override is None:
@@ -259,6 +269,18 @@ class EventLog(LoggingConfigurable):
                 reason="reserved property name",
             )
         return capsule
+
+    def _check_depth(self, schema: Schema, event: Mapping[str, Any]) -> None:
+        limit = self.max_event_depth
+        depth = nesting_depth(event, limit)
+        if depth == CIRCULAR:
+            schema._raise([], "the event contains a circular reference (a container inside itself)")
+        if depth > limit:
+            schema._raise(
+                [],
+                f"the event nests objects or arrays more than {limit} levels deep "
+                "(c.EventLog.max_event_depth)",
+            )
 
     def dispatch(self, capsule: dict[str, Any]) -> None:
         """Hand ``capsule`` to every handler and sink.  Never raises."""

@@ -16,6 +16,7 @@ the Rust validator cannot read, and for drafts it does not know.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -325,7 +326,7 @@ class Schema:
                 if rs.is_valid(event):
                     return
                 error = next(iter(rs.iter_errors(event)))
-                self._raise(list(error.instance_path), error.message)
+                self._raise(list(error.instance_path), error.message, event)
             except (ValueError, TypeError, OverflowError) as exc:
                 if isinstance(exc, EventValidationError):
                     raise
@@ -338,10 +339,13 @@ class Schema:
         except RecursionError:
             self._raise([], "the event is nested too deeply to validate")
         if error is not None:
-            self._raise(list(error.absolute_path), error.message)
+            self._raise(list(error.absolute_path), error.message, event)
 
-    def _raise(self, path: list, reason: str) -> None:
+    def _raise(self, path: list, reason: str, event: Any = None) -> None:
         where = json_path(path)
+        value = _value_at(event, path)
+        if isinstance(value, float) and not math.isfinite(value):
+            reason = f"{value!r} is not a JSON number; send a finite number or null"
         raise EventValidationError(
             f"Event for schema {self.id!r} version {self.version} is invalid at {where}: {reason}",
             schema_id=self.id,
@@ -352,6 +356,49 @@ class Schema:
 
     def same_content(self, other: Mapping[str, Any]) -> bool:
         return _canonical(self.body) == _canonical(other)
+
+
+def _value_at(event: Any, path: list) -> Any:
+    """The value at ``path`` inside ``event``, or None."""
+    for part in path:
+        try:
+            event = event[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return event
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+CIRCULAR = -1
+
+
+def nesting_depth(value: Any, limit: int, _path: set[int] | None = None) -> int:
+    """How deeply ``value`` nests containers (counting no further than ``limit + 1``).
+
+    Returns :data:`CIRCULAR` when a container contains itself.
+    """
+    path = set() if _path is None else _path
+    if id(value) in path:
+        return CIRCULAR
+    if limit < 0:
+        return 1
+    path.add(id(value))
+    try:
+        deepest = 0
+        children = value.values() if isinstance(value, Mapping) else value
+        for child in children:
+            if isinstance(child, _CONTAINERS) or isinstance(child, Mapping):
+                depth = nesting_depth(child, limit - 1, path)
+                if depth == CIRCULAR:
+                    return CIRCULAR
+                deepest = max(deepest, depth + 1)
+                if deepest > limit:
+                    break
+        return deepest
+    finally:
+        path.discard(id(value))
 
 
 def _canonical(body: Mapping[str, Any]) -> str:
