@@ -21,7 +21,7 @@ import textwrap
 import time
 
 import pytest
-from backends import free_port, wait_delivered, wait_for_port
+from backends import assert_never_blocked, free_port, wait_delivered, wait_for_port
 from conftest import SCHEMA, CollectorProcess
 
 from telemetry_sinks import EventLog, HTTPSink
@@ -67,12 +67,12 @@ def test_collector_killed_mid_stream_and_restarted(tmp_path):
     )
     log = EventLog(handlers=[sink], allowed_schemas=[SID])
     log.register_schema(SCHEMA)
-    slowest = 0.0
+    latencies = []
     try:
         for seq in range(3000):
             start = time.perf_counter()
             log.emit(schema_id=SID, data={"seq": seq})
-            slowest = max(slowest, time.perf_counter() - start)
+            latencies.append(time.perf_counter() - start)
             if seq == 1000:
                 collector.stop()  # SIGKILL, mid-stream
                 down_since = time.monotonic()
@@ -85,7 +85,7 @@ def test_collector_killed_mid_stream_and_restarted(tmp_path):
     finally:
         sink.close()
         collector.stop()
-    assert slowest < 0.05, f"emit() took {slowest * 1000:.1f} ms"
+    assert_never_blocked(latencies)
     assert stats["dropped"] == 0 and stats["dead_lettered"] == 0, stats
     assert stats["spooled"] > 0  # the outage went through the spool
     duplicates = check_at_least_once(collector.received(), list(range(3000)))

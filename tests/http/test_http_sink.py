@@ -9,7 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from backends import free_port, wait_delivered
+from backends import assert_never_blocked, free_port, wait_delivered
 from conftest import SCHEMA, CollectorProcess
 
 from telemetry_sinks import EventLog, HTTPSink, SinkConfigError, get_sink
@@ -178,13 +178,13 @@ def test_a_slow_endpoint_does_not_slow_emit(endpoint):
     _Endpoint.delay = 2.0
     sink = HTTPSink(url=_url(endpoint), max_queue_events=100, overflow="drop_newest", **FAST)
     log = make_log(sink)
-    slowest = 0.0
+    latencies = []
     for i in range(300):
         start = time.perf_counter()
         log.emit(schema_id=SID, data={"seq": i})
-        slowest = max(slowest, time.perf_counter() - start)
+        latencies.append(time.perf_counter() - start)
     stats = sink.stats()
-    assert slowest < 0.05, f"emit() took {slowest * 1000:.1f} ms"
+    assert_never_blocked(latencies)
     assert stats["dropped"] >= 100  # the queue held 100; the policy dropped the newest, counted
     sink.close()
 

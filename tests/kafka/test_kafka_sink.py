@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 
 import pytest
-from backends import free_port, tansu_broker, wait_delivered
+from backends import assert_never_blocked, free_port, tansu_broker, wait_delivered
 from conftest import consume, payloads
 
 from telemetry_sinks import EventLog, KafkaSink, SinkConfigError, get_sink
@@ -94,14 +94,14 @@ def test_broker_killed_mid_stream_loses_nothing_and_emit_stays_fast(local_broker
     assert sink.flush(timeout=30)
 
     local_broker.stop()  # memory storage: the broker comes back empty
-    slowest = 0.0
+    latencies = []
     for seq in range(200, 1200):
         start = time.perf_counter()
         log.emit(schema_id=schema, data={"seq": seq})
-        slowest = max(slowest, time.perf_counter() - start)
+        latencies.append(time.perf_counter() - start)
         if seq % 100 == 0:
             time.sleep(0.3)  # the outage lasts several seconds of steady emitting
-    assert slowest < 0.05, f"emit() blocked for {slowest * 1000:.1f} ms during the outage"
+    assert_never_blocked(latencies)
 
     local_broker.start()
     for seq in range(1200, 1300):
