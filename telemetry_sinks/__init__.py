@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # Sinks whose client library is an extra: imported on first use, so that
 # ``import telemetry_sinks`` works without them.
 _LAZY_SINKS = {
+    "ArchiveSink": "telemetry_sinks.sinks.archive",
     "KafkaSink": "telemetry_sinks.sinks.kafka",
     "HTTPSink": "telemetry_sinks.sinks.http",
     "CloudWatchSink": "telemetry_sinks.sinks.cloudwatch",
@@ -61,6 +62,7 @@ __all__ = [
     "RotatingFileSink",
     "TimedRotatingFileSink",
     "StreamSink",
+    "ArchiveSink",
     "KafkaSink",
     "HTTPSink",
     "CloudWatchSink",

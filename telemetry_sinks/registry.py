@@ -26,6 +26,7 @@ known_sinks: dict[str, tuple[str, str | None]] = {
     "rotating_file": ("telemetry_sinks.sinks.file:RotatingFileSink", None),
     "timed_rotating_file": ("telemetry_sinks.sinks.file:TimedRotatingFileSink", None),
     "stream": ("telemetry_sinks.sinks.stream:StreamSink", None),
+    "archive": ("telemetry_sinks.sinks.archive:ArchiveSink", None),
     "kafka": ("telemetry_sinks.sinks.kafka:KafkaSink", "kafka"),
     "http": ("telemetry_sinks.sinks.http:HTTPSink", "http"),
     "cloudwatch": ("telemetry_sinks.sinks.cloudwatch:CloudWatchSink", "cloudwatch"),

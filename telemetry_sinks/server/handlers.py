@@ -14,6 +14,11 @@ Endpoints:
     The registered schemas and versions.
 ``GET /api/health``
     ``{"status": "ok", "sinks": [...]}`` with each sink's ``stats()``.
+``GET /``
+    A public, read-only HTML page for the people the events are about: what is
+    recorded and what is not, which personal data is removed, where events go
+    (:mod:`telemetry_sinks.describe`; ``GET /?format=md`` for Markdown).  It shows
+    the operator's policy, never event data, so it needs no token.
 
 Every error answer is JSON ``{"error": "..."}`` naming the problem and the fix.
 The request body is streamed (``@stream_request_body``) so that its size limit is
@@ -48,7 +53,7 @@ MAX_EVENT_ID_LENGTH = 256
 _JSON_TYPES = {dict: "object", list: "list", str: "string", int: "number", float: "number",
                bool: "boolean", type(None): "null"}
 _BODY_SHAPE = '{"schema_id": ID, "version": N, "data": {...}}'
-_ENDPOINTS = "POST /api/events, GET /api/schemas, GET /api/health"
+_ENDPOINTS = "GET / (what is recorded), POST /api/events, GET /api/schemas, GET /api/health"
 
 
 class ApiError(tornado.web.HTTPError):
@@ -371,6 +376,35 @@ class SchemasHandler(BaseHandler):
         self.write_json(200, {"schemas": schemas})
 
 
+class DescribeHandler(BaseHandler):
+    """``GET /``: what is recorded, for end users (HTML; ``?format=md`` for Markdown).
+
+    Public and read-only: it describes the operator's policy and never event data,
+    so no token is required even when ``c.Collector.token`` is set.
+    """
+
+    _CSP = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
+
+    def prepare(self) -> None:
+        pass  # public: no bearer token for this page
+
+    def get(self) -> None:
+        from ..describe import describe_html, describe_markdown
+
+        fmt = self.get_query_argument("format", "html").lower()
+        if fmt not in ("html", "md", "markdown"):
+            raise ApiError(400, f"unknown format {fmt[:20]!r}; use ?format=html (default) or ?format=md")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        if fmt == "html":
+            self.set_header("Content-Type", "text/html; charset=UTF-8")
+            self.set_header("Content-Security-Policy", self._CSP)
+            self.finish(describe_html(self.collector.eventlog))
+        else:
+            self.set_header("Content-Type", "text/markdown; charset=UTF-8")
+            self.finish(describe_markdown(self.collector.eventlog))
+
+
 class HealthHandler(BaseHandler):
     def get(self) -> None:
         sinks = []
@@ -482,6 +516,7 @@ def make_app(collector: Collector) -> tornado.web.Application:
     """The tornado Application of ``collector`` (without a server; see ``Collector.start``)."""
     return tornado.web.Application(
         [
+            (r"/", DescribeHandler),
             (r"/api/events/?", EventsHandler),
             (r"/api/schemas/?", SchemasHandler),
             (r"/api/health/?", HealthHandler),

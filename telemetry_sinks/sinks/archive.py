@@ -1,0 +1,545 @@
+"""The archive sink: one JSONL file per UTC day plus an index, the mybinder.org archive format.
+
+The public mybinder.org analytics events archive (archive.analytics.mybinder.org)
+is a directory of::
+
+    events-2018-11-03.jsonl     one JSON object per line, sorted by timestamp
+    events-2018-11-04.jsonl
+    ...
+    index.jsonl                 {"name": "events-2018-11-03.jsonl", "date": "2018-11-03", "count": 7057}
+
+``ArchiveSink`` writes that layout, so ``pandas.read_json(path, lines=True)`` reads a
+day directly and ``index.jsonl`` lists the days.  (The mybinder.org indexer writes
+``count`` as a string; this sink writes an integer and reads both.)
+
+How it works
+------------
+
+- Each event goes to the file of the UTC day of its ``__timestamp__`` (a capsule),
+  or of its ``timestamp`` (a plain log record or a mybinder.org line); an event
+  without a readable timestamp goes to today's file.
+- Lines are written at once, one ``write(2)`` each on an ``O_APPEND`` descriptor, as
+  the file sinks do: nothing is held in memory and a crash loses nothing.
+- **Order.**  Events arrive mostly in order.  The open day's file is checked when the
+  day *closes* and, only if some line arrived out of order, sorted by timestamp
+  (a stable sort; lines without a timestamp keep their place after their
+  predecessor) and replaced atomically.  So a closed day is always sorted; the open
+  day is in arrival order until it closes.  Sorting holds one day in memory, and
+  only for a day that needs it.
+- **Closing a day.**  A day closes when an event of a later day arrives (a day that
+  is not in the future of the UTC clock: an event dated in the future, from a
+  client whose clock is ahead, goes to its own day's file without closing the
+  current one), and at :meth:`close`.  Closing
+  counts the lines, sorts if needed, gzips the file when ``compress`` is set and the
+  day is over (``events-YYYY-MM-DD.jsonl.gz``; the open day stays plain while it
+  can still receive events), and updates ``index.jsonl`` (rewritten atomically,
+  sorted by date).
+- **Late events** for a day that is already closed are appended to that day's file
+  (to a ``.gz`` as one more gzip member, which every gzip reader reads on) and that
+  day is sorted, recounted and re-indexed at the next day close or at ``close()``.
+- **Restarts.**  At start, every day file changed after ``index.jsonl`` was last
+  written, or missing from it, is sorted, counted, indexed (and compressed when its
+  day is over): this repairs what a crash left.  An existing file for the day the
+  first events belong to is continued (a ``.gz`` is decompressed first).
+- One writing process per directory.
+
+``telemetry-sinks archive rebuild DIR`` recomputes ``index.jsonl`` from the files
+(:func:`rebuild_index`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from traitlets import Bool, Unicode
+
+from .base import Sink
+
+__all__ = [
+    "INDEX_NAME",
+    "ArchiveSink",
+    "IndexEntry",
+    "RebuildResult",
+    "count_lines",
+    "day_files",
+    "parse_timestamp",
+    "read_index",
+    "rebuild_index",
+    "write_index",
+]
+
+INDEX_NAME = "index.jsonl"
+DAY_FILE = re.compile(r"^events-(\d{4}-\d{2}-\d{2})\.jsonl(\.gz)?$")
+
+_log = logging.getLogger("telemetry_sinks.sinks.archive")
+_UTC = _dt.timezone.utc
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_TS_FIELD = re.compile(rb'"(?:__timestamp__|timestamp)"\s*:\s*"([^"\\]{1,64})"')
+_TS_LOOSE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*"
+    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+_MIN = _dt.datetime.min.replace(tzinfo=_UTC)
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+def parse_timestamp(text: Any) -> _dt.datetime | None:
+    """An ISO 8601 timestamp as an aware UTC datetime (naive means UTC); None if unreadable."""
+    if not isinstance(text, str) or not text:
+        return None
+    value = text.strip()
+    try:
+        when = _dt.datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in "Zz" else value)
+    except ValueError:
+        match = _TS_LOOSE.match(value)  # Python 3.10: fractions of other than 3 or 6 digits
+        if not match:
+            return None
+        y, mo, d, h, mi, s, frac, tz = match.groups()
+        try:
+            when = _dt.datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0),
+                                int((frac or "0")[:6].ljust(6, "0")))
+        except ValueError:
+            return None
+        if tz and tz not in "Zz":
+            sign = -1 if tz[0] == "-" else 1
+            digits = tz[1:].replace(":", "")
+            offset = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            when = when.replace(tzinfo=_dt.timezone(sign * offset))
+    if when.tzinfo is None:
+        return when.replace(tzinfo=_UTC)
+    return when.astimezone(_UTC)
+
+
+def _payload_day(payload: Any) -> str | None:
+    """The UTC day (``YYYY-MM-DD``) of a payload's ``__timestamp__`` or ``timestamp``."""
+    if not isinstance(payload, dict):
+        return None
+    text = payload.get("__timestamp__", payload.get("timestamp"))
+    if not isinstance(text, str):
+        return None
+    if (text.endswith("Z") or text.endswith("+00:00")) and _DATE.match(text):
+        return text[:10]  # the common case, already UTC
+    when = parse_timestamp(text)
+    return when.date().isoformat() if when else None
+
+
+def _line_key(line: bytes) -> _dt.datetime | None:
+    match = _TS_FIELD.search(line, 0, 512)
+    if match:
+        when = parse_timestamp(match.group(1).decode("ascii", "replace"))
+        if when is not None:
+            return when
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(obj, dict):
+        return parse_timestamp(obj.get("__timestamp__", obj.get("timestamp")))
+    return None
+
+
+def _utc_today() -> str:
+    return _dt.datetime.now(_UTC).date().isoformat()
+
+
+# --------------------------------------------------------------------------- files and index
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One line of ``index.jsonl``."""
+
+    name: str
+    date: str
+    count: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "date": self.date, "count": self.count}
+
+
+def day_files(directory: str | os.PathLike) -> dict[str, str]:
+    """``{date: file name}`` of the day files in ``directory``.
+
+    When a day has both ``.jsonl`` and ``.jsonl.gz`` (a compression that was
+    interrupted), the plain file is the complete one and is chosen.
+    """
+    found: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        match = DAY_FILE.match(name)
+        if not match:
+            continue
+        day = match.group(1)
+        if day not in found or not match.group(2):
+            found[day] = name
+    return dict(sorted(found.items()))
+
+
+def _parse_count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def read_index(directory: str | os.PathLike) -> dict[str, IndexEntry]:
+    """``{date: IndexEntry}`` from ``index.jsonl``; ``count`` may be an integer or a string.
+
+    Unreadable lines are skipped with a warning; a missing index is empty.
+    """
+    path = os.path.join(directory, INDEX_NAME)
+    entries: dict[str, IndexEntry] = {}
+    try:
+        stream = open(path, encoding="utf-8")  # noqa: SIM115
+    except FileNotFoundError:
+        return entries
+    with stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                date, name, count = obj["date"], obj["name"], _parse_count(obj["count"])
+                if not (isinstance(date, str) and isinstance(name, str) and count is not None):
+                    raise ValueError("date and name must be strings and count a number")
+            except (ValueError, KeyError, TypeError) as exc:
+                _log.warning("%s, line %d is not an index entry {name, date, count}: %s", path, number, exc)
+                continue
+            entries[date] = IndexEntry(name, date, count)
+    return entries
+
+
+def write_index(directory: str | os.PathLike, entries: dict[str, IndexEntry]) -> str:
+    """Write ``index.jsonl`` (sorted by date, ``count`` as an integer) atomically; return its path."""
+    path = os.path.join(directory, INDEX_NAME)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as out:
+        for date in sorted(entries):
+            out.write(json.dumps(entries[date].as_json()) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _open_read(path: str) -> tuple[IO[bytes], IO[bytes]]:
+    """``(reader, raw)``: lines of ``path`` (decompressed if ``.gz``) and the raw file (for progress)."""
+    raw = open(path, "rb")  # noqa: SIM115
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
+    return raw, raw
+
+
+def count_lines(path: str, on_progress: Callable[[int], None] | None = None) -> int:
+    """Non-blank lines of a day file (``.gz`` decompressed); ``on_progress(bytes)`` as it reads."""
+    count = 0
+    reader, raw = _open_read(path)
+    reported = 0
+    with raw, reader:
+        for line in reader:
+            if line.strip():
+                count += 1
+            if on_progress is not None and (count & 0x3FF) == 0:
+                position = raw.tell()
+                if position > reported:
+                    on_progress(position - reported)
+                    reported = position
+        if on_progress is not None:
+            size = os.fstat(raw.fileno()).st_size
+            if size > reported:
+                on_progress(size - reported)
+    return count
+
+
+@dataclass
+class RebuildResult:
+    """What :func:`rebuild_index` found: the new entries and how they differ from the old index."""
+
+    entries: dict[str, IndexEntry]
+    changed: list[tuple[str, IndexEntry | None, IndexEntry | None]]  # (date, old, new)
+    both_forms: list[str]  # days with both .jsonl and .jsonl.gz
+
+    @property
+    def events(self) -> int:
+        return sum(e.count for e in self.entries.values())
+
+
+def rebuild_index(
+    directory: str | os.PathLike,
+    write: bool = True,
+    on_progress: Callable[[int], None] | None = None,
+) -> RebuildResult:
+    """Recompute ``index.jsonl`` from the day files (counting lines, reading ``.gz``).
+
+    The old index may hold ``count`` as a string (as mybinder.org's does) or an
+    integer; the new one holds integers.  With ``write=False`` nothing is written
+    (a check).
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(2, f"no such archive directory: {directory}")
+    old = read_index(directory)
+    files = day_files(directory)
+    both = [day for day, name in files.items()
+            if not name.endswith(".gz") and os.path.exists(os.path.join(directory, name + ".gz"))]
+    entries = {day: IndexEntry(name, day, count_lines(os.path.join(directory, name), on_progress))
+               for day, name in files.items()}
+    changed = [(day, old.get(day), entries.get(day)) for day in sorted(set(old) | set(entries))
+               if old.get(day) != entries.get(day)]
+    if write:
+        write_index(directory, entries)
+    return RebuildResult(entries, changed, both)
+
+
+def archive_bytes(directory: str | os.PathLike) -> int:
+    """Total size of the day files that :func:`rebuild_index` reads (for a progress bar)."""
+    return sum(os.path.getsize(os.path.join(directory, name)) for name in day_files(directory).values())
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+def _iter_lines(path: str) -> Iterator[bytes]:
+    reader, raw = _open_read(path)
+    with raw, reader:
+        yield from reader
+
+
+def _write_atomic(target: str, lines: Iterator[bytes] | list[bytes], gz: bool) -> None:
+    tmp = target + ".tmp"
+    with open(tmp, "wb") as raw:
+        out: Any = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
+        try:
+            for line in lines:
+                out.write(line)
+        finally:
+            if gz:
+                out.close()
+    os.replace(tmp, target)
+
+
+class ArchiveSink(Sink):
+    """Events in one ``events-YYYY-MM-DD.jsonl`` file per UTC day, with an ``index.jsonl``.
+
+    The layout of the mybinder.org events archive; see the module documentation
+    for ordering, day closing, late events and restarts.
+    """
+
+    sink_name = "archive"
+    required_options = ("directory",)
+
+    directory = Unicode(None, allow_none=True, help="Directory of the day files and index.jsonl.").tag(
+        config=True
+    )
+    compress = Bool(
+        False,
+        help="gzip each day's file once the day is over (events-YYYY-MM-DD.jsonl.gz; the index names it).",
+    ).tag(config=True)
+
+    # Class defaults: logging.shutdown() may close a sink whose __init__ failed.
+    _fd: int | None = None
+    _day: str | None = None
+    _closed = False
+
+    def __init__(self, directory: str | os.PathLike | None = None, **options: Any) -> None:
+        if directory is not None:
+            options["directory"] = os.fspath(directory) if isinstance(directory, os.PathLike) else directory
+        super().__init__(**options)
+        self.directory = os.path.abspath(os.path.expanduser(self.directory))
+        os.makedirs(self.directory, exist_ok=True)
+        self._fd = None
+        self._day = None
+        self._dirty: set[str] = set()
+        self._closed = False
+        self._index = read_index(self.directory)
+        self._recover()
+
+    # ------------------------------------------------------------------ paths
+
+    def _plain(self, day: str) -> str:
+        return os.path.join(self.directory, f"events-{day}.jsonl")
+
+    def path_for(self, day: str) -> str:
+        """The current file of ``day`` (``.jsonl``, or ``.jsonl.gz`` once compressed)."""
+        plain = self._plain(day)
+        return plain if os.path.exists(plain) or not os.path.exists(plain + ".gz") else plain + ".gz"
+
+    @property
+    def index(self) -> list[IndexEntry]:
+        """The index entries, by date."""
+        return [self._index[d] for d in sorted(self._index)]
+
+    # ------------------------------------------------------------------ start
+
+    def _recover(self) -> None:
+        """Finalize the day files changed after the index was written, or missing from it."""
+        index_path = os.path.join(self.directory, INDEX_NAME)
+        try:
+            index_mtime = os.stat(index_path).st_mtime_ns
+        except FileNotFoundError:
+            index_mtime = -1
+        today = _utc_today()
+        stale = []
+        for day, name in day_files(self.directory).items():
+            entry = self._index.get(day)
+            mtime = os.stat(os.path.join(self.directory, name)).st_mtime_ns
+            if entry is None or entry.name != name or mtime > index_mtime:
+                stale.append(day)
+        for day in stale:
+            self._finalize(day, over=day < today)
+        if stale:
+            write_index(self.directory, self._index)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_payload(self, payload: dict[str, Any]) -> None:
+        if self._closed:
+            raise ValueError("the archive sink is closed")
+        line = (self.encode(payload) + "\n").encode("utf-8")
+        day = _payload_day(payload) or _utc_today()
+        if day != self._day:
+            if (self._day is not None and day < self._day) or day > _utc_today():
+                self._append_other(day, line)  # a late event, or one dated in the future
+                return
+            self._switch(day)
+        self._write(line)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)  # type: ignore[arg-type]
+            view = view[written:]
+
+    def _open_day(self, day: str) -> None:
+        plain = self._plain(day)
+        if not os.path.exists(plain) and os.path.exists(plain + ".gz"):
+            # The day was compressed (closed earlier) and receives events again: continue it plain.
+            _write_atomic(plain, _iter_lines(plain + ".gz"), gz=False)
+            os.remove(plain + ".gz")
+            self._dirty.add(day)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        self._fd = os.open(plain, flags, 0o644)
+        self._day = day
+
+    def _switch(self, day: str) -> None:
+        """Close the open day (if any) and open ``day``."""
+        previous = self._day
+        self._close_fd()
+        self._open_day(day)
+        if previous is not None:
+            self._dirty.add(previous)
+            self._finalize_dirty()
+
+    def _append_other(self, day: str, line: bytes) -> None:
+        """Append ``line`` to the file of ``day``, which is not the open day."""
+        plain = self._plain(day)
+        if not os.path.exists(plain) and os.path.exists(plain + ".gz"):
+            with open(plain + ".gz", "ab") as out:
+                out.write(gzip.compress(line, mtime=0))  # one more gzip member
+        else:
+            with open(plain, "ab") as out:
+                out.write(line)
+        self._dirty.add(day)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # ------------------------------------------------------------------ closing days
+
+    def _over(self, day: str) -> bool:
+        """Whether ``day`` can be compressed: before the open day and before today (UTC)."""
+        if self._day is not None and day >= self._day and self._fd is not None:
+            return False
+        return day < _utc_today()
+
+    def _finalize_dirty(self) -> None:
+        for day in sorted(self._dirty):
+            if day == self._day and self._fd is not None:
+                continue  # the open day is finalized when it closes
+            self._finalize(day, over=self._over(day))
+            self._dirty.discard(day)
+        write_index(self.directory, self._index)
+
+    def _finalize(self, day: str, over: bool) -> None:
+        """Sort (if needed), count, compress (if ``compress`` and ``over``) and index ``day``."""
+        plain = self._plain(day)
+        source = plain if os.path.exists(plain) else plain + ".gz"
+        if not os.path.exists(source):
+            self._index.pop(day, None)
+            return
+        count, in_order, clean = 0, True, True
+        previous = _MIN
+        for line in _iter_lines(source):
+            if not line.strip() or not line.endswith(b"\n"):
+                clean = False
+                if not line.strip():
+                    continue
+            key = _line_key(line)
+            if key is not None:
+                if key < previous:
+                    in_order = False
+                previous = key
+            count += 1
+        gz_wanted = self.compress and over
+        target = plain + ".gz" if gz_wanted or source.endswith(".gz") else plain
+        if not in_order or not clean:
+            lines = self._sorted_lines(source)
+            _write_atomic(target, lines, gz=target.endswith(".gz"))
+        elif target != source:
+            _write_atomic(target, _iter_lines(source), gz=target.endswith(".gz"))
+        if target != source or (source == plain and os.path.exists(plain + ".gz")):
+            stale = plain if target.endswith(".gz") else plain + ".gz"
+            if os.path.exists(stale):
+                os.remove(stale)  # the other form: the source just rewritten, or an interrupted gzip
+        self._index[day] = IndexEntry(os.path.basename(target), day, count)
+
+    @staticmethod
+    def _sorted_lines(source: str) -> list[bytes]:
+        """The lines of ``source`` in timestamp order (stable; untimed lines follow their predecessor)."""
+        keyed = []
+        previous = _MIN
+        for line in _iter_lines(source):
+            if not line.strip():
+                continue
+            if not line.endswith(b"\n"):
+                line += b"\n"
+            key = _line_key(line)
+            previous = key if key is not None else previous
+            keyed.append((previous, len(keyed), line))
+        keyed.sort(key=lambda item: (item[0], item[1]))
+        return [line for _, _, line in keyed]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def flush(self) -> None:
+        """Nothing is buffered: every line is written when it arrives."""
+
+    def close(self) -> None:
+        """Close the open day (sorted, counted, indexed; compressed if its day is over)."""
+        with self.lock:  # type: ignore[union-attr]
+            if not self._closed and getattr(self, "_index", None) is not None:
+                self._closed = True
+                if self._day is not None:
+                    self._dirty.add(self._day)
+                self._close_fd()
+                try:
+                    self._finalize_dirty()
+                except OSError:
+                    _log.exception("closing the archive in %s failed", self.directory)
+        super().close()
