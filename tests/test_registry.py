@@ -100,3 +100,11 @@ def test_bad_option_type_in_config_names_the_option(tmp_path):
     c.RotatingFileSink.max_bytes = "lots"
     with pytest.raises(SinkConfigError, match="'max_bytes'"):
         load_sinks(["rotating_file"], config=c)
+
+
+def test_repr_never_shows_secrets_or_url_passwords():
+    sink = get_sink("http", url="https://bob:pa55word@collector.example.org/api", token="tok-123456")
+    text = repr(sink)
+    assert "pa55word" not in text and "tok-123456" not in text
+    assert "collector.example.org" in text
+    sink.close()

@@ -36,19 +36,17 @@ dead-letter file: they must not contain secrets.  Values of options tagged
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
 
 from ..capsule import encode
 from ..errors import SinkConfigError
-from ..sinks.base import Sink
+from ..sinks.base import Sink, mask_url_password
 from .engine import DeliveryEngine
 from .envelope import BatchResult, Envelope
 
 _MiB = 1024 * 1024
-_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 _OWN_LOGGER = "telemetry_sinks.delivery"
 
 
@@ -219,7 +217,7 @@ class NetworkSink(Sink):
             value = getattr(self, name, None)
             if isinstance(value, str) and len(value) >= 3:
                 text = text.replace(value, "***")
-        return _URL_USERINFO.sub(r"\1***@", text)[:1000]
+        return mask_url_password(text)[:1000]
 
     # ------------------------------------------------------------------ logging.Handler
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 from typing import Any, ClassVar
 
 from traitlets import TraitError
@@ -20,6 +21,12 @@ from ..capsule import encode, record_payload
 from ..errors import SinkConfigError
 
 _RESERVED = {"config", "parent", "log"}
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
+def mask_url_password(text: str) -> str:
+    """``text`` with the user:password part of any URL in it replaced by ``***``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 class Sink(logging.Handler, Configurable):
@@ -104,6 +111,8 @@ class Sink(logging.Handler, Configurable):
                 continue
             if trait.metadata.get("secret"):
                 value = "***"
+            elif isinstance(value, str):
+                value = mask_url_password(value)
             shown.append(f"{name}={value!r}")
         return f"<{type(self).__name__} {' '.join(shown)}>".replace(" >", ">")
 
