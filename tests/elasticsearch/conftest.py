@@ -1,0 +1,133 @@
+"""Elasticsearch for the Elasticsearch sink's integration tests.
+
+With ``ELASTICSEARCH_URL`` set (docker-compose.test.yml has Elasticsearch 8 on
+``http://127.0.0.1:9200``), the tests run against that real Elasticsearch;
+only the test that stops the server mid-stream always uses a local one.
+
+Without it, the suite starts osmem-server (in-memory, OpenSearch-compatible, a
+binary in the osmem-server wheel) on a free 127.0.0.1 port behind
+:class:`ElasticsearchCompatProxy`.  The elasticsearch client 8/9 sends the
+versioned media types ``application/vnd.elasticsearch+json; compatible-with=9``
+(and ``+x-ndjson``) as Content-Type and Accept; Elasticsearch accepts them,
+osmem answers 406.  The proxy rewrites exactly those two request headers to
+``application/json`` / ``application/x-ndjson``, and the answer's Content-Type
+back to the versioned type the client asked for; it changes nothing else, and
+the sink is the same code as in production.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from backends import HTTPProxy, env, free_port, osmem_server
+
+pytestmark = pytest.mark.integration
+
+_VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*(?:;\s*compatible-with=(\d+))?")
+
+
+class ElasticsearchCompatProxy(HTTPProxy):
+    """:class:`backends.HTTPProxy` that lets the elasticsearch client talk to osmem (see above)."""
+
+    def request_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        return {
+            name: _VERSIONED.sub(r"application/\1", value)
+            if name.lower() in ("content-type", "accept")
+            else value
+            for name, value in headers.items()
+        }
+
+    def response_headers(self, headers: dict[str, str], request: dict[str, str]) -> dict[str, str]:
+        accept = next((v for k, v in request.items() if k.lower() == "accept"), "")
+        wanted = _VERSIONED.search(accept)
+        out = dict(headers)
+        for name, value in headers.items():
+            if wanted and name.lower() == "content-type" and value.startswith("application/json"):
+                out[name] = f"application/vnd.elasticsearch+json; compatible-with={wanted.group(2)}"
+        return out
+
+
+def _proxy_class(upstream_is_osmem: bool) -> type[HTTPProxy]:
+    return ElasticsearchCompatProxy if upstream_is_osmem else HTTPProxy
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    """(URL the sink and the reading client use, upstream URL, upstream is osmem)."""
+    external = env("ELASTICSEARCH_URL")
+    if external:
+        yield external.rstrip("/"), external.rstrip("/"), False
+        return
+    server = osmem_server(free_port(), tmp_path_factory.mktemp("osmem")).start()
+    upstream = f"http://127.0.0.1:{server.port}"
+    compat = ElasticsearchCompatProxy(upstream).start()
+    yield compat.url, upstream, True
+    compat.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def elasticsearch_url(backend):
+    return backend[0]
+
+
+@pytest.fixture(scope="module")
+def es_client(elasticsearch_url):
+    """An elasticsearch-py client to read back what the sink wrote."""
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(elasticsearch_url, request_timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def proxy(backend):
+    """A fault-injecting proxy in front of the shared server (rewriting media types for osmem)."""
+    _, upstream, is_osmem = backend
+    server = _proxy_class(is_osmem)(upstream).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """An osmem-server this test owns, behind its compat proxy: (osmem, proxy).
+
+    The test may stop and restart both on the same ports (osmem comes back empty).
+    """
+    server = osmem_server(free_port(), tmp_path).start()
+    compat = ElasticsearchCompatProxy(f"http://127.0.0.1:{server.port}").start()
+    yield server, compat
+    compat.stop()
+    server.stop()
+
+
+@pytest.fixture
+def prefix():
+    """A unique index prefix for one test."""
+    return f"ts-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def close_sinks_after_test(monkeypatch):
+    """Close every sink a test made, also when the test fails.
+
+    A sink left open with undelivered events would hold up a later
+    ``logging.config.dictConfig()``, which flushes every handler of the process.
+    """
+    from telemetry_sinks.sinks._bulk import BulkIndexSink
+
+    made = []
+    original = BulkIndexSink.__init__
+
+    def recording_init(self, **options):
+        made.append(self)
+        original(self, **options)
+
+    monkeypatch.setattr(BulkIndexSink, "__init__", recording_init)
+    yield
+    for sink in made:
+        sink.close()
