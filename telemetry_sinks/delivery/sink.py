@@ -237,9 +237,14 @@ class NetworkSink(Sink):
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Wait until everything emitted so far is acknowledged, spooled or dead-lettered.
 
-        Returns False if ``timeout`` (seconds) passed first.
+        Returns False if ``timeout`` (seconds) passed first.  Without a timeout it
+        waits at most ``close_timeout``: ``logging`` itself calls ``flush()`` while
+        holding its module lock (``dictConfig``, ``logging.shutdown``), and must
+        never hang on a backend that is down.  Pass ``float("inf")`` to wait for good.
         """
-        return self._engine.flush(timeout) if self._engine is not None else True
+        if timeout is None:
+            timeout = self.close_timeout
+        return self._engine.flush(None if timeout == float("inf") else timeout) if self._engine is not None else True
 
     def close(self) -> None:
         """Deliver what is queued within ``close_timeout``, spool the rest, stop the worker."""

@@ -293,3 +293,35 @@ def test_emit_never_waits_for_the_backend(make_sink, tmp_path, backend):
     assert timings[-5] < 0.05 and worst < 0.5
     stats = sink.stats()
     assert stats["emitted"] == 5000 and stats["dropped"] == 0
+
+
+def test_flush_without_timeout_is_bounded_so_logging_config_never_hangs(make_sink):
+    """dictConfig and logging.shutdown call flush() holding logging's lock: it must return."""
+    import logging.config
+    import time as _time
+
+    def down(batch):
+        raise ConnectionRefusedError("backend down")
+
+    sink = make_sink(down, close_timeout=0.5)
+    sink.write_payload({"n": 1})
+    logging.getLogger("flush-bound-test").addHandler(sink)
+    start = _time.monotonic()
+    try:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    finally:
+        logging.getLogger("flush-bound-test").removeHandler(sink)
+    assert _time.monotonic() - start < 5  # dictConfig flushed and closed the sink, within its bound
+
+
+def test_flush_without_timeout_waits_at_most_close_timeout(make_sink):
+    import time as _time
+
+    def down(batch):
+        raise ConnectionRefusedError("backend down")
+
+    sink = make_sink(down, close_timeout=0.3)
+    sink.write_payload({"n": 1})
+    start = _time.monotonic()
+    assert sink.flush() is False
+    assert 0.25 < _time.monotonic() - start < 3
