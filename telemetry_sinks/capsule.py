@@ -37,6 +37,7 @@ import enum
 import json
 import logging
 import math
+import re
 import time as _time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -75,6 +76,69 @@ def format_timestamp(when: _dt.datetime | None = None) -> str:
     else:
         when = when.astimezone(_UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_TS_LOOSE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*"
+    r"([+-]\d{2}(?::?\d{2})?)?\s*(Z|z)?$"
+)
+
+
+def parse_timestamp(text: Any) -> _dt.datetime | None:
+    """An ISO 8601 timestamp as an aware UTC datetime, or None if it is not one.
+
+    Naive times are UTC.  Also reads jupyter_events' ``...+00:00Z`` (an offset
+    and a ``Z``) and fractions of any length (Python 3.10's ``fromisoformat``
+    reads only 3 or 6 digits).
+    """
+    if not isinstance(text, str):
+        return None
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] if _HAS_OFFSET.search(value[:-1]) else value[:-1] + "+00:00"
+    try:
+        when = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        match = _TS_LOOSE.match(value)
+        if not match:
+            return None
+        y, mo, d, h, mi, sec, frac, tz, _z = match.groups()
+        try:
+            when = _dt.datetime(
+                int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0),
+                int((frac or "0")[:6].ljust(6, "0")),
+            )
+        except ValueError:
+            return None
+        if tz:
+            sign = -1 if tz[0] == "-" else 1
+            digits = tz[1:].replace(":", "")
+            offset = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            when = when.replace(tzinfo=_dt.timezone(sign * offset))
+    if when.tzinfo is None:
+        return when.replace(tzinfo=_UTC)
+    return when.astimezone(_UTC)
+
+
+_HAS_OFFSET = re.compile(r"[+-]\d\d:?\d\d$")
+
+
+def event_time(payload: Any) -> _dt.datetime | None:
+    """The UTC time of a capsule's ``__timestamp__`` or a log payload's ``timestamp``."""
+    if not isinstance(payload, Mapping):
+        return None
+    return parse_timestamp(payload.get("__timestamp__", payload.get("timestamp")))
+
+
+def whole_number(value: Any) -> int | None:
+    """An int, or a string of digits as an int (``"3"`` -> 3); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 def make_capsule(

@@ -26,6 +26,7 @@ from typing import Any
 import jsonschema_rs
 import yaml
 
+from .capsule import whole_number
 from .errors import EventValidationError, SchemaError
 
 SCHEMA_SUFFIXES = (".json", ".yaml", ".yml")
@@ -136,14 +137,8 @@ def _schema_path(path: tuple) -> str:
 
 
 def parse_version(value: Any) -> int | None:
-    """An event schema version: an int, or a string of digits; None if neither."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+    """An event schema version: an int, or a string of digits (jupyter_events' ``"1"``); else None."""
+    return whole_number(value)
 
 
 def check_schema(schema: Mapping[str, Any], source: str | None = None) -> tuple[str, int]:

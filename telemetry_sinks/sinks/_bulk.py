@@ -64,6 +64,7 @@ from typing import Any, ClassVar
 from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, Union, validate
 
+from ..capsule import parse_timestamp
 from ..delivery import BatchResult, Envelope, NetworkSink
 from ..delivery.retry import is_retryable_status
 from ..errors import SinkConfigError
@@ -73,7 +74,6 @@ log = logging.getLogger("telemetry_sinks.delivery.bulk")
 
 _MiB = 1024 * 1024
 _INDEX_ILLEGAL = re.compile(r'[\\/*?"<>|,#:\s]')
-_OFFSET = re.compile(r"[+-]\d\d:?\d\d$")
 _MAX_INDEX_BYTES = 255
 #: Statuses (per item or for the whole request) and error types that mean "the cluster or
 #: its configuration is not ready" rather than "this document is bad": retried.
@@ -93,25 +93,6 @@ def index_safe(name: str) -> str:
     name = _INDEX_ILLEGAL.sub("_", name.lower()).lstrip("-_+")
     name = name.encode("utf-8")[:_MAX_INDEX_BYTES].decode("utf-8", "ignore")
     return "unknown" if name in ("", ".", "..") else name
-
-
-def parse_timestamp(timestamp: Any) -> _dt.datetime | None:
-    """The UTC time of an ISO 8601 timestamp, or None.  Also reads jupyter_events'
-    ``2024-01-02T03:04:05.123456+00:00Z`` (an offset and a ``Z``)."""
-    if not isinstance(timestamp, str):
-        return None
-    text = timestamp.strip()
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1]
-        if not _OFFSET.search(text):
-            text += "+00:00"
-    try:
-        when = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        return when.replace(tzinfo=_dt.timezone.utc)
-    return when.astimezone(_dt.timezone.utc)
 
 
 class _Fields(dict):

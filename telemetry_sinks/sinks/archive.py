@@ -61,6 +61,7 @@ from typing import IO, Any
 
 from traitlets import Bool, Unicode
 
+from ..capsule import parse_timestamp, whole_number
 from .base import Sink
 
 __all__ = [
@@ -83,41 +84,10 @@ _log = logging.getLogger("telemetry_sinks.sinks.archive")
 _UTC = _dt.timezone.utc
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _TS_FIELD = re.compile(rb'"(?:__timestamp__|timestamp)"\s*:\s*"([^"\\]{1,64})"')
-_TS_LOOSE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*"
-    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
-)
 _MIN = _dt.datetime.min.replace(tzinfo=_UTC)
 
 
 # --------------------------------------------------------------------------- timestamps
-
-
-def parse_timestamp(text: Any) -> _dt.datetime | None:
-    """An ISO 8601 timestamp as an aware UTC datetime (naive means UTC); None if unreadable."""
-    if not isinstance(text, str) or not text:
-        return None
-    value = text.strip()
-    try:
-        when = _dt.datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in "Zz" else value)
-    except ValueError:
-        match = _TS_LOOSE.match(value)  # Python 3.10: fractions of other than 3 or 6 digits
-        if not match:
-            return None
-        y, mo, d, h, mi, s, frac, tz = match.groups()
-        try:
-            when = _dt.datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0),
-                                int((frac or "0")[:6].ljust(6, "0")))
-        except ValueError:
-            return None
-        if tz and tz not in "Zz":
-            sign = -1 if tz[0] == "-" else 1
-            digits = tz[1:].replace(":", "")
-            offset = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-            when = when.replace(tzinfo=_dt.timezone(sign * offset))
-    if when.tzinfo is None:
-        return when.replace(tzinfo=_UTC)
-    return when.astimezone(_UTC)
 
 
 def _payload_day(payload: Any) -> str | None:
@@ -188,14 +158,6 @@ def day_files(directory: str | os.PathLike) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def _parse_count(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 def read_index(directory: str | os.PathLike) -> dict[str, IndexEntry]:
@@ -215,7 +177,7 @@ def read_index(directory: str | os.PathLike) -> dict[str, IndexEntry]:
                 continue
             try:
                 obj = json.loads(line)
-                date, name, count = obj["date"], obj["name"], _parse_count(obj["count"])
+                date, name, count = obj["date"], obj["name"], whole_number(obj["count"])
                 if not (isinstance(date, str) and isinstance(name, str) and count is not None):
                     raise ValueError("date and name must be strings and count a number")
             except (ValueError, KeyError, TypeError) as exc:

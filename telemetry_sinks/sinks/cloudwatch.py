@@ -63,6 +63,7 @@ import botocore.exceptions
 import watchtower
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
+from ..capsule import event_time
 from ..delivery import BatchResult, Envelope, NetworkSink
 from ..errors import SinkConfigError
 
@@ -144,21 +145,8 @@ def _template_fields(template: str) -> list[str]:
 
 def timestamp_ms(payload: Any) -> int | None:
     """Milliseconds since the epoch of a capsule's ``__timestamp__`` or a record's ``timestamp``."""
-    if not isinstance(payload, dict):
-        return None
-    text = payload.get("__timestamp__", payload.get("timestamp"))
-    if not isinstance(text, str):
-        return None
-    text = text.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        when = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)  # naive capsule times are UTC
-    return int(when.timestamp() * 1000)
+    when = event_time(payload)
+    return None if when is None else int(when.timestamp() * 1000)
 
 
 _HOSTNAME = platform.node() or "localhost"

@@ -34,7 +34,6 @@ make).
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import re
@@ -47,6 +46,7 @@ import google.api_core.exceptions as gexc
 from google.cloud import logging as gcl
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
+from ..capsule import event_time
 from ..delivery import BatchResult, Envelope, NetworkSink, RetryableError
 from ..delivery.retry import is_retryable_status, parse_retry_after
 from ..errors import SinkConfigError
@@ -88,21 +88,8 @@ def severity_of(payload: Any) -> str:
 
 def rfc3339(payload: Any) -> str | None:
     """The event time of a capsule (``__timestamp__``) or record (``timestamp``), RFC 3339 UTC."""
-    if not isinstance(payload, dict):
-        return None
-    text = payload.get("__timestamp__", payload.get("timestamp"))
-    if not isinstance(text, str):
-        return None
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    try:
-        when = _dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
-    return when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    when = event_time(payload)
+    return None if when is None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Fields(dict):
