@@ -110,8 +110,13 @@ class Progress:
             except ImportError:
                 tqdm = None
             if tqdm is not None:
+                try:  # a terminal that reports no size (a bare pty) gets a fixed width
+                    sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+                except (OSError, ValueError):
+                    sized = False
                 self._bar = tqdm(total=self.total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                                 file=sys.stderr, mininterval=0.2, dynamic_ncols=True)
+                                 file=sys.stderr, mininterval=0.2, dynamic_ncols=sized,
+                                 ncols=None if sized else 100)
 
     def update(self, nbytes: int, items: int = 1) -> None:
         if not self.enabled:
