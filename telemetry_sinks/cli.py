@@ -116,7 +116,7 @@ class Progress:
                     sized = False
                 self._bar = tqdm(total=self.total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                                  file=sys.stderr, mininterval=0.2, dynamic_ncols=sized,
-                                 ncols=None if sized else 100)
+                                 ncols=None if sized else 100, nrows=None if sized else 24)
 
     def update(self, nbytes: int, items: int = 1) -> None:
         if not self.enabled:
