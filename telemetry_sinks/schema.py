@@ -367,13 +367,37 @@ _CONTAINERS = (dict, list, tuple)
 
 
 CIRCULAR = -1
+_CONCRETE = (dict, list, tuple)
 
 
-def nesting_depth(value: Any, limit: int, _path: set[int] | None = None) -> int:
-    """How deeply ``value`` nests containers (counting no further than ``limit + 1``).
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests objects and arrays, counting no further than ``limit + 1``.
 
-    Returns :data:`CIRCULAR` when a container contains itself.
+    Returns :data:`CIRCULAR` when a container contains itself.  The common case
+    (plain dicts and lists within the limit) is one iterative pass over concrete
+    types; a cycle shows there as depth over the limit, and only then, or for
+    other Mapping types, does the slower exact walk run to tell which it is.
     """
+    deepest = 0
+    stack = [(value, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        for child in item.values() if type(item) is dict else item:
+            kind = type(child)
+            if kind is dict or kind is list or kind is tuple:
+                if depth >= limit:
+                    return _exact_depth(value, limit)
+                push((child, depth + 1))
+                if depth + 1 > deepest:
+                    deepest = depth + 1
+            elif kind is not str and isinstance(child, Mapping):
+                return _exact_depth(value, limit)
+    return deepest
+
+
+def _exact_depth(value: Any, limit: int, _path: set[int] | None = None) -> int:
+    """Like :func:`nesting_depth`, for any Mapping, detecting cycles (slow path)."""
     path = set() if _path is None else _path
     if id(value) in path:
         return CIRCULAR
@@ -384,8 +408,8 @@ def nesting_depth(value: Any, limit: int, _path: set[int] | None = None) -> int:
         deepest = 0
         children = value.values() if isinstance(value, Mapping) else value
         for child in children:
-            if isinstance(child, _CONTAINERS) or isinstance(child, Mapping):
-                depth = nesting_depth(child, limit - 1, path)
+            if isinstance(child, _CONCRETE) or isinstance(child, Mapping):
+                depth = _exact_depth(child, limit - 1, path)
                 if depth == CIRCULAR:
                     return CIRCULAR
                 deepest = max(deepest, depth + 1)
