@@ -341,6 +341,8 @@ class Schema:
         value = _value_at(event, path)
         if isinstance(value, float) and not math.isfinite(value):
             reason = f"{value!r} is not a JSON number; send a finite number or null"
+        if self.redaction is not None and event is not None:
+            reason = _scrub(reason, _personal_values(event, self.redaction))
         raise EventValidationError(
             f"Event for schema {self.id!r} version {self.version} is invalid at {where}: {reason}",
             schema_id=self.id,
@@ -351,6 +353,47 @@ class Schema:
 
     def same_content(self, other: Mapping[str, Any]) -> bool:
         return _canonical(self.body) == _canonical(other)
+
+
+def _personal_values(data: Any, node: RedactionNode) -> list[str]:
+    """The texts of every value an event holds in a property with a personal-data category."""
+    found: list[str] = []
+    if not isinstance(data, Mapping):
+        return found
+    for name in node.categories:
+        if name in data:
+            _leaf_texts(data[name], found)
+    for name, child in node.children.items():
+        if name not in node.categories:
+            found.extend(_personal_values(data.get(name), child))
+    for name, child in node.array_children.items():
+        items = data.get(name)
+        if name not in node.categories and isinstance(items, list):
+            for item in items:
+                found.extend(_personal_values(item, child))
+    return found
+
+
+def _leaf_texts(value: Any, found: list[str], depth: int = 0) -> None:
+    if depth > 64:
+        return
+    if isinstance(value, Mapping):
+        for item in value.values():
+            _leaf_texts(item, found, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _leaf_texts(item, found, depth + 1)
+    elif value is not None and not isinstance(value, bool):
+        found.append(value if isinstance(value, str) else json.dumps(value, default=str))
+
+
+def _scrub(message: str, values: list[str]) -> str:
+    """``message`` without any of ``values`` (raw or JSON-escaped): errors must not leak personal data."""
+    for text in sorted({v for v in values if v}, key=len, reverse=True):
+        for form in (text, json.dumps(text)[1:-1]):
+            if form and form in message:
+                message = message.replace(form, "<redacted>")
+    return message
 
 
 def _value_at(event: Any, path: list) -> Any:

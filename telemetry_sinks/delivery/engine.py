@@ -231,7 +231,8 @@ class DeliveryEngine:
     def _record_spooled_locked(self, count: int, refused: list[Envelope], evicted: int) -> None:
         self._counts["spooled"] += count - len(refused)
         if refused:
-            self._drop_locked(len(refused), "spool full")
+            error = self._spool.write_error if self._spool is not None else None
+            self._drop_locked(len(refused), f"spool cannot be written: {error}" if error else "spool full")
         if evicted:
             self._drop_locked(evicted, "spool full, oldest dropped")
 

@@ -35,7 +35,9 @@ dead-letter file: they must not contain secrets.  Values of options tagged
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
@@ -212,10 +214,17 @@ class NetworkSink(Sink):
         """Disconnect from the backend; called in the worker when the sink closes (optional)."""
 
     def redact(self, text: str) -> str:
-        """``text`` with secret option values and URL passwords replaced by ``***``."""
+        """``text`` with secret option values and URL passwords replaced by ``***``.
+
+        Strings inside secret dict or list options (headers, producer_config, ...) count
+        too, and so do their repr and JSON escapes (a client's error may quote a value).
+        """
+        secrets: set[str] = set()
         for name in self.trait_names(secret=True):
-            value = getattr(self, name, None)
-            if isinstance(value, str) and len(value) >= 3:
+            for value in _strings(getattr(self, name, None)):
+                secrets.update((value, repr(value)[1:-1], json.dumps(value)[1:-1]))
+        for value in sorted(secrets, key=len, reverse=True):
+            if len(value) >= 3:
                 text = text.replace(value, "***")
         return mask_url_password(text)[:1000]
 
@@ -244,7 +253,9 @@ class NetworkSink(Sink):
         """
         if timeout is None:
             timeout = self.close_timeout
-        return self._engine.flush(None if timeout == float("inf") else timeout) if self._engine is not None else True
+        if self._engine is None:
+            return True
+        return self._engine.flush(None if timeout == float("inf") else timeout)
 
     def close(self) -> None:
         """Deliver what is queued within ``close_timeout``, spool the rest, stop the worker."""
@@ -276,6 +287,18 @@ class NetworkSink(Sink):
         if self._engine is None:
             raise RuntimeError(f"{type(self).__name__} failed to start: it has no stats")
         return self._engine.stats()
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in ``value``: the value itself, or those inside a dict or list (nested)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from _strings(item)
 
 
 __all__ = ["NetworkSink"]

@@ -29,10 +29,19 @@ Ownership and acknowledgement
     in it was acknowledged by the backend (or dead-lettered).  If the process dies
     before that, the whole segment is replayed again later (duplicates carry the
     same event id).
+
+Faults of the directory itself
+    A spool directory removed under a running process is created again (with a
+    warning); segments this process holds open are read through their open file,
+    so their events are still replayed, and rewritten into the directory at
+    ``close()``.  Write and read errors are warned about at most once per
+    ``WARN_INTERVAL`` seconds per kind of problem; the events an append could not
+    write are returned as refused (the engine counts them as dropped).
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -55,6 +64,8 @@ log = logging.getLogger("telemetry_sinks.delivery")
 MAGIC = b"\x89TSR"
 HEADER = struct.Struct(">4sII")
 SUFFIX = ".wal"
+#: At most one warning per this many seconds for the same kind of spool problem.
+WARN_INTERVAL = 60.0
 
 
 def encode_record(event_id: str, data: str) -> bytes:
@@ -125,6 +136,25 @@ def parse_records(buf: bytes | bytearray | memoryview) -> ParsedSegment:
     return parsed
 
 
+def _unlinked(fd: int) -> bool:
+    """True if the file open as ``fd`` was deleted (or cannot be checked)."""
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True
+
+
+def _read_fd(fd: int) -> bytes:
+    """The whole content of the file open as ``fd`` (also after it was deleted)."""
+    chunks, offset = [], 0
+    if not hasattr(os, "pread"):  # pragma: no cover - Windows
+        os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := (os.pread(fd, 1 << 20, offset) if hasattr(os, "pread") else os.read(fd, 1 << 20)):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def _try_lock(fd: int) -> bool:
     if fcntl is None:  # pragma: no cover
         return True
@@ -174,6 +204,12 @@ class Spool:
         self._head: Segment | None = None
         self._claimed: list[Segment] = []  # segments being replayed, oldest first
         self._candidates: list[str] = []  # segment names not tried yet, oldest first
+        self._orphans: list[Segment] = []  # own segments deleted under us, held in memory
+        self._warn_after: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        #: The OS error of the last write that failed (None after a successful append).
+        self.write_error: str | None = None
+        self._write_errno: int | None = None
         self._size = 0
         self._counter = 0
         self._last_ns = 0
@@ -194,7 +230,14 @@ class Spool:
                 return
             own = {os.path.basename(s.path) for s in [self._head, *self._claimed] if s}
             names, total = [], 0
-            for entry in os.scandir(self.directory):
+            try:
+                self._ensure_directory_locked()
+                entries = list(os.scandir(self.directory))
+            except OSError as exc:
+                self._warn_locked("scan", "spool %s cannot be read (%s); retrying later",
+                                  self.directory, str(exc))
+                return
+            for entry in entries:
                 if not entry.name.endswith(SUFFIX):
                     continue
                 try:
@@ -203,6 +246,9 @@ class Spool:
                     continue
                 if entry.name not in own:
                     names.append(entry.name)
+                stamp = entry.name[:20]
+                if stamp.isdigit():  # new segments sort after these, even if the clock went back
+                    self._last_ns = max(self._last_ns, int(stamp))
             names.sort()
             self._candidates = names
             self._size = total
@@ -212,6 +258,7 @@ class Spool:
         with self._lock:
             return bool(
                 self._candidates
+                or self._orphans
                 or (self._head is not None and self._head.size > 0)
                 or (self._claimed and self._claimed[-1].cursor < len(self._claimed[-1].records))
             )
@@ -223,6 +270,7 @@ class Spool:
         with self._lock:
             if self._closed:
                 return list(envelopes), 0
+            self.write_error = None
             evicted = 0
             buf = bytearray()
             first = 0  # index of the first envelope in ``buf``
@@ -238,22 +286,42 @@ class Spool:
                     break
                 used = (self._head.size if self._head else 0) + len(buf)
                 if used and used + len(record) > self.segment_bytes:
-                    if not self._write_locked(buf):
+                    written, freed = self._write_evicting_locked(buf)
+                    evicted += freed
+                    if not written:
                         return list(envelopes[first:]), evicted
                     buf.clear()
                     first = index
                     self._roll_locked()
                 buf += record
-            if not self._write_locked(buf):
+            written, freed = self._write_evicting_locked(buf)
+            evicted += freed
+            if not written:
                 return list(envelopes[first:]), evicted
             return list(envelopes[refused_from:]), evicted
+
+    def _write_evicting_locked(self, buf: bytearray) -> tuple[bool, int]:
+        """Write ``buf``; on a full disk with ``evict_oldest``, delete old segments and retry once.
+
+        Returns (written, records evicted).
+        """
+        if self._write_locked(buf):
+            return True, 0
+        if not (self.evict_oldest and self._write_errno == errno.ENOSPC):
+            return False, 0
+        evicted = self._evict_locked(len(buf))
+        return (self._write_locked(buf) if evicted else False), evicted
 
     def _write_locked(self, buf: bytearray) -> bool:
         if not buf:
             return True
         try:
+            if self._head is not None and _unlinked(self._head.fd):
+                self._roll_locked()  # deleted under us: kept in memory, a new file takes over
             head = self._head or self._new_head_locked()
-            view = memoryview(buf)
+            # A view of a copy: a traceback kept alive (e.g. by a log handler holding the record)
+            # must not pin an export of the caller's bytearray, which append() clears.
+            view = memoryview(bytes(buf))
             while view:
                 written = os.write(head.fd, view)
                 view = view[written:]
@@ -262,18 +330,49 @@ class Spool:
             if self.fsync:
                 os.fsync(head.fd)
         except OSError as exc:
-            log.warning("spool %s: cannot write (%s); events refused", self.directory, exc)
+            self.write_error = exc.strerror or str(exc)
+            self._write_errno = exc.errno
+            self._warn_locked("write", "spool %s: cannot write (%s); events refused",
+                              self.directory, str(exc))
             if self._head is not None:
                 self._roll_locked()  # never append after a partial record
             return False
         return True
 
+    def _warn_locked(self, kind: str, message: str, *args: object) -> None:
+        """Log a warning, at most once per ``WARN_INTERVAL`` seconds for each ``kind``."""
+        now = time.monotonic()
+        if now < self._warn_after.get(kind, 0.0):
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._warn_after[kind] = now + WARN_INTERVAL
+        suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            message += " (%d more like this since the last warning)"
+            args = (*args, suppressed)
+        log.warning(message, *args)
+
+    def _ensure_directory_locked(self) -> None:
+        """Create the spool directory again if it was removed under us."""
+        if os.path.isdir(self.directory):
+            return
+        if os.path.lexists(self.directory):
+            raise NotADirectoryError(errno.ENOTDIR, "the spool path is not a directory", self.directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self._size = 0
+        self._warn_locked(
+            "removed",
+            "spool directory %s was removed; created it again (events only in its files are lost)",
+            self.directory,
+        )
+
     def _new_head_locked(self) -> Segment:
+        self._ensure_directory_locked()
         self._counter += 1
         self._last_ns = max(time.time_ns(), self._last_ns + 1)
         name = f"{self._last_ns:020d}-{producer_id()}-{self._counter:06d}{SUFFIX}"
         path = os.path.join(self.directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         _try_lock(fd)
         if self.fsync:
             dir_fd = os.open(self.directory, os.O_RDONLY)
@@ -288,6 +387,11 @@ class Spool:
         """Seal the head: close it (releasing its lock) and make it replayable."""
         head, self._head = self._head, None
         if head is None:
+            return
+        if not self._closed and head.size and _unlinked(head.fd):
+            segment = self._load(head.path, head.fd)  # deleted under us: replay it from memory
+            if segment is not None:
+                self._orphans.append(segment)
             return
         if self.fsync:
             try:
@@ -352,6 +456,11 @@ class Spool:
                     self._delete_locked(segment)
 
     def _claim_next_locked(self) -> Segment | None:
+        while self._orphans:
+            segment = self._orphans.pop(0)
+            if segment.records:
+                return segment
+            self._delete_locked(segment)
         while self._candidates:
             segment = self._claim_locked(self._candidates[0])
             if segment is not None:
@@ -382,12 +491,11 @@ class Spool:
         return self._load(path, fd)
 
     def _load(self, path: str, fd: int) -> Segment | None:
-        """Read a locked segment; None (and the lock released) if it cannot be read."""
+        """Read a locked segment through its descriptor; None (lock released) if it cannot be read."""
         try:
-            with open(path, "rb") as file:
-                buf = file.read()
+            buf = _read_fd(fd)
         except OSError as exc:
-            log.warning("spool segment %s cannot be read (%s); it is kept", path, exc)
+            self._warn_locked("read", "spool segment %s cannot be read (%s); it is kept", path, str(exc))
             os.close(fd)
             return None
         parsed = parse_records(buf)
@@ -402,14 +510,18 @@ class Spool:
         return Segment(path, fd, size=len(buf), records=parsed.records)
 
     def _delete_locked(self, segment: Segment) -> None:
+        removed = False  # ``_size`` counts bytes on disk: a file that was not there is not counted
         try:
             os.unlink(segment.path)  # while still locked: no other process can claim it
+            removed = True
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("spool segment %s cannot be deleted: %s", segment.path, exc)
+            self._warn_locked("delete", "spool segment %s cannot be deleted (%s); its events will be "
+                              "replayed again", segment.path, str(exc))
         os.close(segment.fd)
-        self._size = max(0, self._size - segment.size)
+        if removed:
+            self._size = max(0, self._size - segment.size)
         if segment in self._claimed:
             self._claimed.remove(segment)
 
@@ -420,23 +532,49 @@ class Spool:
         with self._lock:
             if self._closed:
                 return
+            # Segments deleted under us exist only in memory now: write them to the directory.
+            rescue: list[tuple[str, str]] = []
+            head = self._head
+            if head is not None and head.size and _unlinked(head.fd):
+                rescue += parse_records(_read_fd(head.fd)).records
+            for segment in [*self._orphans, *self._claimed]:
+                if segment in self._orphans or _unlinked(segment.fd):
+                    rescue += segment.records
             self._closed = True
-            if self._head is not None:
+            if head is not None:
                 self._roll_locked()
-            for segment in self._claimed:
+            for segment in [*self._orphans, *self._claimed]:
                 os.close(segment.fd)
-            self._claimed = []
+            self._claimed, self._orphans = [], []
+            if rescue:
+                self._rescue_locked(rescue)
+
+    def _rescue_locked(self, records: list[tuple[str, str]]) -> None:
+        """Write ``records`` into a new segment (at close, for segments deleted under us)."""
+        try:
+            self._new_head_locked()
+            assert self._head is not None
+            data = memoryview(b"".join(encode_record(i, d) for i, d in records))
+            while data:
+                data = data[os.write(self._head.fd, data) :]
+        except OSError as exc:
+            log.warning("spool %s: %d events of segments deleted under this process cannot be "
+                        "written again (%s); they are lost", self.directory, len(records), str(exc))
+        finally:
+            head, self._head = self._head, None
+            if head is not None:
+                os.close(head.fd)
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's files.  Closing our copies keeps the parent's locks held."""
         self._lock = threading.Lock()
-        for segment in [self._head, *self._claimed]:
+        for segment in [self._head, *self._claimed, *self._orphans]:
             if segment is not None:
                 try:
                     os.close(segment.fd)
                 except OSError:
                     pass
-        self._head, self._claimed = None, []
+        self._head, self._claimed, self._orphans = None, [], []
         self._candidates = []
         if not self._closed:
             self.scan()

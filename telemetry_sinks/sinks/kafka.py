@@ -171,6 +171,14 @@ class KafkaSink(NetworkSink):
             "ssl_password": self.ssl_password,
         }
         options.update({k: v for k, v in optional.items() if v is not None})
+        # The producer must not hold the sink's worker longer than an acknowledgement may take:
+        # kafka-python waits up to 60 s for metadata in send() and, from 3.0 on, up to 30 s to
+        # bootstrap inside KafkaProducer(); meanwhile nothing could be spooled or flushed.
+        wait_ms = max(1, int(self.ack_timeout * 1000))
+        defaults = kafka.KafkaProducer.DEFAULT_CONFIG
+        options["max_block_ms"] = wait_ms
+        if "bootstrap_timeout_ms" in defaults:
+            options["bootstrap_timeout_ms"] = wait_ms
         options.update(self.producer_config)
         return options
 

@@ -1,0 +1,78 @@
+"""An application that emits events through one network sink; run as a subprocess by the tests.
+
+    python emitting_app.py '<json config>'
+
+The config: ``{"sink": registry name, "options": {...}, "mode": ..., "schema": {...}}``.
+
+Modes:
+
+``stream``
+    Emit events in rounds of ``round`` events (``seq`` counting from ``start``),
+    ``flush()`` after each round and print ``flushed <last seq>`` once everything
+    emitted so far is acknowledged or spooled; forever, until killed.
+``emit_then_exit``
+    Emit ``count`` events, print ``exiting`` and leave the interpreter without
+    closing anything: the sink's atexit hook has to deal with what is queued.
+``drain``
+    Replay the spool: wait until the sink holds nothing in memory or in its spool,
+    close it and print its stats as JSON.
+
+Warnings of ``telemetry_sinks`` go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from telemetry_sinks import EventLog, get_sink
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    sink = get_sink(config["sink"], **config["options"])
+    schema = config["schema"]
+    log = EventLog(handlers=[sink], allowed_schemas=[schema["$id"]], load_schema_entry_points=False)
+    log.register_schema(schema)
+    mode = config["mode"]
+    tag = config.get("tag", "app")
+    if mode == "stream":
+        seq = config.get("start", 0)
+        per_round = config.get("round", 20)
+        print("ready", flush=True)
+        while True:
+            for _ in range(per_round):
+                log.emit(schema_id=schema["$id"], data={"seq": seq, "producer": tag})
+                seq += 1
+            if sink.flush(timeout=60):
+                print(f"flushed {seq - 1}", flush=True)
+            time.sleep(config.get("pause", 0.005))
+    elif mode == "emit_then_exit":
+        for seq in range(config["count"]):
+            log.emit(schema_id=schema["$id"], data={"seq": seq, "producer": tag})
+        wait_for = config.get("wait_for_send")
+        if wait_for:  # until the worker is inside send_batch (e.g. stuck on a backend)
+            deadline = time.monotonic() + 30
+            while sink.stats()["queue_events"] > 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        print(f"exiting {time.time():.6f}", flush=True)
+    elif mode == "drain":
+        deadline = time.monotonic() + config.get("timeout", 60)
+        while time.monotonic() < deadline:
+            sink.flush(timeout=1)
+            stats = sink.stats()
+            if stats["queue_events"] == 0 and stats["spool_bytes"] == 0:
+                break
+            time.sleep(0.05)
+        sink.close()
+        print(json.dumps(sink.stats()), flush=True)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main()
