@@ -22,7 +22,7 @@ import time
 
 import pytest
 from backends import assert_never_blocked, free_port, wait_delivered, wait_for_port
-from conftest import SCHEMA, CollectorProcess
+from collector_process import SCHEMA, CollectorProcess
 
 from telemetry_sinks import EventLog, HTTPSink
 

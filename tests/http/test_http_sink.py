@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from backends import assert_never_blocked, free_port, wait_delivered
-from conftest import SCHEMA, CollectorProcess
+from collector_process import SCHEMA, CollectorProcess
 
 from telemetry_sinks import EventLog, HTTPSink, SinkConfigError, get_sink
 

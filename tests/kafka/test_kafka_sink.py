@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 from backends import assert_never_blocked, free_port, tansu_broker, wait_delivered
-from conftest import consume, payloads
+from kafka_readback import consume, payloads
 
 from telemetry_sinks import EventLog, KafkaSink, SinkConfigError, get_sink
 
