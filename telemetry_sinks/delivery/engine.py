@@ -266,10 +266,11 @@ class DeliveryEngine:
                     break
                 try:
                     action()
-                except Exception as exc:  # a bug; keep the worker alive
+                except Exception as exc:  # a bug; keep the worker alive, and lose nothing
                     log.exception("delivery worker of sink %r failed", self.label)
                     with self._lock:
                         self._last_error = self._backend.redact(f"{type(exc).__name__}: {exc}")
+                        self._retry_stranded_locked()
                         self._work.wait(0.1)
         finally:
             with self._lock:
@@ -280,6 +281,21 @@ class DeliveryEngine:
                     self._backend.close_backend()
                 except Exception:
                     log.exception("sink %r: close_backend() failed", self.label)
+
+    def _retry_stranded_locked(self) -> None:
+        """After an unexpected error, retry the in-memory events the failed action held.
+
+        Spooled events stay in their segment and are replayed anyway; events the
+        backend may already have taken are sent again (at-least-once).
+        """
+        stranded = [env for env in self._inflight if env.segment is None]
+        if not stranded or self._pending:
+            return
+        now = time.monotonic()
+        self._attempt += 1
+        self._pending = self._inflight = stranded
+        self._first_failure = now
+        self._retry_at = now + self._backoff.delay(self._attempt)
 
     def _next_action_locked(self) -> Action | None:
         """Decide what the worker does next, waiting until there is something to do."""

@@ -253,3 +253,36 @@ def test_last_error_and_dead_letters_never_show_secrets(tmp_path):
         assert "s3cr3t-key" not in repr(sink)
     finally:
         sink.close()
+
+
+def test_an_unexpected_error_inside_the_worker_loses_no_event(make_sink, tmp_path, caplog):
+    """A failure in the core's own bookkeeping (here: writing a dead letter) retries the batch."""
+    from telemetry_sinks.delivery import BatchResult
+
+    def reject_one(batch):
+        result = BatchResult()
+        for env in batch:
+            if env.payload["n"] == 1:
+                result.reject(env.event_id, "refused")
+        return result
+
+    dead = tmp_path / "dead.jsonl"
+    sink = make_sink(reject_one, dead_letter_file=str(dead), max_batch_events=10, flush_interval=0.5)
+    engine = sink._engine
+    original, calls = engine._reject, []
+
+    def flaky_reject(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("dead-letter file briefly unwritable")
+        return original(*args, **kwargs)
+
+    engine._reject = flaky_reject
+    for n in range(3):
+        sink.write_payload({"n": n})
+    assert sink.flush(10)
+    stats = sink.stats()
+    assert stats["dropped"] == 0 and stats["dead_lettered"] == 1
+    assert {0, 2} <= set(sink.delivered_numbers)  # delivered (possibly twice: at-least-once)
+    assert json.loads(dead.read_text())["payload"] == {"n": 1}
+    assert "delivery worker" in caplog.text
