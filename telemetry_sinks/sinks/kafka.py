@@ -9,6 +9,7 @@ application.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from typing import Any
@@ -20,6 +21,10 @@ from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, Union, 
 from ..delivery import BatchResult, Envelope, NetworkSink
 
 _TOPIC_LEGAL = re.compile(r"[^a-zA-Z0-9._-]")
+# The head of an encoded capsule: {"__timestamp__":"...","__schema__":"...","__schema_version__":N,
+_CAPSULE_HEAD = re.compile(
+    r'\{"__timestamp__":"[^"\\]*","__schema__":("(?:[^"\\]|\\.)*"),"__schema_version__":(-?\d+),'
+)
 _MAX_TOPIC_LENGTH = 249
 
 # Errors for which the same message will never be accepted.
@@ -204,11 +209,18 @@ class KafkaSink(NetworkSink):
     def _headers_for(self, envelope: Envelope) -> list[tuple[str, bytes]] | None:
         if not self.headers:
             return None
-        payload = envelope.payload if isinstance(envelope.payload, dict) else {}
         headers = [("event_id", envelope.event_id.encode())]
-        if "__schema__" in payload:
-            headers.append(("schema", str(payload["__schema__"]).encode("utf-8")))
-            headers.append(("schema_version", str(payload.get("__schema_version__")).encode()))
+        # A capsule's JSON starts with its metadata: read it there instead of decoding the event.
+        match = _CAPSULE_HEAD.match(envelope.data)
+        if match:
+            schema, version = json.loads(match.group(1)), match.group(2)
+        else:
+            payload = envelope.payload if isinstance(envelope.payload, dict) else {}
+            if "__schema__" not in payload:
+                return headers
+            schema, version = str(payload["__schema__"]), str(payload.get("__schema_version__"))
+        headers.append(("schema", schema.encode("utf-8")))
+        headers.append(("schema_version", version.encode()))
         return headers
 
     def send_batch(self, batch: list[Envelope]) -> BatchResult:

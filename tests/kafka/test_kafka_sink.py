@@ -210,3 +210,17 @@ def test_traitlets_config_two_lines(bootstrap, topic):
     assert sink.flush(timeout=30)
     log.close()
     assert [p["seq"] for p in payloads(consume(bootstrap, topic, 1))] == [7]
+
+
+def test_headers_come_from_the_capsule_without_decoding_it():
+    from telemetry_sinks.capsule import encode, make_capsule
+    from telemetry_sinks.delivery import Envelope
+
+    sink = KafkaSink(topic="t")
+    capsule = make_capsule('https://events.example.org/quote"d', 3, {"seq": 1})
+    headers = dict(sink._headers_for(Envelope("p-1", encode(capsule))))
+    schema = b'https://events.example.org/quote"d'
+    assert headers == {"event_id": b"p-1", "schema": schema, "schema_version": b"3"}
+    plain = dict(sink._headers_for(Envelope("p-2", encode({"message": "a log record"}))))
+    assert plain == {"event_id": b"p-2"}
+    sink.close()
