@@ -18,10 +18,10 @@ the sink is the same code as in production.
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 from backends import HTTPProxy, env, free_port, osmem_server
+from bulk_fixtures import close_sinks_after_test, prefix  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -103,31 +103,3 @@ def local_server(tmp_path):
     yield server, compat
     compat.stop()
     server.stop()
-
-
-@pytest.fixture
-def prefix():
-    """A unique index prefix for one test."""
-    return f"ts-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(autouse=True)
-def close_sinks_after_test(monkeypatch):
-    """Close every sink a test made, also when the test fails.
-
-    A sink left open with undelivered events would hold up a later
-    ``logging.config.dictConfig()``, which flushes every handler of the process.
-    """
-    from telemetry_sinks.sinks._bulk import BulkIndexSink
-
-    made = []
-    original = BulkIndexSink.__init__
-
-    def recording_init(self, **options):
-        made.append(self)
-        original(self, **options)
-
-    monkeypatch.setattr(BulkIndexSink, "__init__", recording_init)
-    yield
-    for sink in made:
-        sink.close()

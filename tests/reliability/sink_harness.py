@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from backends import ServerProcess, free_port, osmem_server, port_is_free, tansu_broker, wait_for_port
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -894,3 +895,27 @@ __all__ = [
     "wait_for_port",
     "wait_until",
 ]
+
+
+# --------------------------------------------------------------------------- fixtures
+# Shared by the reliability and privacy tests' conftest files.
+
+@pytest.fixture(autouse=True)
+def no_cloud_configuration(monkeypatch, tmp_path):
+    """Dummy AWS credentials; nothing from the machine's AWS or Google configuration."""
+    aws_test_environment(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def backend_factory(tmp_path):
+    """``backend_factory(name, **kwargs)``: a started backend of that sink type; all stopped at teardown."""
+    started = []
+
+    def make(name: str, **kwargs):
+        backend = BACKENDS[name][0](tmp_path / f"backend-{name}-{len(started)}", **kwargs)
+        started.append(backend)
+        return backend.start()
+
+    yield make
+    for backend in started:
+        backend.stop()
