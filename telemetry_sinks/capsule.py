@@ -257,6 +257,28 @@ def encode(payload: Any) -> str:
         return _ENCODER.encode(_sanitize(payload, set()))
 
 
+# An encoded capsule starts with its metadata, in make_capsule's order.
+_CAPSULE_HEAD = re.compile(
+    r'\{"__timestamp__":"([^"\\]*)","__schema__":("(?:[^"\\]|\\.)*"),"__schema_version__":(-?\d+),'
+)
+#: format_timestamp's output: RFC 3339 UTC with microseconds.
+CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def capsule_head(data: str) -> tuple[str, str, str] | None:
+    """``(__timestamp__, __schema__, __schema_version__)`` read from the start of an encoded capsule.
+
+    Sinks that need only the metadata read it here instead of decoding the whole
+    event; None when ``data`` does not start like ``encode(make_capsule(...))``.
+    """
+    match = _CAPSULE_HEAD.match(data)
+    if match is None:
+        return None
+    timestamp, schema, version = match.groups()
+    schema = json.loads(schema) if "\\" in schema else schema[1:-1]
+    return timestamp, schema, version
+
+
 def to_json_data(value: Any) -> Any:
     """Return ``value`` as plain JSON data (what ``json.loads(encode(value))`` gives)."""
     return json.loads(encode(value))

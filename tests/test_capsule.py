@@ -16,6 +16,7 @@ import pytest
 
 from telemetry_sinks.capsule import (
     CAPSULE_FIELDS,
+    capsule_head,
     encode,
     format_timestamp,
     make_capsule,
@@ -376,3 +377,17 @@ def test_record_payload_with_non_string_message_and_odd_extra():
     assert out["message"] == "Point(1, 1)"
     assert out["when"] == "2020-02-02"
     assert out["nan"] is None
+
+
+@pytest.mark.parametrize("schema_id", ["https://x.org/launch", 'odd "quoted" \\ id', "ünïcode/ß"])
+def test_capsule_head_reads_the_metadata_without_decoding(schema_id):
+    capsule = make_capsule(schema_id, 7, {"a": 1, "__not": "x"})
+    timestamp, schema, version = capsule_head(encode(capsule))
+    assert (timestamp, schema, int(version)) == (capsule["__timestamp__"], schema_id, 7)
+
+
+@pytest.mark.parametrize(
+    "data", ["{}", '{"a":1}', '{"__schema__":"x","__timestamp__":"t","__schema_version__":1,"a":1}']
+)
+def test_capsule_head_is_none_for_anything_else(data):
+    assert capsule_head(data) is None

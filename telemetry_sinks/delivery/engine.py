@@ -47,6 +47,13 @@ log = logging.getLogger("telemetry_sinks.delivery")
 
 #: How often the worker looks for segments left in ``spool_dir`` by other processes.
 RESCAN_INTERVAL = 30.0
+#: Memory a queued event takes besides its JSON text (Envelope, id, str header, counters,
+#: allocator slack; measured by ``python -m bench``): counted against ``max_queue_bytes``.
+EVENT_OVERHEAD = 384
+#: A full queue with overflow=spill moves at most this much to the spool in one emit() call,
+#: so no caller pays for writing the whole queue (the worker spools the rest).
+SPILL_CHUNK_EVENTS = 256
+SPILL_CHUNK_BYTES = 256 * 1024
 _INF = float("inf")
 _SIZE = attrgetter("size")
 
@@ -154,36 +161,46 @@ class DeliveryEngine:
 
     def _enqueue_locked(self, env: Envelope) -> None:
         queue = self._queue
-        if len(queue) >= self._max_events or self._queue_bytes + env.size > self._max_bytes:
+        count = len(queue) + 1
+        if (
+            count > self._max_events
+            or self._queue_bytes + env.size + count * EVENT_OVERHEAD > self._max_bytes
+        ):
             if not self._make_room_locked(env):
                 return
+            count = len(queue) + 1
         self._ticket += 1
         env.ticket = self._ticket
         env.enqueued = time.monotonic()
         queue.append(env)
-        self._queue_bytes += env.size
+        before = self._queue_bytes
+        self._queue_bytes = size = before + env.size
         if self._worker is None:
             self._start_worker_locked()
         # Wake the worker only when the queue crosses a level it acts on, not on every event.
-        count, size, before = len(queue), self._queue_bytes, self._queue_bytes - env.size
+        memory = size + count * EVENT_OVERHEAD
         if (
             count == 1
             or count == self._batch_events
             or count == self._pressure_events
             or before < self._batch_bytes <= size
-            or before < self._pressure_bytes <= size
+            or memory - env.size - EVENT_OVERHEAD < self._pressure_bytes <= memory
         ):
             self._work.notify()
 
+    def _memory_locked(self) -> int:
+        """Bytes counted against ``max_queue_bytes``: the JSON plus EVENT_OVERHEAD per event."""
+        return self._queue_bytes + len(self._queue) * EVENT_OVERHEAD
+
     def _fits(self, env: Envelope) -> bool:
         return len(self._queue) < self._max_events and (
-            self._queue_bytes + env.size <= self._max_bytes
+            self._memory_locked() + env.size + EVENT_OVERHEAD <= self._max_bytes
         )
 
     def _make_room_locked(self, env: Envelope) -> bool:
         """Apply the overflow policy; True if ``env`` may now be queued."""
         policy = self._overflow
-        if env.size > self._max_bytes:
+        if env.size + EVENT_OVERHEAD > self._max_bytes:
             if policy == "spill":
                 self._spill_locked([env])
             else:
@@ -209,20 +226,23 @@ class DeliveryEngine:
                     return False
                 self._done.wait(remaining)
             return True
-        # spill: move the oldest half of the queue to the spool (one write for many events).
-        chunk = []
+        # spill: move the oldest events to the spool, one small chunk (one write) per call;
+        # the worker, woken here, moves the rest of the queue as soon as it is free.
+        chunk: list[Envelope] = []
+        chunk_bytes = 0
         while queue and (
-            len(queue) > self._max_events // 2
-            or self._queue_bytes + env.size > self._max_bytes // 2
+            not self._fits(env)
+            or (len(chunk) < SPILL_CHUNK_EVENTS and chunk_bytes < SPILL_CHUNK_BYTES)
         ):
             old = queue.popleft()
             self._queue_bytes -= old.size
+            chunk_bytes += old.size
             chunk.append(old)
         self._spill_locked(chunk)
         return True
 
     def _spill_locked(self, envelopes: list[Envelope]) -> None:
-        """Write to the spool from the caller's thread (queue full); holds the queue lock."""
+        """Write to the spool from the caller's thread (queue full; worker busy); holds the lock."""
         assert self._spool is not None
         refused, evicted = self._spool.append(envelopes)
         self._record_spooled_locked(len(envelopes), refused, evicted)
@@ -316,7 +336,8 @@ class DeliveryEngine:
                 or now - queue[0].enqueued >= self._flush_interval
             )
             pressure = (
-                len(queue) >= self._pressure_events or self._queue_bytes >= self._pressure_bytes
+                len(queue) >= self._pressure_events
+                or self._memory_locked() >= self._pressure_bytes
             )
             # The queue's deadline matters only where the worker would act on it.
             queue_due = queue[0].enqueued + self._flush_interval if queue else _INF
@@ -595,7 +616,7 @@ class DeliveryEngine:
         with self._lock:
             stats: dict[str, Any] = dict(self._counts)
             stats["queue_events"] = len(self._queue)
-            stats["queue_bytes"] = self._queue_bytes
+            stats["queue_bytes"] = self._memory_locked()
             stats["last_error"] = self._last_error
         stats["spool_bytes"] = self._spool.size if self._spool is not None else 0
         return stats

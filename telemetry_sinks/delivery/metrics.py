@@ -27,7 +27,7 @@ _HELP = {
     "dead_lettered": "Events the backend rejected for good, written to the dead-letter file.",
     "dropped": "Events lost: queue or spool full, or nowhere left to keep them.",
     "queue_events": "Events waiting in memory.",
-    "queue_bytes": "Bytes of events waiting in memory.",
+    "queue_bytes": "Memory of the events waiting in the queue (JSON + 384 bytes each).",
     "spool_bytes": "Bytes in the disk spool.",
 }
 

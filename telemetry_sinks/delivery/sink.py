@@ -71,7 +71,9 @@ class NetworkSink(Sink):
         config=True
     )
     max_queue_bytes = Int(
-        16 * _MiB, help="Bytes of events kept in memory before `overflow` applies."
+        16 * _MiB,
+        help="Memory the queued events may take before `overflow` applies: their JSON plus "
+        "384 bytes per event for the Python objects around it.",
     ).tag(config=True)
     overflow = CaselessStrEnum(
         ["spill", "drop_newest", "drop_oldest", "block"],

@@ -9,7 +9,6 @@ application.
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from typing import Any
@@ -18,13 +17,10 @@ import kafka
 import kafka.errors as kerrors
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, Union, validate
 
+from ..capsule import capsule_head
 from ..delivery import BatchResult, Envelope, NetworkSink
 
 _TOPIC_LEGAL = re.compile(r"[^a-zA-Z0-9._-]")
-# The head of an encoded capsule: {"__timestamp__":"...","__schema__":"...","__schema_version__":N,
-_CAPSULE_HEAD = re.compile(
-    r'\{"__timestamp__":"[^"\\]*","__schema__":("(?:[^"\\]|\\.)*"),"__schema_version__":(-?\d+),'
-)
 _MAX_TOPIC_LENGTH = 249
 
 # Errors for which the same message will never be accepted.
@@ -211,9 +207,9 @@ class KafkaSink(NetworkSink):
             return None
         headers = [("event_id", envelope.event_id.encode())]
         # A capsule's JSON starts with its metadata: read it there instead of decoding the event.
-        match = _CAPSULE_HEAD.match(envelope.data)
-        if match:
-            schema, version = json.loads(match.group(1)), match.group(2)
+        head = capsule_head(envelope.data)
+        if head is not None:
+            _, schema, version = head
         else:
             payload = envelope.payload if isinstance(envelope.payload, dict) else {}
             if "__schema__" not in payload:

@@ -46,13 +46,14 @@ import google.api_core.exceptions as gexc
 from google.cloud import logging as gcl
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
-from ..capsule import event_time
+from ..capsule import CANONICAL_TIMESTAMP, capsule_head, event_time
 from ..delivery import BatchResult, Envelope, NetworkSink, RetryableError
 from ..delivery.retry import is_retryable_status, parse_retry_after
 from ..errors import SinkConfigError
 
 _LOG_ID_ILLEGAL = re.compile(r"[^A-Za-z0-9/_\-.]")
 _MAX_LOG_ID = 511
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]+")  # needs no JSON escaping
 PARTIAL_ERRORS = "google.logging.v2.WriteLogEntriesPartialErrors"
 
 #: gRPC status codes (numbers) worth retrying: the same entry may be written later.
@@ -100,24 +101,25 @@ class _Fields(dict):
 
 
 class _Entry:
-    """One event as a log entry: its JSON text (payload spliced in), size and envelope."""
+    """One event as a log entry: its JSON text (payload spliced in), size and envelope.
+
+    ``head`` is the JSON of the entry's other fields without the closing brace.
+    """
 
     __slots__ = ("envelope", "head", "size")
 
-    def __init__(self, envelope: Envelope, head: dict[str, Any]) -> None:
+    def __init__(self, envelope: Envelope, head: str) -> None:
         self.envelope = envelope
         self.head = head
-        # {"insertId":...,"jsonPayload":<data>}: the head's JSON, the key, the payload.
-        head_size = len(json.dumps(head, separators=(",", ":")))
-        self.size = head_size + len(',"jsonPayload":') + envelope.size
+        self.size = len(head) + len(',"jsonPayload":}') + envelope.size
 
     def json(self) -> str:
-        head = json.dumps(self.head, separators=(",", ":"))
-        return f'{head[:-1]},"jsonPayload":{self.envelope.data}}}'
+        return f'{self.head},"jsonPayload":{self.envelope.data}}}'
 
     def mapping(self) -> dict[str, Any]:
         payload = self.envelope.payload
-        return {**self.head, "jsonPayload": payload if isinstance(payload, dict) else {"value": payload}}
+        head = json.loads(self.head + "}")
+        return {**head, "jsonPayload": payload if isinstance(payload, dict) else {"value": payload}}
 
 
 class StackdriverSink(NetworkSink):
@@ -325,18 +327,15 @@ class StackdriverSink(NetworkSink):
             self.open()
         result = BatchResult()
         entries: list[_Entry] = []
+        fixed_name = None if self._templated else json.dumps(self.log_name_for(None))
         for env in batch:
-            payload = env.payload
-            try:
-                head: dict[str, Any] = {"logName": self.log_name_for(payload)}
-            except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
-                result.reject(env.event_id, f"cannot render the log name: {exc}")
-                continue
-            head["insertId"] = env.event_id
-            head["severity"] = severity_of(payload)
-            when = rfc3339(payload)
-            if when is not None:
-                head["timestamp"] = when
+            head = self._capsule_entry_head(env, fixed_name) if fixed_name else None
+            if head is None:
+                try:
+                    head = self._entry_head(env)
+                except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+                    result.reject(env.event_id, f"cannot render the log name: {exc}")
+                    continue
             entry = _Entry(env, head)
             if entry.size > self.max_entry_bytes:
                 result.reject(
@@ -354,6 +353,30 @@ class StackdriverSink(NetworkSink):
                 continue
             blocked = self._write(request, result)
         return result
+
+    @staticmethod
+    def _capsule_entry_head(env: Envelope, log_name_json: str) -> str | None:
+        """The entry head of a capsule read from its first bytes (None: decode it instead)."""
+        head = capsule_head(env.data)
+        if head is None or not CANONICAL_TIMESTAMP.fullmatch(head[0]) or not _PLAIN_ID.fullmatch(
+            env.event_id
+        ):
+            return None
+        return (
+            f'{{"logName":{log_name_json},"insertId":"{env.event_id}",'
+            f'"severity":"INFO","timestamp":"{head[0]}"'
+        )
+
+    def _entry_head(self, env: Envelope) -> str:
+        """The entry head of any event, from its decoded payload."""
+        payload = env.payload
+        head: dict[str, Any] = {"logName": self.log_name_for(payload)}
+        head["insertId"] = env.event_id
+        head["severity"] = severity_of(payload)
+        when = rfc3339(payload)
+        if when is not None:
+            head["timestamp"] = when
+        return json.dumps(head, separators=(",", ":"))[:-1]
 
     def _requests(self, entries: list[_Entry]) -> Iterator[list[_Entry]]:
         request: list[_Entry] = []

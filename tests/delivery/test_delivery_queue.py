@@ -143,13 +143,52 @@ def test_overflow_spill_keeps_everything_in_order(make_sink, tmp_path):
     wait_until(lambda: sink.stats()["replayed"] == sink.stats()["spooled"])  # counted after send
 
 
+@pytest.mark.timeout(60)
+def test_a_full_queue_spills_in_small_chunks_so_no_emit_writes_the_whole_queue(make_sink, tmp_path):
+    from telemetry_sinks.delivery.engine import SPILL_CHUNK_EVENTS
+
+    gate = Gate()
+    sink = make_sink(gate, max_batch_events=1, max_queue_events=2000, spool_dir=str(tmp_path))
+    sink.write_payload({"n": 0})
+    assert gate.entered.wait(5)  # the worker is stuck in send_batch: only callers can spill
+    spooled, largest = 0, 0
+    for n in range(1, 5001):
+        sink.write_payload({"n": n})
+        now = sink.stats()["spooled"]
+        largest, spooled = max(largest, now - spooled), now
+    assert spooled >= 5000 - 2000 and largest <= SPILL_CHUNK_EVENTS
+    gate.release()
+    assert sink.flush(10)
+    wait_until(lambda: len(sink.delivered) == 5001, timeout=30)
+    assert sink.delivered_numbers == list(range(5001))
+
+
 def test_an_event_larger_than_the_queue_is_dropped_and_counted(make_sink):
-    sink = make_sink(max_queue_bytes=100)
-    sink.write_payload({"n": 0, "pad": "x" * 200})
+    sink = make_sink(max_queue_bytes=600)  # JSON + EVENT_OVERHEAD (384) per event
+    sink.write_payload({"n": 0, "pad": "x" * 300})
     sink.write_payload({"n": 1})
     assert sink.flush(5)
     assert sink.delivered_numbers == [1]
     assert sink.stats()["dropped"] == 1
+
+
+def test_max_queue_bytes_counts_the_memory_of_each_event_not_only_its_json(make_sink):
+    from telemetry_sinks.delivery.engine import EVENT_OVERHEAD
+
+    gate = Gate()
+    sink = make_sink(gate, max_batch_events=1, overflow="drop_newest", max_queue_bytes=10 * 1024)
+    sink.write_payload({"n": 0})
+    assert gate.entered.wait(5)
+    for n in range(10, 110):  # 100 events of 8 bytes of JSON: all would fit in 10 KiB of JSON
+        sink.write_payload({"n": n})
+    stats = sink.stats()
+    gate.release()
+    held = stats["queue_events"]
+    assert held == (10 * 1024) // (len('{"n":17}') + EVENT_OVERHEAD) < 100
+    assert stats["queue_bytes"] == held * (len('{"n":17}') + EVENT_OVERHEAD) <= 10 * 1024
+    assert stats["dropped"] == 100 - held
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [0, *range(10, 10 + held)]
 
 
 def test_drops_are_reported_once_per_interval(make_sink, caplog):

@@ -530,3 +530,21 @@ def test_no_project_is_reported_not_fatal(fake_api):
     error = sink.stats()["last_error"]
     sink.close()
     assert "StackdriverSink has no project" in error and "GOOGLE_CLOUD_PROJECT" in error
+
+
+def test_capsule_entries_read_from_the_encoded_head_equal_the_decoded_ones():
+    from telemetry_sinks.capsule import encode, make_capsule
+    from telemetry_sinks.delivery import Envelope
+
+    sink = StackdriverSink(project=PROJECT, anonymous=True, api_endpoint="http://127.0.0.1:9")
+    sink._project = PROJECT
+    name = json.dumps(sink.log_name_for(None))
+    for schema_id in (LAUNCH, 'we"ird\\id'):
+        env = Envelope("abc-000000000001", encode(make_capsule(schema_id, 3, {"seq": 1})))
+        fast = sink._capsule_entry_head(env, name)
+        assert fast is not None and json.loads(fast + "}") == json.loads(sink._entry_head(env) + "}")
+    odd = Envelope("abc-2", json.dumps({"__timestamp__": "2026-01-02T03:04:05+01:00", "__schema__": "s",
+                                         "__schema_version__": 1}, separators=(",", ":")))
+    assert sink._capsule_entry_head(odd, name) is None  # not canonical: decoded and converted
+    assert json.loads(sink._entry_head(odd) + "}")["timestamp"] == "2026-01-02T02:04:05.000000Z"
+    sink.close()
