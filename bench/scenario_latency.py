@@ -258,7 +258,11 @@ def run(settings: Settings) -> ScenarioResult:
                 p99_ok = summary["p99"] < P99_TARGET_NS
                 max_ok = summary["max"] < MAX_TARGET_NS
                 if not p99_ok:
-                    failures.setdefault(kind.name, []).append(f"{where}: p99 {fmt_us(summary['p99'])}")
+                    added = summary["p99"] - data["anchor"]["p99"]
+                    failures.setdefault(kind.name, []).append(
+                        f"{where}: p99 {fmt_us(summary['p99'])} ({'+' if added >= 0 else '-'}"
+                        f"{fmt_us(abs(added))} over the anchor)"
+                    )
                 if not max_ok:
                     longest = fmt_us(summary["max"])
                     failures.setdefault(f"{kind.name}/max", []).append(f"{where}: max {longest}")

@@ -42,8 +42,10 @@ def _configs(settings: Settings) -> list[dict[str, Any]]:
 
 def envelope_cost(count: int = 500) -> tuple[float, float]:
     """Mean bytes of Python objects per queued event (sys.getsizeof of the Envelope and of what its
-    slots hold, plus a deque slot) and mean bytes counted against max_queue_bytes (its JSON)."""
+    slots hold, plus a deque slot) and mean bytes counted against max_queue_bytes (its JSON plus
+    the engine's EVENT_OVERHEAD)."""
     from telemetry_sinks.capsule import encode
+    from telemetry_sinks.delivery.engine import EVENT_OVERHEAD
     from telemetry_sinks.delivery.envelope import Envelope, next_event_id
 
     objects = counted = 0
@@ -56,7 +58,7 @@ def envelope_cost(count: int = 500) -> tuple[float, float]:
             if value is not None and not isinstance(value, bool):
                 total += sys.getsizeof(value)
         objects += total
-        counted += env.size
+        counted += env.size + EVENT_OVERHEAD
     return objects / count, counted / count
 
 
@@ -140,11 +142,9 @@ def run(settings: Settings) -> ScenarioResult:
                     cause = (
                         f"{stats['queue_events']:,} events queued at the end hold "
                         f"{fmt_bytes(stats['queue_bytes'])} counted against max_queue_bytes, but the growth "
-                        f"is {fmt_bytes(growth)}: about {per_event:,.0f} bytes per queued event for "
-                        f"{counted:,.0f} bytes of JSON. max_queue_bytes counts the JSON text only; each "
-                        f"queued event also holds about {objects - counted:,.0f} bytes of Python objects "
-                        "(Envelope, event id string, str headers, deque slot; sys.getsizeof) plus "
-                        "allocator overhead."
+                        f"is {fmt_bytes(growth)}: about {per_event:,.0f} bytes per queued event, "
+                        f"{counted:,.0f} bytes counted for each (JSON + EVENT_OVERHEAD); sys.getsizeof "
+                        f"of its objects says {objects:,.0f} bytes, the rest is allocator overhead."
                     )
                 result.targets.append(
                     Target(f"memory, {config['label']}: growth < max_queue_bytes + 8 MiB", fmt_bytes(growth),
@@ -160,8 +160,8 @@ def run(settings: Settings) -> ScenarioResult:
     if data:
         table.notes.append(
             f"A queued event costs about {objects:,.0f} bytes of Python objects (sys.getsizeof of the "
-            f"Envelope and its fields) for {counted:,.0f} bytes counted against max_queue_bytes (its "
-            "JSON text)."
+            f"Envelope and its fields, a deque slot) and counts {counted:,.0f} bytes against "
+            "max_queue_bytes (its JSON + the engine's EVENT_OVERHEAD of 384 bytes)."
         )
     table.notes.append(
         "All processes run at the same time on this machine (each ~10-20% of a core); 'spooled' counts "

@@ -309,9 +309,17 @@ def test_never_raises_and_is_strict_json(value):
     roundtrip([value, value])
 
 
-def test_output_is_compact_single_line_ascii():
-    text = encode({"a": [1, 2], "s": "☃\n"})
-    assert text == '{"a":[1,2],"s":"\\u2603\\n"}'
+def test_output_is_compact_single_line_utf8():
+    value = "☃\n\r\x85\u2028\u2029\x1e\x0b"
+    text = encode({"a": [1, 2], "s": value})
+    assert text.startswith('{"a":[1,2],"s":"☃\\n')
+    assert text.splitlines() == [text] and json.loads(text)["s"] == value
+
+
+def test_values_the_fast_encoder_refuses_take_the_json_path_with_the_same_rule():
+    # non-string keys, integers beyond 64 bits and lone surrogates: orjson refuses them
+    text = encode({1: 2**70, "s": "\ud800", None: dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)})
+    assert json.loads(text) == {"1": 2**70, "s": "\ud800", "null": "2026-01-02T00:00:00Z"}
 
 
 # --------------------------------------------------------------------------- capsules and payloads

@@ -57,7 +57,7 @@ class Envelope:
     def __init__(self, event_id: str, data: str, *, segment: Any = None) -> None:
         self.event_id = event_id
         self.data = data
-        # ``capsule.encode`` escapes non-ASCII characters, so characters are bytes.
+        # Most events are ASCII: then characters are bytes, no need to encode.
         self.size = len(data) if data.isascii() else len(data.encode("utf-8"))
         self.ticket = 0
         self.enqueued = 0.0
