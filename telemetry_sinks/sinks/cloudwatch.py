@@ -438,6 +438,9 @@ class CloudWatchSink(NetworkSink):
             connect_timeout=self.request_timeout,
             read_timeout=self.request_timeout,
             user_agent_extra="telemetry-sinks",
+            # The sink builds every request itself within PutLogEvents' limits; botocore's
+            # check of each event would double the worker's CPU per event.
+            parameter_validation=False,
         )
 
     def open(self) -> None:
