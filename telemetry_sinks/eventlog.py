@@ -262,7 +262,8 @@ class EventLog(LoggingConfigurable):
             name = next(n for n in event if n in CAPSULE_FIELDS)
             raise EventValidationError(
                 f"Event for schema {schema.id!r} version {schema.version} has property "
-                f"{name!r}, a field of the capsule ({', '.join(CAPSULE_FIELDS)}); rename the property.",
+                f"{name!r}, a name reserved for the capsule's fields ({', '.join(CAPSULE_FIELDS)}); "
+                "rename the property.",
                 schema_id=schema.id,
                 version=schema.version,
                 path=f"$.{name}",
