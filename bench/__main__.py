@@ -51,7 +51,13 @@ def _git() -> dict[str, str]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    changed = [line for line in git("status", "--porcelain").splitlines() if line.strip()]
+    # The run's own outputs do not count as changed code.
+    outputs = ("bench/RESULTS.md", "bench/results.json")
+    changed = [
+        line
+        for line in git("status", "--porcelain").splitlines()
+        if line.strip() and not line[3:].strip().endswith(outputs)
+    ]
     return {"commit": git("rev-parse", "--short", "HEAD"), "changed_files": str(len(changed))}
 
 
