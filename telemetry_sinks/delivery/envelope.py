@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The field a sink adds to the JSON it sends so that receivers can drop duplicates.
+EVENT_ID_FIELD = "__event_id__"
+
 _producer = secrets.token_hex(8)
 _sequence = itertools.count(1)
 
@@ -73,6 +76,18 @@ class Envelope:
 
     def __repr__(self) -> str:
         return f"<Envelope {self.event_id} {self.size} bytes>"
+
+
+def with_event_id(envelope: Envelope) -> str:
+    """The event's JSON with ``"__event_id__"`` spliced in first (objects only, once).
+
+    An object that already carries one (forwarded from another collector) keeps it.
+    """
+    data = envelope.data
+    if not data.startswith("{") or f'"{EVENT_ID_FIELD}":' in data:
+        return data
+    tag = f'{{"{EVENT_ID_FIELD}":{json.dumps(envelope.event_id)}'
+    return tag + "}" if data == "{}" else tag + "," + data[1:]
 
 
 class PermanentError(Exception):

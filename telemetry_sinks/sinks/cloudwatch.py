@@ -38,6 +38,10 @@ How CloudWatch's limits are met
   is halved until the offending events are found, and only they are
   dead-lettered.  ``DataAlreadyAcceptedException`` counts as delivered.
 
+Each message is the capsule's JSON with the event id added as ``__event_id__``
+(``include_event_id``), so readers can drop the duplicates that at-least-once
+delivery can make: CloudWatch Logs itself has no per-event id.
+
 Credentials come from the standard AWS chain (environment, shared files,
 ``profile_name``, instance/container roles) unless given as options; they are
 never logged, nor shown in ``repr()``, ``stats()`` or error messages.
@@ -65,6 +69,7 @@ from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
 from ..capsule import event_time
 from ..delivery import BatchResult, Envelope, NetworkSink
+from ..delivery.envelope import EVENT_ID_FIELD, with_event_id
 from ..errors import SinkConfigError
 
 log = logging.getLogger("telemetry_sinks.delivery.cloudwatch")
@@ -307,6 +312,11 @@ class CloudWatchSink(NetworkSink):
         help="Largest event CloudWatch Logs takes, counting its 26 bytes of overhead; a "
         "larger event is dead-lettered.",
     ).tag(config=True)
+    include_event_id = Bool(
+        True,
+        help=f"Add each event's id to its message as {EVENT_ID_FIELD!r}, so readers can drop "
+        "the duplicates at-least-once delivery can make (CloudWatch Logs has no id of its own).",
+    ).tag(config=True)
 
     @validate("log_group_name")
     def _check_group(self, proposal: Any) -> Any:
@@ -489,6 +499,8 @@ class CloudWatchSink(NetworkSink):
         newest = now + MAX_FUTURE_MS
         streams: dict[tuple[str, str], list[_Item]] = {}
         for position, env in enumerate(batch):
+            if self.include_event_id:  # the message sent: the event with its id
+                env = Envelope(env.event_id, with_event_id(env))
             if env.size + EVENT_OVERHEAD > self.max_event_bytes:
                 result.reject(
                     env.event_id,

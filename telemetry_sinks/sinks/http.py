@@ -22,7 +22,6 @@ The wire format (documented for any endpoint that takes JSON):
 from __future__ import annotations
 
 import gzip as _gzip
-import json
 from typing import Any
 
 import requests
@@ -30,9 +29,8 @@ from requests.adapters import HTTPAdapter
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, Union
 
 from ..delivery import BatchResult, Envelope, NetworkSink
+from ..delivery.envelope import EVENT_ID_FIELD, with_event_id
 from ..delivery.retry import is_retryable_status, parse_retry_after
-
-EVENT_ID_FIELD = "__event_id__"
 
 
 class HTTPSink(NetworkSink):
@@ -101,16 +99,9 @@ class HTTPSink(NetworkSink):
         if session is not None:
             session.close()
 
-    def _item(self, envelope: Envelope) -> str:
-        data = envelope.data
-        if not self.include_event_id or not data.startswith("{") or f'"{EVENT_ID_FIELD}":' in data:
-            return data
-        tag = f'{{"{EVENT_ID_FIELD}":{json.dumps(envelope.event_id)}'
-        return tag + "}" if data == "{}" else tag + "," + data[1:]
-
     def encode_body(self, batch: list[Envelope]) -> tuple[bytes, dict[str, str]]:
         """The request body and its content headers for ``batch``."""
-        items = [self._item(e) for e in batch]
+        items = [with_event_id(e) for e in batch] if self.include_event_id else [e.data for e in batch]
         if self.format == "ndjson":
             body = ("\n".join(items) + "\n").encode("utf-8")
             headers = {"Content-Type": "application/x-ndjson"}

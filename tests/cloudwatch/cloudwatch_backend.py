@@ -43,4 +43,10 @@ def read_events(endpoint: str, group: str, stream: str | None = None) -> list[di
 
 
 def payloads(events: list[dict]) -> list[dict]:
-    return [json.loads(e["message"]) for e in events]
+    """The events' messages as sent by the application: without the sink's ``__event_id__``."""
+    out = []
+    for event in events:
+        message = json.loads(event["message"])
+        message.pop("__event_id__", None)
+        out.append(message)
+    return out

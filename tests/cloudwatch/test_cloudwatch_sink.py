@@ -82,6 +82,9 @@ def test_five_thousand_events_arrive_complete_and_equal(endpoint, group):
     events = read_events(endpoint, group)
     received = payloads(events)
     assert len(received) == 5000
+    # Each message carries its event id first (readers drop duplicates by it), then the capsule.
+    assert all(e["message"].startswith('{"__event_id__":"') for e in events)
+    assert len({json.loads(e["message"])["__event_id__"] for e in events}) == 5000
     by_key = {(p["__schema__"], p["seq"]): p for p in received}
     assert len(by_key) == 5000  # no duplicates
     assert all(by_key[(c["__schema__"], c["seq"])] == c for c in sent)
@@ -91,6 +94,17 @@ def test_five_thousand_events_arrive_complete_and_equal(endpoint, group):
     # One stream per host and UTC date of the events.
     streams = {e["logStreamName"] for e in events}
     assert {s.rsplit("/", 1)[1] for s in streams} == {c["__timestamp__"][:10] for c in sent}
+
+
+def test_messages_without_event_ids_are_the_capsule_alone(endpoint, group):
+    sink = CloudWatchSink(
+        log_group_name=group, log_stream_name="s", endpoint_url=endpoint, include_event_id=False, **FAST
+    )
+    capsule = make_log(sink).emit(schema_id=SCHEMAS[0]["$id"], data={"seq": 1})
+    wait_delivered(sink, timeout=30)
+    sink.close()
+    (event,) = read_events(endpoint, group)
+    assert json.loads(event["message"]) == capsule
 
 
 def test_group_and_stream_templates_are_made_cloudwatch_safe(endpoint):
@@ -284,7 +298,7 @@ def test_oversized_event_is_dead_lettered_and_the_rest_flows(proxy, tmp_path, gr
     log = make_log(sink)
     log.emit(schema_id=LAUNCH, data={"seq": 1})
     log.emit(schema_id=LAUNCH, data={"seq": 2, "note": "x" * 300_000})
-    log.emit(schema_id=LAUNCH, data={"seq": 3, "note": "y" * (262_144 - 200)})  # just fits
+    log.emit(schema_id=LAUNCH, data={"seq": 3, "note": "y" * (262_144 - 250)})  # just fits
     log.emit(schema_id=LAUNCH, data={"seq": 4})
     stats = wait_delivered(sink, timeout=30)
     sink.close()

@@ -552,7 +552,7 @@ class CloudWatchBackend(_ProxiedHTTPBackend):
     """moto's CloudWatch Logs server (memory only) behind the flapping proxy."""
 
     name = "cloudwatch"
-    carries_event_id = False  # the message is the capsule; CloudWatch has no per-event id
+    carries_event_id = True  # the message is the capsule with "__event_id__" added
 
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
@@ -601,7 +601,11 @@ class CloudWatchBackend(_ProxiedHTTPBackend):
             if "ResourceNotFound" in type(exc).__name__ or "ResourceNotFound" in str(exc):
                 return []
             raise
-        return [(None, json.loads(e["message"])) for e in events]
+        out = []
+        for event in events:
+            message = json.loads(event["message"])
+            out.append((message.pop("__event_id__", None), message))
+        return out
 
 
 class StackdriverBackend(_ProxiedHTTPBackend):
