@@ -1,7 +1,8 @@
 """The ``telemetry-sinks`` command line.
 
 Exit codes: 0 success; 1 some input was invalid (events or schema; an out-of-date
-archive index with ``archive rebuild --check``); 2 bad usage or configuration
+archive index with ``archive rebuild --check``; events ``dead-letters replay`` could
+not deliver); 2 bad usage or configuration
 (unknown option, unreadable config, unknown sink, missing file).
 
 Tables are aligned, and coloured only when stdout is a terminal and ``NO_COLOR``
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -36,7 +38,8 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 EXIT_CODES = """exit codes:
   0  success
-  1  invalid input (an invalid event or schema; an out-of-date index for archive rebuild --check)
+  1  invalid input (an invalid event or schema; an out-of-date index for archive rebuild --check;
+     events not delivered by dead-letters replay)
   2  bad usage or configuration (unknown option, unreadable config file, unknown sink, missing file)"""
 
 
@@ -616,6 +619,44 @@ def _tail(path: str, args: argparse.Namespace, match: Callable[[bytes], bool]) -
 # --------------------------------------------------------------------------- main
 
 
+# --------------------------------------------------------------------------- dead letters
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    from .delivery import NetworkSink
+    from .delivery.replay import ReplayError, replay_dead_letters
+    from .policy import policy_for
+
+    eventlog = build_eventlog(args.config, "events")
+    sinks = {h.label: h for h in eventlog.all_handlers if isinstance(h, NetworkSink)}
+
+    def allowed(payload: Any) -> bool:
+        if isinstance(payload, dict) and isinstance(payload.get("__schema__"), str):
+            return policy_for(eventlog.allowed_schemas, payload["__schema__"]) is not None
+        return True  # a plain log record: its logger configuration sent it
+
+    try:
+        report = replay_dead_letters(args.file, sinks, allowed=allowed, timeout=args.timeout)
+    except ReplayError as exc:
+        print(f"telemetry-sinks: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        eventlog.close()
+    resent = sum(report.resent.values())
+    per_sink = ", ".join(f"{name}: {count}" for name, count in sorted(report.resent.items()))
+    print(f"{resent} resent ({per_sink or 'none'}): {report.delivered} delivered, "
+          f"{report.dead_lettered} refused again, {report.pending} in the spool, "
+          f"{report.dropped} dropped")  # fmt: skip
+    reasons = Counter(why for _, why in report.kept)
+    for why, count in sorted(reasons.items()):
+        lines = [str(n) for n, w in report.kept if w == why]
+        shown = ", ".join(lines[:10]) + (", ..." if len(lines) > 10 else "")
+        print(f"{count} kept in {report.file} (lines {shown}): {why}")
+    if report.dead_lettered:
+        print("refused events are back in the sinks' dead-letter files with the new reason")
+    return EXIT_OK if report.complete else EXIT_INVALID
+
+
 def _epilog(examples: str) -> str:
     return f"examples:\n{examples}\n\n{EXIT_CODES}"
 
@@ -718,6 +759,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--events-dir", default="events", help="directory of the embedded default (./events)"
     )
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser(
+        "dead-letters",
+        help="replay a dead-letter file once the cause of the refusals is fixed",
+        description="Work with the dead-letter files of network sinks (JSON lines of events a "
+        "backend refused for good, with the reason).",
+        epilog=_epilog("  telemetry-sinks dead-letters replay /var/spool/telemetry/http/dead_letters.jsonl "
+                       "--config telemetry_config.py"),
+        formatter_class=raw,
+    )
+    letters = p.add_subparsers(dest="dead_letters_command", metavar="DEAD_LETTERS_COMMAND")
+    letters.required = True
+    q = letters.add_parser(
+        "replay",
+        help="send each dead letter again through the sink of the same name",
+        description="Send each event of FILE again, under its original event id, through the sink "
+        "of the same name in the configuration (fix the token, permission or mapping there first). "
+        "FILE is renamed while it is replayed; refused events go back to the sink's dead-letter "
+        "file with the new reason; lines that cannot be sent now (no such sink, schema no longer "
+        "allowed, backend not answering) are written back to FILE unchanged. Exit 0 when every "
+        "event was delivered, 1 when some were not.",
+        epilog=_epilog("  telemetry-sinks dead-letters replay dead_letters.jsonl --config config.py"),
+        formatter_class=raw,
+    )
+    q.add_argument("file", help="the dead-letter file (JSONL)")
+    q.add_argument("--config", required=True,
+                   help="traitlets config file (.py or .json) defining the sinks, as the application uses")
+    q.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for each sink's backend to acknowledge (default 60)")
+    q.set_defaults(func=cmd_dead_letters_replay)
 
     p = sub.add_parser(
         "archive",

@@ -31,7 +31,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LAUNCH = "https://events.telemetry-sinks.org/example/app-launch"
 SAVE = "https://events.telemetry-sinks.org/example/file-save"
 COMMANDS = [[], ["sinks"], ["validate"], ["emit"], ["serve"], ["describe"], ["archive"],
-            ["archive", "rebuild"], ["tail"]]
+            ["archive", "rebuild"], ["tail"], ["dead-letters"], ["dead-letters", "replay"]]
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -11,12 +11,28 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from ..capsule import format_timestamp
 from .envelope import Envelope
 
 log = logging.getLogger("telemetry_sinks.delivery")
+
+
+def read_dead_letters(path: str) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """``(line number, record or None if the line is not a dead letter, the line)`` for each line."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not {"sink", "event_id", "payload"} <= record.keys():
+                record = None
+            yield number, record, line if line.endswith("\n") else line + "\n"
 
 
 class DeadLetterFile:
@@ -59,4 +75,4 @@ class DeadLetterFile:
         self._lock = threading.Lock()
 
 
-__all__ = ["DeadLetterFile"]
+__all__ = ["DeadLetterFile", "read_dead_letters"]

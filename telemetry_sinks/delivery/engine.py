@@ -141,18 +141,23 @@ class DeliveryEngine:
         return self._backend.label
 
     @property
+    def dead_letter_path(self) -> str | None:
+        """Where events rejected for good are written (None: they are dropped and counted)."""
+        return self._dead.path if self._dead is not None else None
+
+    @property
     def worker_ident(self) -> int | None:
         """Thread id of the worker (records it logs are not fed back into the sink)."""
         return self._worker_ident
 
     # ------------------------------------------------------------------ hot path
 
-    def put(self, data: str) -> None:
-        """Enqueue one encoded event.  Never touches the network."""
+    def put(self, data: str, event_id: str | None = None) -> None:
+        """Enqueue one encoded event (a new id unless ``event_id``).  Never touches the network."""
         with self._lock:
             self._counts["emitted"] += 1
             if not self._closed:
-                self._enqueue_locked(Envelope(next_event_id(), data))
+                self._enqueue_locked(Envelope(event_id or next_event_id(), data))
                 return
             self._drop_locked(1, "sink closed")
             due = time.monotonic() >= self._next_report

@@ -245,6 +245,15 @@ class NetworkSink(Sink):
     def write_payload(self, payload: dict[str, Any]) -> None:
         self._engine.put(encode(payload))  # type: ignore[union-attr]
 
+    def resend(self, data: str, event_id: str) -> None:
+        """Queue an already encoded event again under its own id (dead-letter replay)."""
+        self._engine.put(data, event_id)  # type: ignore[union-attr]
+
+    @property
+    def dead_letter_path(self) -> str | None:
+        """The dead-letter file in force (``dead_letter_file``, or the one in ``spool_dir``)."""
+        return self._engine.dead_letter_path if self._engine is not None else None
+
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Wait until everything emitted so far is acknowledged, spooled or dead-lettered.
 
