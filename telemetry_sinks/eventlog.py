@@ -22,11 +22,11 @@ from traitlets.config import LoggingConfigurable
 
 from .capsule import CAPSULE_FIELDS, format_timestamp, make_capsule
 from .errors import EventValidationError, SchemaError, UnknownSchemaError
-from .policy import check_allowed_schemas, needs_redaction, policy_for, redact
+from .policy import apply_plan, check_allowed_schemas, compile_plan, policy_for
 from .registry import load_sinks
 from .schema import CIRCULAR, Schema, iter_schema_files, load_schema_file, nesting_depth
 
-_CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 SCHEMA_ENTRY_POINT_GROUP = "telemetry_sinks.schemas"
 _DENY = object()  # cached "this schema is not allowed"
@@ -214,10 +214,8 @@ class EventLog(LoggingConfigurable):
         policy = policy_for(self.allowed_schemas, schema.id)
         if policy is None:
             plan = _DENY
-        elif needs_redaction(schema.redaction, policy):
-            plan = policy
         else:
-            plan = _NO_REDACTION
+            plan = compile_plan(schema.redaction, policy)  # None: nothing to remove
         self._plans[key] = plan
         return plan
 
@@ -245,11 +243,11 @@ class EventLog(LoggingConfigurable):
             schema._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
         schema.validate(event)
         for value in event.values():
-            if isinstance(value, _CONTAINERS):  # nested data: check how deep (rare, cheap)
+            if type(value) not in _SCALARS:  # nested data (any container): check how deep
                 self._check_depth(schema, event)
                 break
         if plan is not _NO_REDACTION:
-            event = redact(event, schema.redaction, plan)  # type: ignore[arg-type]
+            event = apply_plan(event, plan)  # type: ignore[arg-type]
         if timestamp_override is None:
             timestamp = None
         elif isinstance(timestamp_override, str):

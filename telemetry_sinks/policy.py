@@ -78,22 +78,52 @@ def policy_for(allowed_schemas: Any, schema_id: str) -> SchemaPolicy | None:
     return None
 
 
-def _all_categories(node: RedactionNode) -> set[str]:
-    found: set[str] = set()
-    for cats in node.categories.values():
-        found |= cats
-    for child in (*node.children.values(), *node.array_children.values()):
-        found |= _all_categories(child)
-    return found
+@dataclass(frozen=True)
+class RedactionPlan:
+    """What one policy removes from one schema, compiled once: the emit path only applies it.
+
+    ``drop`` are the properties removed at this level; ``children`` and
+    ``array_children`` hold plans only for the nested objects that lose something.
+    """
+
+    drop: tuple[str, ...] = ()
+    children: tuple[tuple[str, RedactionPlan], ...] = ()
+    array_children: tuple[tuple[str, RedactionPlan], ...] = ()
 
 
-def needs_redaction(node: RedactionNode | None, policy: SchemaPolicy) -> bool:
-    """False when the policy keeps every property the schema declares (the common fast path)."""
+def compile_plan(
+    node: RedactionNode | None, policy: SchemaPolicy, top: bool = True
+) -> RedactionPlan | None:
+    """The plan removing what ``policy`` does not allow from ``node``'s level and below.
+
+    None when nothing would be removed (the common fast path: no copy at all).
+    Properties named in ``allowed_properties`` (top level only) are kept whole.
+    """
     if node is None:
-        return False
-    if not _all_categories(node) <= policy.allowed_categories:
-        return True
-    return False
+        return None
+    allowed_cats = policy.allowed_categories
+    kept_whole = policy.allowed_properties if top else frozenset()
+    drop = tuple(
+        name
+        for name, cats in node.categories.items()
+        if name not in kept_whole and not cats <= allowed_cats
+    )
+    dropped = set(drop)
+
+    def nested(children: dict[str, RedactionNode]) -> tuple[tuple[str, RedactionPlan], ...]:
+        plans = []
+        for name, child in children.items():
+            if name in kept_whole or name in dropped:
+                continue
+            plan = compile_plan(child, policy, top=False)
+            if plan is not None:
+                plans.append((name, plan))
+        return tuple(plans)
+
+    plan = RedactionPlan(drop, nested(node.children), nested(node.array_children))
+    if not (plan.drop or plan.children or plan.array_children):
+        return None
+    return plan
 
 
 def redact(data: Mapping[str, Any], node: RedactionNode, policy: SchemaPolicy) -> dict[str, Any]:
@@ -101,35 +131,34 @@ def redact(data: Mapping[str, Any], node: RedactionNode, policy: SchemaPolicy) -
 
     Copies only the levels it changes; the caller's event is never modified.
     """
-    return _redact(data, node, policy, top=True)
+    plan = compile_plan(node, policy)
+    return data if plan is None else apply_plan(data, plan)  # type: ignore[return-value]
 
 
-def _redact(data: Any, node: RedactionNode, policy: SchemaPolicy, top: bool) -> Any:
+def apply_plan(data: Mapping[str, Any], plan: RedactionPlan) -> Mapping[str, Any]:
+    """``data`` with ``plan`` applied; copies only the levels it changes."""
     out: dict[str, Any] | None = None
-    allowed_cats = policy.allowed_categories
-    allowed_props = policy.allowed_properties if top else frozenset()
-    for name, cats in node.categories.items():
-        if name in data and name not in allowed_props and not cats <= allowed_cats:
+    for name in plan.drop:
+        if name in data:
             if out is None:
                 out = dict(data)
             del out[name]
-    current = data if out is None else out
-    for name, child in node.children.items():
-        value = current.get(name)
-        if name in allowed_props or not isinstance(value, Mapping):
-            continue
-        new = _redact(value, child, policy, top=False)
-        if new is not value:
-            if out is None:
-                out = dict(data)
-            out[name] = new
-    current = data if out is None else out
-    for name, child in node.array_children.items():
-        value = current.get(name)
-        if name in allowed_props or not isinstance(value, list):
+    for name, child in plan.children:
+        value = data.get(name)
+        if type(value) is dict or (value is not None and isinstance(value, Mapping)):
+            new = apply_plan(value, child)
+            if new is not value:
+                if out is None:
+                    out = dict(data)
+                out[name] = new
+    for name, child in plan.array_children:
+        value = data.get(name)
+        if not isinstance(value, list):
             continue
         new_items = [
-            _redact(item, child, policy, top=False) if isinstance(item, Mapping) else item
+            apply_plan(item, child)
+            if type(item) is dict or isinstance(item, Mapping)
+            else item
             for item in value
         ]
         if any(a is not b for a, b in zip(new_items, value)):

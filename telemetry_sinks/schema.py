@@ -411,6 +411,8 @@ _CONTAINERS = (dict, list, tuple)
 
 CIRCULAR = -1
 _CONCRETE = (dict, list, tuple)
+_CONCRETE_TYPES = frozenset(_CONCRETE)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def nesting_depth(value: Any, limit: int) -> int:
@@ -421,20 +423,24 @@ def nesting_depth(value: Any, limit: int) -> int:
     types; a cycle shows there as depth over the limit, and only then, or for
     other Mapping types, does the slower exact walk run to tell which it is.
     """
+    if type(value) not in _CONCRETE_TYPES:
+        return _exact_depth(value, limit)
     deepest = 0
     stack = [(value, 0)]
-    pop, push = stack.pop, stack.append
+    pop, push, scalars = stack.pop, stack.append, _SCALARS
     while stack:
         item, depth = pop()
         for child in item.values() if type(item) is dict else item:
             kind = type(child)
+            if kind in scalars:
+                continue
             if kind is dict or kind is list or kind is tuple:
                 if depth >= limit:
                     return _exact_depth(value, limit)
                 push((child, depth + 1))
                 if depth + 1 > deepest:
                     deepest = depth + 1
-            elif kind is not str and isinstance(child, Mapping):
+            elif isinstance(child, Mapping):
                 return _exact_depth(value, limit)
     return deepest
 

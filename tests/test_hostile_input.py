@@ -6,6 +6,7 @@ import io
 import json
 import math
 import time
+from types import MappingProxyType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -80,6 +81,14 @@ def test_deeply_nested_events_are_rejected_with_the_limit_named():
         log.emit(schema_id=SID, data={"name": "x", "anything": deep})
     shallow = {"a": {"b": [{"c": 1}]}}
     assert log.emit(schema_id=SID, data={"name": "x", "anything": shallow})["anything"] == shallow
+    # Any Mapping counts as an object, at the top or inside the event.
+    for event in (
+        MappingProxyType({"name": "x", "anything": deep}),
+        {"name": "x", "anything": MappingProxyType(deep)},
+        {"name": "x", "anything": [MappingProxyType({"a": deep})]},
+    ):
+        with pytest.raises(EventValidationError, match="levels deep|nested too deeply"):
+            log.emit(schema_id=SID, data=event)
     assert len(written(out)) == 1
 
 
