@@ -661,6 +661,14 @@ def _epilog(examples: str) -> str:
     return f"examples:\n{examples}\n\n{EXIT_CODES}"
 
 
+def _add_config_options(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """``--config`` and ``--events-dir``: the EventLog of a config file, or the embedded default."""
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument(
+        "--events-dir", default="events", help="directory of the embedded default (./events)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -712,11 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     p.add_argument("file", nargs="?", help="JSONL file ('-' or nothing for stdin)")
-    p.add_argument("--config", help="traitlets config file (.py or .json)")
+    _add_config_options(p, "traitlets config file (.py or .json)")
     p.add_argument("--example", action="store_true", help="emit the bundled example events")
-    p.add_argument(
-        "--events-dir", default="events", help="directory of the embedded default (./events)"
-    )
     p.add_argument("--progress", action="store_true", help=progress_help)
     p.set_defaults(func=cmd_emit)
 
@@ -731,12 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "  telemetry-sinks serve --config my_config.py --ip 0.0.0.0 --port 8585"),
         formatter_class=raw,
     )
-    p.add_argument("--config", help="traitlets config file (.py or .json); c.Collector.* options")
+    _add_config_options(p, "traitlets config file (.py or .json); c.Collector.* options")
     p.add_argument("--port", type=int, help="port (default 8585; 0 picks a free port)")
     p.add_argument("--ip", help="address to listen on (default 127.0.0.1)")
-    p.add_argument(
-        "--events-dir", default="events", help="directory of the embedded default (./events)"
-    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -752,12 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "  telemetry-sinks describe --config collector_config.py --format md > RECORDED.md"),
         formatter_class=raw,
     )
-    p.add_argument("--config", help="traitlets config file (.py or .json); default: the embedded one")
+    _add_config_options(p, "traitlets config file (.py or .json); default: the embedded one")
     p.add_argument("--format", choices=("html", "md"), default="html", help="html (default) or md")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    p.add_argument(
-        "--events-dir", default="events", help="directory of the embedded default (./events)"
-    )
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser(
