@@ -78,6 +78,42 @@ def test_bad_options_fail_at_construction_naming_the_sink_and_option(tmp_path):
         get_sink("rotating_file")
 
 
+#: The least each network sink needs to be built (nothing is contacted at construction).
+_NETWORK_REQUIRED = {
+    "http": {"url": "http://127.0.0.1:9/api/events"},
+    "kafka": {"bootstrap_servers": "127.0.0.1:9", "topic": "events"},
+    "cloudwatch": {"log_group_name": "events", "region_name": "us-east-1"},
+    "stackdriver": {"project": "my-project"},
+    "elasticsearch": {"hosts": ["http://127.0.0.1:9"]},
+    "opensearch": {"hosts": ["http://127.0.0.1:9"]},
+}
+
+
+@pytest.mark.parametrize(
+    "name, option",
+    [
+        ("http", "connect_timeout"),
+        ("http", "read_timeout"),
+        ("kafka", "ack_timeout"),
+        ("cloudwatch", "request_timeout"),
+        ("stackdriver", "request_timeout"),
+        ("elasticsearch", "request_timeout"),
+        ("opensearch", "request_timeout"),
+    ],
+)
+def test_a_zero_timeout_fails_at_construction_naming_the_sink_and_option(name, option):
+    """A timeout of 0 would make every request fail at once: refused with the sink and option."""
+    with pytest.raises(SinkConfigError) as info:
+        get_sink(name, **_NETWORK_REQUIRED[name], **{option: 0})
+    assert f"option '{option}'" in str(info.value)
+    assert "must be more than 0, not 0" in str(info.value)
+    sink = get_sink(name, **_NETWORK_REQUIRED[name], **{option: 2.5})
+    try:
+        assert getattr(sink, option) == 2.5
+    finally:
+        sink.close()
+
+
 def test_load_sinks_configures_from_traitlets_config(tmp_path):
     from traitlets.config import Config
 

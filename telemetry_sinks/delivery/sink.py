@@ -174,6 +174,14 @@ class NetworkSink(Sink):
             raise TraitError(f"The '{name}' trait must be 0 or more, not {proposal.value}.")
         return proposal.value
 
+    @validate("request_timeout", "connect_timeout", "read_timeout", "ack_timeout")
+    def _more_than_zero(self, proposal: Any) -> float:
+        """The backends' timeouts (each adapter declares those it has): 0 would never wait."""
+        if proposal.value <= 0:
+            name = proposal.trait.name
+            raise TraitError(f"The '{name}' trait must be more than 0, not {proposal.value}.")
+        return proposal.value
+
     #: None until __init__ succeeds (logging may still call flush/close on a failed sink).
     _engine: DeliveryEngine | None = None
 

@@ -369,14 +369,6 @@ class CloudWatchSink(NetworkSink):
             )
         return value
 
-    @validate("request_timeout")
-    def _check_timeout(self, proposal: Any) -> Any:
-        if proposal.value <= 0:
-            raise TraitError(
-                f"The 'request_timeout' trait must be more than 0, not {proposal.value}."
-            )
-        return proposal.value
-
     @validate("max_event_bytes")
     def _check_event_bytes(self, proposal: Any) -> Any:
         if proposal.value <= EVENT_OVERHEAD:

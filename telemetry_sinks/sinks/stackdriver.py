@@ -211,14 +211,6 @@ class StackdriverSink(NetworkSink):
                 )
         return proposal.value
 
-    @validate("request_timeout")
-    def _check_timeout(self, proposal: Any) -> Any:
-        if proposal.value <= 0:
-            raise TraitError(
-                f"The 'request_timeout' trait must be more than 0, not {proposal.value}."
-            )
-        return proposal.value
-
     @validate("max_entry_bytes", "max_request_entries", "max_request_bytes")
     def _check_limits(self, proposal: Any) -> Any:
         if proposal.value < 1:
