@@ -9,6 +9,7 @@ application.
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from typing import Any
@@ -20,6 +21,7 @@ from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, Union, 
 from ..capsule import capsule_head
 from ..delivery import BatchResult, Envelope, NetworkSink
 
+log = logging.getLogger("telemetry_sinks.delivery.kafka")
 _TOPIC_LEGAL = re.compile(r"[^a-zA-Z0-9._-]")
 _MAX_TOPIC_LENGTH = 249
 
@@ -187,9 +189,23 @@ class KafkaSink(NetworkSink):
         self._producer = kafka.KafkaProducer(**self.producer_options())
 
     def close_backend(self) -> None:
+        """Stop the producer at once: what it still holds was not acknowledged, and the
+        delivery core retries those events (from memory or the spool)."""
         producer, self._producer = self._producer, None
-        if producer is not None:
+        if producer is None:
+            return
+        # kafka-python 3's close() flushes first and, when that flush times out (records a
+        # down broker never acknowledged), raises without closing: the producer's network
+        # thread would live on, one per outage, and its finaliser would block whichever
+        # thread drops it for a second.  Stopping the sender first fails those records.
+        sender = getattr(producer, "_sender", None)
+        if sender is not None and hasattr(sender, "force_close"):
+            sender.force_close()
+            sender.join(self.ack_timeout)
+        try:
             producer.close(timeout=0)
+        except kerrors.KafkaError as exc:
+            log.debug("sink %r: the Kafka producer did not close cleanly: %s", self.label, exc)
 
     def topic_for(self, envelope: Envelope) -> str:
         if not self._templated:
