@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import random
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+
+#: The jitter's own generator: retries never draw from (or disturb) the application's
+#: seeded ``random`` module state.
+_JITTER = random.Random()
+if hasattr(os, "register_at_fork"):  # forked workers must not retry in lockstep
+    os.register_at_fork(after_in_child=_JITTER.seed)
 
 #: HTTP statuses worth retrying: request timeout, too early, throttling, server errors.
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -45,7 +52,7 @@ class Backoff:
     """
 
     def __init__(
-        self, initial: float, maximum: float, rand: Callable[[], float] = random.random
+        self, initial: float, maximum: float, rand: Callable[[], float] = _JITTER.random
     ) -> None:
         self.initial = initial
         self.maximum = max(initial, maximum)

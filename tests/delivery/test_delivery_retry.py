@@ -5,6 +5,8 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
+import random
 import time
 
 import pytest
@@ -47,6 +49,31 @@ def test_backoff_doubles_with_jitter_and_a_ceiling():
     assert [low.delay(n) for n in range(1, 4)] == pytest.approx([0.05, 0.1, 0.2])
     assert high.delay(1, retry_after=7.5) == 7.5
     assert high.delay(1000) == 1.0
+
+
+def test_backoff_jitter_leaves_the_applications_random_state_alone():
+    random.seed(1234)
+    state = random.getstate()
+    backoff = Backoff(0.1, 10.0)
+    delays = [backoff.delay(n) for n in range(1, 50)]
+    assert random.getstate() == state  # a seeded application sees the same sequence
+    assert len(set(delays)) > 40  # and the delays are still jittered
+
+
+def test_forked_processes_do_not_retry_in_lockstep():
+    """A child of a pre-fork server draws other jitter than its parent."""
+    backoff = Backoff(1.0, 1.0)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its delays and leave at once
+        os.write(write, json.dumps([backoff.delay(1) for _ in range(5)]).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    parent = [backoff.delay(1) for _ in range(5)]
+    assert child != parent
 
 
 def test_retry_after_parsing_and_status_classes():
