@@ -2,7 +2,8 @@
 
 With ``ELASTICSEARCH_URL`` set (docker-compose.test.yml has Elasticsearch 8 on
 ``http://127.0.0.1:9200``), the tests run against that real Elasticsearch;
-only the test that stops the server mid-stream always uses a local one.
+only the tests that own a server (``bulk_server``, e.g. to stop it mid-stream) always
+use a local one.
 
 Without it, the suite starts osmem-server (in-memory, OpenSearch-compatible, a
 binary in the osmem-server wheel) on a free 127.0.0.1 port behind
@@ -13,6 +14,9 @@ osmem answers 406.  The proxy rewrites exactly those two request headers to
 ``application/json`` / ``application/x-ndjson``, and the answer's Content-Type
 back to the versioned type the client asked for; it changes nothing else, and
 the sink is the same code as in production.
+
+Here Elasticsearch gets the neutral fixtures (``bulk_url``, ``proxy``, ``bulk_server``...)
+that ``bulk_sink_cases``, the cases shared with OpenSearch, use: see ``bulk_fixtures``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,7 @@ import re
 
 import pytest
 from backends import HTTPProxy, env, free_port, osmem_server
-from bulk_fixtures import close_sinks_after_test, prefix  # noqa: F401
-
-pytestmark = pytest.mark.integration
+from bulk_fixtures import LocalBulkServer, bulk_client, close_sinks_after_test, make_bulk_sink, prefix  # noqa: F401
 
 _VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([\w.+-]+)\s*(?:;\s*compatible-with=(\d+))?")
 
@@ -68,19 +70,26 @@ def backend(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def elasticsearch_url(backend):
-    return backend[0]
+@pytest.fixture(scope="session")
+def bulk_sink_class():
+    """The sink under test: ElasticsearchSink."""
+    from telemetry_sinks import ElasticsearchSink
+
+    return ElasticsearchSink
 
 
-@pytest.fixture(scope="module")
-def es_client(elasticsearch_url):
-    """An elasticsearch-py client to read back what the sink wrote."""
+@pytest.fixture(scope="session")
+def bulk_client_for():
+    """``url -> elasticsearch.Elasticsearch``, to read back what the sink wrote."""
     from elasticsearch import Elasticsearch
 
-    client = Elasticsearch(elasticsearch_url, request_timeout=30)
-    yield client
-    client.close()
+    return lambda url: Elasticsearch(url, request_timeout=30)
+
+
+@pytest.fixture(scope="module")
+def bulk_url(backend):
+    """URL of the server shared by a module's tests (through the compat proxy for osmem)."""
+    return backend[0]
 
 
 @pytest.fixture
@@ -93,13 +102,9 @@ def proxy(backend):
 
 
 @pytest.fixture
-def local_server(tmp_path):
-    """An osmem-server this test owns, behind its compat proxy: (osmem, proxy).
-
-    The test may stop and restart both on the same ports (osmem comes back empty).
-    """
+def bulk_server(tmp_path):
+    """An osmem-server this test owns, behind its compat proxy (``direct_url`` bypasses it)."""
     server = osmem_server(free_port(), tmp_path).start()
-    compat = ElasticsearchCompatProxy(f"http://127.0.0.1:{server.port}").start()
-    yield server, compat
-    compat.stop()
-    server.stop()
+    local = LocalBulkServer(server, ElasticsearchCompatProxy(f"http://127.0.0.1:{server.port}").start())
+    yield local
+    local.stop()

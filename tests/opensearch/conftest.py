@@ -9,19 +9,36 @@ tests that do not need to stop the server use that cluster instead.  Faults (429
 osmem-server's own pytest plugin (``osmem_server``/``osmem_clone`` fixtures) is not
 used: its base cluster is frozen and shared, while these tests need servers they
 can stop and restart on the same port.
+
+This file defines for OpenSearch what ``bulk_fixtures`` describes: the fixtures the
+cases shared with Elasticsearch (``bulk_sink_cases``) run on.
 """
 
 from __future__ import annotations
 
 import pytest
 from backends import HTTPProxy, env, free_port, osmem_server
-from bulk_fixtures import close_sinks_after_test, prefix  # noqa: F401
+from bulk_fixtures import LocalBulkServer, bulk_client, close_sinks_after_test, make_bulk_sink, prefix  # noqa: F401
 
-pytestmark = pytest.mark.integration
+
+@pytest.fixture(scope="session")
+def bulk_sink_class():
+    """The sink under test: OpenSearchSink."""
+    from telemetry_sinks import OpenSearchSink
+
+    return OpenSearchSink
+
+
+@pytest.fixture(scope="session")
+def bulk_client_for():
+    """``url -> opensearchpy.OpenSearch``, to read back what the sink wrote."""
+    from opensearchpy import OpenSearch
+
+    return lambda url: OpenSearch(hosts=[url], timeout=30)
 
 
 @pytest.fixture(scope="module")
-def opensearch_url(tmp_path_factory):
+def bulk_url(tmp_path_factory):
     """URL of a cluster shared by a module's tests."""
     external = env("OPENSEARCH_URL")
     if external:
@@ -32,27 +49,17 @@ def opensearch_url(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def os_client(opensearch_url):
-    """An opensearch-py client to read back what the sink wrote."""
-    from opensearchpy import OpenSearch
-
-    client = OpenSearch(hosts=[opensearch_url], timeout=30)
-    yield client
-    client.close()
-
-
 @pytest.fixture
-def proxy(opensearch_url):
+def proxy(bulk_url):
     """A fault-injecting proxy in front of the shared cluster."""
-    server = HTTPProxy(opensearch_url).start()
+    server = HTTPProxy(bulk_url).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def local_osmem(tmp_path):
-    """An osmem-server this test owns: it may stop and restart it (same port, empty again)."""
-    server = osmem_server(free_port(), tmp_path).start()
-    yield server
-    server.stop()
+def bulk_server(tmp_path):
+    """An osmem-server this test owns, reached directly (no proxy in front)."""
+    local = LocalBulkServer(osmem_server(free_port(), tmp_path).start())
+    yield local
+    local.stop()
