@@ -16,7 +16,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 TESTS = REPO / "tests"
-FIXTURES = (REPO / ".." / "shared" / "fixtures").resolve()
+FIXTURES = (REPO / "tests" / "fixtures").resolve()
 
 if str(TESTS) not in sys.path:
     # tests/backends.py: free_port, ServerProcess, tansu_broker, wait_delivered, ...

@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 
-#: ``<repo>/../shared/fixtures``: real schemas and events copied from other projects
-#: (see its SOURCES.md).  The suite fails, rather than skips, when it is missing.
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"
+#: ``tests/fixtures``: real schemas and events copied unchanged from other projects
+#: (each file's source, commit and licence are in its SOURCES.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 if not (FIXTURES / "SOURCES.md").is_file():
     raise RuntimeError(
-        f"The shared fixture data is missing: expected {FIXTURES.resolve()}/SOURCES.md. "
-        "The tests need the real third-party schemas and events stored there."
+        f"The fixture data is missing: expected {FIXTURES}/SOURCES.md. "
+        "It is part of the repository; restore it with `git checkout -- tests/fixtures`."
     )
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The shared fixture directory (``<repo>/../shared/fixtures``)."""
-    return FIXTURES.resolve()
+    """The fixture directory (``tests/fixtures``)."""
+    return FIXTURES

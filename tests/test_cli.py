@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LAUNCH_V1 = FIXTURES / "binderhub" / "launch-history" / "v1-3da0f0c" / "launch.json"
 ARCHIVE = FIXTURES / "mybinder_archive" / "from-sydney-lesson-e1a67d9" / "events-2018-11-03.jsonl"
 

@@ -22,7 +22,7 @@ from telemetry_sinks import (
     UnknownSchemaError,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LAUNCH = FIXTURES / "binderhub" / "launch-history"
 LAUNCH_ID = "binderhub.jupyter.org/launch"
 EVENT = {"provider": "GitHub", "spec": "org/repo/main", "status": "success"}

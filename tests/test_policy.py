@@ -11,7 +11,7 @@ import pytest
 
 from telemetry_sinks import EventLog, StreamSink
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SID = "https://example.org/policy-test"
 
 SCHEMA = {

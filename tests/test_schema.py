@@ -13,7 +13,7 @@ import yaml
 from telemetry_sinks import EventLog, EventValidationError, SchemaError
 from telemetry_sinks.schema import Schema, load_schema_file
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BINDERHUB = FIXTURES / "binderhub" / "launch-history"
 JE_HEAD = FIXTURES / "jupyter_events" / "head-147cf71"
 JE_INT = FIXTURES / "jupyter_events" / "history-int-version-f613554"
