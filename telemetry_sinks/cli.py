@@ -400,6 +400,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- relay
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    import logging
+
+    from traitlets.config import Config
+
+    from .relay import Relay
+
+    config = load_config_file(args.config) if args.config else Config()
+    if args.topic:
+        config.Relay.topics = args.topic
+    if args.group_id:
+        config.Relay.group_id = args.group_id
+    if args.bootstrap_servers:
+        config.Relay.bootstrap_servers = args.bootstrap_servers
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    relay = Relay(config=config)
+    sinks = ", ".join(t.label for t in relay.targets)
+    print(f"telemetry-sinks relay: group {relay.group_id!r} reading {', '.join(relay.topics)} from "
+          f"{','.join(relay.bootstrap_list())} into {sinks}", flush=True)
+    relay.run_until_signal()
+    print("telemetry-sinks relay stopped; delivered offsets committed, sinks closed", flush=True)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- describe
 
 
@@ -740,6 +768,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8585; 0 picks a free port)")
     p.add_argument("--ip", help="address to listen on (default 127.0.0.1)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "relay",
+        help="deliver capsules from Kafka topics to sinks, as a consumer group",
+        description="Consume capsules from Kafka topics (as written by the Kafka sink) as a member of "
+        "a consumer group and deliver them to the sinks of --config (c.Relay.sinks, or "
+        "c.EventLog.sinks), committing each partition's offset only after every sink acknowledged, "
+        "spooled or dead-lettered the events before it. Relays with the same group share the "
+        "partitions. Stops gracefully on SIGTERM or SIGINT. Needs confluent-kafka: "
+        'pip install "telemetry-sinks[relay]".',
+        epilog=_epilog("  telemetry-sinks relay --config relay_config.py\n"
+                       "  telemetry-sinks relay --config archive.py --topic telemetry-events "
+                       "--group-id archive-writers"),
+        formatter_class=raw,
+    )
+    p.add_argument("--config", help="traitlets config file (.py or .json): c.Relay.* and the sinks' options")
+    p.add_argument("--topic", action="append", metavar="TOPIC",
+                   help="topic to consume (repeatable; default c.Relay.topics)")
+    p.add_argument("--group-id", help="consumer group (default c.Relay.group_id)")
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT,...",
+                   help="brokers (default c.Relay.bootstrap_servers)")
+    p.set_defaults(func=cmd_relay)
 
     p = sub.add_parser(
         "describe",
