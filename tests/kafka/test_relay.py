@@ -1,0 +1,240 @@
+"""``telemetry-sinks relay`` against the Tansu broker, with real relays, collectors and sinks.
+
+Events are produced by an application's EventLog through the Kafka sink; relays
+(real ``telemetry-sinks relay`` processes in one consumer group) deliver them to
+a real collector over HTTP (which drops duplicates by ``__event_id__``) or to a
+file.  Relays are killed with SIGKILL and stopped with SIGTERM; the target is
+stopped mid-stream; every produced event is accounted for.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from kafka_readback import consume
+from relay_process import RelayProcess, committed, create_topic, wait_until
+
+from telemetry_sinks import EventLog, KafkaSink, SinkConfigError
+from telemetry_sinks.relay import Relay
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "http"))
+from collector_process import SCHEMA, CollectorProcess  # noqa: E402 - a helper of the HTTP tests
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+SID = SCHEMA["$id"]
+PARTITIONS = 4
+
+
+def producing_log(bootstrap: str, topic: str) -> tuple[EventLog, KafkaSink]:
+    """An application's EventLog writing to ``topic`` through the Kafka sink, keyed by seq."""
+    sink = KafkaSink(bootstrap_servers=bootstrap, topic=topic, key="seq", linger_ms=5)
+    log = EventLog(handlers=[sink], allowed_schemas=[SID])
+    log.register_schema(SCHEMA)
+    return log, sink
+
+
+def produce(bootstrap: str, topic: str, seqs: range, pace: float = 0.0) -> None:
+    """Emit one event per seq; ``pace``: seconds of sleep after every 100 events."""
+    log, sink = producing_log(bootstrap, topic)
+    for seq in seqs:
+        log.emit(schema_id=SID, data={"seq": seq, "producer": "relay-test"})
+        if pace and seq % 100 == 99:
+            time.sleep(pace)
+    assert sink.flush(timeout=120)
+    sink.close()
+
+
+def topic_index(bootstrap: str, topic: str, expected: int) -> dict[str, tuple[int, int, int]]:
+    """event id -> (partition, offset, seq) of every event in ``topic`` (read back; ``expected``
+    messages, those without an event_id header left out)."""
+    index = {}
+    messages = consume(bootstrap, topic, expected)
+    assert len(messages) == expected
+    for message in messages:
+        headers = dict(message.headers)
+        if "event_id" in headers:
+            seq = json.loads(message.value)["seq"]
+            index[headers["event_id"].decode()] = (message.partition, message.offset, seq)
+    return index
+
+
+def http_sink_lines(collector: CollectorProcess, directory: Path) -> str:
+    return (
+        "c.Relay.sinks = ['http']\n"
+        f"c.HTTPSink.url = {collector.url!r}\n"
+        f"c.HTTPSink.dead_letter_file = {str(directory / 'dead_letters.jsonl')!r}\n"
+        "c.HTTPSink.flush_interval = 0.05\n"
+        "c.HTTPSink.retry_initial_backoff = 0.1\n"
+        "c.HTTPSink.retry_max_backoff = 0.5\n"
+    )
+
+
+def assert_committed_only_delivered(offsets: dict[int, int], index: dict, delivered_ids: set[str]) -> None:
+    """Every message below a partition's committed offset is in the target."""
+    for event_id, (partition, offset, _) in index.items():
+        if offset < offsets[partition]:
+            assert event_id in delivered_ids, (
+                f"offset {offset} of partition {partition} is committed ({offsets[partition]}) "
+                "but its event never reached the target"
+            )
+
+
+def assert_partition_order(received: list[dict], index: dict) -> None:
+    """Per partition, events reached the target in offset order (duplicates removed)."""
+    per_partition: dict[int, list[int]] = defaultdict(list)
+    seen = set()
+    for event in received:
+        event_id = event["__event_id__"]
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        partition, offset, _ = index[event_id]
+        per_partition[partition].append(offset)
+    for partition, offsets in per_partition.items():
+        assert offsets == sorted(offsets), f"partition {partition} out of order"
+
+
+def test_two_relays_share_the_partitions_and_one_killed_mid_stream_loses_nothing(bootstrap, tmp_path):
+    topic, group, total = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}", 10_000
+    create_topic(bootstrap, topic, PARTITIONS)
+    collector = CollectorProcess(tmp_path / "collector").start()
+    relays = [
+        RelayProcess(tmp_path / f"relay-{i}", bootstrap, topic, group,
+                     http_sink_lines(collector, tmp_path / f"relay-{i}")).start()
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        # Both relays are members of the group, each with its share of the partitions.
+        for relay in relays:
+            wait_until(lambda r=relay: len(r.stats()["partitions"]) == PARTITIONS // 2, 60,
+                       f"{relay.name} holds {PARTITIONS // 2} partitions")  # fmt: skip
+        producer = threading.Thread(target=produce, args=(bootstrap, topic, range(total), 0.03))
+        producer.start()
+        wait_until(lambda: len(collector.received()) >= 2_000, 120, "2,000 events delivered")
+        victim, survivor = relays
+        victim_partitions = set(victim.stats()["partitions"])
+        assert victim.stats()["delivered"] > 0
+        victim.kill()
+        offsets_at_kill = committed(bootstrap, group, topic, PARTITIONS)
+        delivered_at_kill = {e["__event_id__"] for e in collector.received()}
+        producer.join(120)
+        index = topic_index(bootstrap, topic, total)
+        # Offsets committed at the moment of the kill cover only events the target has.
+        assert_committed_only_delivered(offsets_at_kill, index, delivered_at_kill)
+
+        # The survivor takes the victim's partitions over and delivers the rest.
+        wait_until(lambda: {e["__event_id__"] for e in collector.received()} >= set(index), 120,
+                   "every event delivered")  # fmt: skip
+        assert victim_partitions <= set(survivor.stats()["partitions"])
+        received = collector.received()
+        assert {e["__event_id__"] for e in received} == set(index)
+        assert sorted(e["seq"] for e in received) == list(range(total))  # duplicates dropped by id
+        assert_partition_order(received, index)
+        wait_until(lambda: survivor.stats()["lag"] == 0, 30, "no lag left")
+        assert survivor.terminate() == 0, survivor.log()[-3000:]
+        # Everything is committed, and only after it was delivered.
+        ends = defaultdict(int)
+        for partition, offset, _ in index.values():
+            ends[partition] = max(ends[partition], offset + 1)
+        assert committed(bootstrap, group, topic, PARTITIONS) == dict(ends)
+    finally:
+        for relay in relays:
+            relay.stop()
+        collector.stop()
+
+
+def test_relay_restarted_after_a_target_outage_resumes_from_the_committed_offsets(bootstrap, tmp_path):
+    topic, group = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, PARTITIONS)
+    collector = CollectorProcess(tmp_path / "collector").start()
+    lines = http_sink_lines(collector, tmp_path)
+    relay = RelayProcess(tmp_path / "relay-a", bootstrap, topic, group, lines).start()
+    try:
+        produce(bootstrap, topic, range(500))
+        wait_until(lambda: len(collector.received()) >= 500, 60, "the first 500 delivered")
+        wait_until(lambda: sum(committed(bootstrap, group, topic, PARTITIONS).values()) == 500, 30,
+                   "the first 500 committed")  # fmt: skip
+
+        collector.stop()  # the target goes down (SIGKILL) while events keep coming
+        produce(bootstrap, topic, range(500, 1000))
+        wait_until(lambda: relay.stats()["consumed"] > 500, 30, "the relay reads past the outage")
+        time.sleep(2.0)
+        stats = relay.stats()
+        assert stats["delivered"] == 500, stats
+        assert "waiting" in relay.log() or stats["partitions"], relay.log()[-2000:]
+        before_restart = committed(bootstrap, group, topic, PARTITIONS)
+        assert sum(before_restart.values()) == 500  # nothing undelivered was committed
+        relay.kill()
+
+        collector.start()
+        relay = RelayProcess(tmp_path / "relay-b", bootstrap, topic, group, lines).start()
+        wait_until(lambda: len({e["seq"] for e in collector.received()}) == 1000, 90, "all 1000 delivered")
+        wait_until(lambda: relay.stats()["delivered"] == 500, 30, "the restarted relay's round committed")
+        # It started at the committed offsets: it read exactly the 500 events not committed before.
+        assert relay.stats()["consumed"] == 500
+        index = topic_index(bootstrap, topic, 1000)
+        assert_partition_order(collector.received(), index)
+        assert relay.terminate() == 0
+    finally:
+        relay.stop()
+        collector.stop()
+
+
+def test_sigterm_drains_and_commits_and_bad_messages_are_dead_lettered(bootstrap, tmp_path):
+    topic, group = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, 1)
+    out, dead = tmp_path / "out" / "events.jsonl", tmp_path / "relay_dead_letters.jsonl"
+    sink_lines = f"c.Relay.sinks = ['file']\nc.FileSink.filename = {str(out)!r}\n"
+    relay = RelayProcess(tmp_path / "relay", bootstrap, topic, group, sink_lines,
+                         f"c.Relay.dead_letter_file = {str(dead)!r}\n").start()  # fmt: skip
+    try:
+        produce(bootstrap, topic, range(100))
+        from kafka import KafkaProducer
+
+        raw = KafkaProducer(bootstrap_servers=bootstrap)
+        raw.send(topic, b"this is not JSON").get(timeout=30)
+        raw.send(topic, b"[1, 2]").get(timeout=30)
+        raw.close()
+        produce(bootstrap, topic, range(100, 200))
+        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 200, 60, "200 lines")
+        assert relay.terminate() == 0, relay.log()[-3000:]
+    finally:
+        relay.stop()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    index = topic_index(bootstrap, topic, 202)
+    assert [line["seq"] for line in lines] == list(range(200))
+    assert {line["__event_id__"] for line in lines} == set(index)  # the producer's ids are kept
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [letter["payload"] for letter in letters] == ["this is not JSON", "[1, 2]"]
+    assert "offset 100" in letters[0]["reason"] and "not a JSON object" in letters[0]["reason"]
+    assert letters[0]["event_id"] == f"{topic}-0-100"
+    # SIGTERM finished the last round and committed it: the offset after the last message.
+    assert committed(bootstrap, group, topic, 1) == {0: 202}
+
+
+def test_relay_configuration_errors_name_the_fix(tmp_path):
+    with pytest.raises(SinkConfigError, match="no topics"):
+        Relay(sinks=["stream"])
+    with pytest.raises(SinkConfigError, match="no sinks"):
+        Relay(topics=["events"])
+    from telemetry_sinks import HTTPSink
+
+    sink = HTTPSink(url="http://127.0.0.1:9/api/events")
+    try:
+        with pytest.raises(SinkConfigError, match=r"no dead-letter file.*c\.HTTPSink\.dead_letter_file"):
+            Relay(topics=["events"], handlers=[sink])
+    finally:
+        sink.close()
+    loop = KafkaSink(topic="events", dead_letter_file=str(tmp_path / "dl.jsonl"))
+    try:
+        with pytest.raises(SinkConfigError, match="go round for ever"):
+            Relay(topics=["events"], handlers=[loop])
+    finally:
+        loop.close()
