@@ -378,26 +378,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.Collector.ip = args.ip
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.processes < 1:
+        print("telemetry-sinks: error: --processes must be 1 or more", file=sys.stderr)
+        return EXIT_USAGE
+    if args.processes > 1:
+        from .server.processes import serve_processes
+
+        code = serve_processes(config, args.processes, on_ready=_announce_collector)
+        print(f"telemetry-sinks collector stopped ({args.processes} processes); sinks flushed and closed",
+              flush=True)  # fmt: skip
+        return code
     collector = Collector(config=config)
-
-    def ready(port: int) -> None:
-        print(f"telemetry-sinks collector listening on {collector.url} (POST /api/events)")
-        handlers = collector.eventlog.all_handlers
-        for handler in handlers:
-            name = getattr(handler, "sink_name", "") or type(handler).__name__
-            target = getattr(handler, "filename", None)
-            print(f"  sink {name} ({type(handler).__name__})" + (f" -> {target}" if target else ""))
-        if not handlers:
-            print("  no sinks configured: every event will be answered 'not_recorded'")
-        print(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
-        print(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: "
-              + ("bearer token required" if collector.token else "none (set c.Collector.token or "
-                 "TELEMETRY_SINKS_TOKEN to require a bearer token)"))
-        sys.stdout.flush()
-
-    collector.run(on_ready=ready)
+    collector.run(on_ready=lambda port: _announce_collector(collector, 1, 1))
     print("telemetry-sinks collector stopped; sinks flushed and closed", flush=True)
     return EXIT_OK
+
+
+def _announce_collector(collector: Any, index: int, processes: int) -> None:
+    """The start banner: the first process says where it listens and what it records.
+
+    Written at once, so that the lines of several processes never mix.
+    """
+    if index > 1:
+        pid = os.getpid()
+        sys.stdout.write(f"telemetry-sinks collector process {index} of {processes} (pid {pid}) ready\n")
+        sys.stdout.flush()
+        return
+    extra = f", {processes} processes (this one pid {os.getpid()})" if processes > 1 else ""
+    lines = [f"telemetry-sinks collector listening on {collector.url} (POST /api/events){extra}"]
+    handlers = collector.eventlog.all_handlers
+    for handler in handlers:
+        name = getattr(handler, "sink_name", "") or type(handler).__name__
+        target = getattr(handler, "filename", None)
+        lines.append(f"  sink {name} ({type(handler).__name__})" + (f" -> {target}" if target else ""))
+    if not handlers:
+        lines.append("  no sinks configured: every event will be answered 'not_recorded'")
+    lines.append(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
+    lines.append(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: "
+                 + ("bearer token required" if collector.token else "none (set c.Collector.token or "
+                    "TELEMETRY_SINKS_TOKEN to require a bearer token)"))  # fmt: skip
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- relay
@@ -767,6 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, "traitlets config file (.py or .json); c.Collector.* options")
     p.add_argument("--port", type=int, help="port (default 8585; 0 picks a free port)")
     p.add_argument("--ip", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="collector processes sharing the port, each with its own sink workers and "
+                   "spool (process-<i> under each configured spool_dir); default 1")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

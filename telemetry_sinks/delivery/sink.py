@@ -55,6 +55,8 @@ _OWN_LOGGER = "telemetry_sinks.delivery"
 class NetworkSink(Sink):
     """A sink that queues events and delivers them from a background thread (see module doc)."""
 
+    per_process_options = {"spool_dir": "directory"}
+
     # --- batching
     max_batch_events = Int(500, help="Send a batch when this many events are queued.").tag(
         config=True

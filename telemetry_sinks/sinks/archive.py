@@ -303,6 +303,7 @@ class ArchiveSink(Sink):
 
     sink_name = "archive"
     required_options = ("directory",)
+    per_process_options = {"directory": "directory"}  # one writing process per directory
 
     directory = Unicode(None, allow_none=True, help="Directory of the day files and index.jsonl.").tag(
         config=True

@@ -42,6 +42,10 @@ class Sink(logging.Handler, Configurable):
     sink_name: ClassVar[str] = ""
     #: Options that must be set (by keyword or by config) for the sink to work.
     required_options: ClassVar[tuple[str, ...]] = ()
+    #: Options naming a file or a directory that only one process may write, with their kind
+    #: ("file" or "directory"): ``telemetry-sinks serve --processes N`` gives each process its
+    #: own, in a sub-directory ``process-<i>`` of the configured directory (or of the file's).
+    per_process_options: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
