@@ -41,6 +41,7 @@ SCENARIOS = {
     "memory": "bench.scenario_memory",
     "recovery": "bench.scenario_recovery",
     "relay": "bench.scenario_relay",
+    "collector": "bench.scenario_collector",
 }
 
 
