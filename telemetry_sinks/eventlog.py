@@ -50,11 +50,12 @@ class EventLog(LoggingConfigurable):
     ).tag(config=True)
 
     allowed_schemas = Union(
-        [List(Unicode()), Dict()],
+        [List(), Dict()],  # items checked by check_allowed_schemas, with precise messages
         default_value=[],
         help="Schema ids to record: a list (unrestricted properties only), or a dict "
         '{schema_id: {"allowed_categories": [...], "allowed_properties": [...]}}. '
-        "Nothing is recorded by default.",
+        "The list may also hold (schema_id, allowed_categories, allowed_properties) "
+        "tuples, meaning what the dict's entries mean. Nothing is recorded by default.",
     ).tag(config=True)
 
     schema_paths = List(
@@ -316,6 +317,18 @@ class EventLog(LoggingConfigurable):
             self.dispatch(capsule)
         return capsule
 
+    def record(
+        self,
+        schema_id: str,
+        version: int | None,
+        data: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> dict[str, Any] | None:
+        """:meth:`record_event` under the name of the Jupyter telemetry documentation
+        ("record event data using ``EventLog.record(...)``"): same arguments, result and errors.
+        """
+        return self.record_event(schema_id, version, data, timestamp_override)  # type: ignore[arg-type]
+
     def emit(
         self,
         *,
@@ -367,6 +380,16 @@ class EventRouter:
             if capsule is not None:
                 log.dispatch(capsule)
         return capsules
+
+    def record(
+        self,
+        schema_id: str,
+        version: int | None,
+        data: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """:meth:`record_event` under the name of the Jupyter telemetry documentation."""
+        return self.record_event(schema_id, version, data, timestamp_override)
 
     def emit(
         self, *, schema_id: str, data: Mapping[str, Any], version: int | None = None
