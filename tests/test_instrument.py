@@ -535,3 +535,40 @@ def test_eventlog_record_is_record_event(log):
     [second] = router.record(SID, 1, {"action": "get", "status": "success"})
     assert second["action"] == "get"
     assert [e["action"] for e in log.events()] == ["save", "get"]
+
+
+# --------------------------------------------------------------------------- the README
+
+
+def readme_block(heading: str) -> str:
+    """The first Python block after ``heading`` in README.md, as written."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
+
+
+def test_the_readme_example_runs_as_written(tmp_path):
+    import subprocess
+    import sys
+
+    code = readme_block("### Recording calls: `record` and `instrument`")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # nothing failed to record
+    save, delete = (json.loads(line) for line in result.stdout.splitlines())
+    assert save["__schema__"] == "https://events.example.org/contents"
+    assert (save["action"], save["path"], save["status"]) == ("save", "notes/today.md", "success")
+    assert (delete["action"], delete["status"]) == ("delete", "failure")
+    assert delete["exception"] == "PermissionError"
+    assert "my notes" not in result.stdout
+    # The README shows the same lines (timestamps and durations aside).
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    shown = text[text.index("prints (timestamps shortened):"):].split("```")[1]
+    printed = [json.loads(line) for line in shown.strip().splitlines()]
+
+    def steady(event):
+        return {k: v for k, v in event.items() if k not in ("__timestamp__", "duration_ms")}
+
+    assert [steady(e) for e in printed] == [steady(save), steady(delete)]
