@@ -80,7 +80,13 @@ class EventLog(LoggingConfigurable):
             raise TraitError(problem)
         return proposal.value
 
+    #: Grows whenever a schema is registered or the policy is replaced: what is cached
+    #: about this EventLog (which schemas it records, against which schema) holds while
+    #: it stays the same.
+    generation: int
+
     def __init__(self, **kwargs: Any) -> None:
+        self.generation = 0
         self._schemas: dict[tuple[str, int], Schema] = {}
         self._latest: dict[str, int] = {}
         self._plans: dict[tuple[str, int], Any] = {}
@@ -115,6 +121,7 @@ class EventLog(LoggingConfigurable):
         if compiled.version > self._latest.get(compiled.id, -1):
             self._latest[compiled.id] = compiled.version
         self._plans.clear()
+        self.generation += 1
         return compiled
 
     def register_schema_file(self, path: str | os.PathLike) -> list[Schema]:
@@ -192,6 +199,7 @@ class EventLog(LoggingConfigurable):
     @observe("allowed_schemas")
     def _policy_changed(self, change: Any) -> None:
         self._plans.clear()
+        self.generation += 1
 
     def _update_targets(self) -> None:
         handlers = [*self.handlers, *self._sink_handlers]

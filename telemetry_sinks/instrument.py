@@ -54,6 +54,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from .errors import EventValidationError, UnknownSchemaError
+from .policy import policy_for
 
 __all__ = ["Instrumented", "RecordFailures", "failures", "instrument", "record"]
 
@@ -72,7 +73,7 @@ _MISSING = object()
 # The recorded method call in progress in this thread or task: (id(instance), method name).
 # A recorded override calling super() records one event, not two.
 _active: ContextVar[tuple[int, str] | None] = ContextVar("telemetry_sinks_recording", default=None)
-_perf = time.perf_counter
+_perf = time.perf_counter_ns
 
 
 # --------------------------------------------------------------------------- failures
@@ -190,10 +191,12 @@ class _Binding:
     ``args[position]`` when given positionally, else ``kwargs.get(name, default)``.
     They are worked out from the signature once, never per call.  ``nested``: the
     class has several recorded versions of this method (an override calling
-    ``super()``), so calls check whether they run inside another one.
+    ``super()``), so calls check whether they run inside another one.  ``state``:
+    what :meth:`observe` found in the EventLog last, kept while its ``generation``
+    stays the same.
     """
 
-    __slots__ = ("schema_id", "version", "getters", "props", "nested", "_extras")
+    __slots__ = ("schema_id", "version", "getters", "props", "nested", "state")
 
     def __init__(self, schema_id: str, version: int | None, getters: tuple, props: frozenset) -> None:
         self.schema_id = schema_id
@@ -201,20 +204,23 @@ class _Binding:
         self.getters = getters
         self.props = props
         self.nested = False
-        self._extras: dict[Any, tuple[bool, bool, bool, bool]] = {}
+        self.state: tuple | None = None
 
-    def extras(self, schema: Any) -> tuple[bool, bool, bool, bool]:
-        """Which of action, status, duration_ms, exception ``schema`` declares (and no argument fills)."""
-        found = self._extras.get(schema)
-        if found is None:
-            body = getattr(schema, "body", None) or {}
-            declared = body.get("properties") or {}
-            found = tuple(
-                name in declared and name not in self.props
-                for name in (ACTION, STATUS, DURATION, EXCEPTION)
-            )  # type: ignore[assignment]
-            self._extras[schema] = found  # type: ignore[assignment]
-        return found  # type: ignore[return-value]
+    def observe(self, log: Any) -> tuple:
+        """``(log, generation, version, recorded, action, status, duration, exception)`` for ``log``.
+
+        ``recorded``: the policy records the schema; the last four: which of those
+        properties the schema declares (and no argument fills).
+        """
+        generation = getattr(log, "generation", None)
+        schema = _schema_of(log, self.schema_id, self.version)
+        declared = schema.body.get("properties") or {}
+        extras = (ACTION, STATUS, DURATION, EXCEPTION)
+        flags = tuple(name in declared and name not in self.props for name in extras)
+        state = (log, generation, schema.version, _records(log, self.schema_id), *flags)
+        if generation is not None:
+            self.state = state
+        return state
 
 
 def _getters(
@@ -263,7 +269,14 @@ def _getters(
 
 def _schema_of(log: Any, schema_id: str, version: int | None) -> Any:
     """The registered schema an event goes to (an EventRouter's first EventLog speaks for it)."""
-    return log.eventlogs[0].schema(schema_id, version)
+    lookup = getattr(log, "schema", None) or log.eventlogs[0].schema
+    return lookup(schema_id, version)
+
+
+def _records(log: Any, schema_id: str) -> bool:
+    """Whether the policy of ``log`` (of any EventLog of an EventRouter) records ``schema_id``."""
+    logs = getattr(log, "eventlogs", None) or [log]
+    return any(policy_for(each.allowed_schemas, schema_id) is not None for each in logs)
 
 
 def _exception_name(exc: BaseException) -> str:
@@ -372,7 +385,7 @@ class _Recorder:
         return self.bind_class(owner if isinstance(owner, type) else type(owner))
 
     def record(
-        self, binding: _Binding, args: tuple, kwargs: dict, start: float, exc: BaseException | None
+        self, binding: _Binding, args: tuple, kwargs: dict, start: int, exc: BaseException | None
     ) -> None:
         """Record one finished call.  Never raises."""
         data: dict[str, Any] = {}
@@ -391,14 +404,12 @@ class _Recorder:
                 log = log()
                 if log is None:
                     return
-            try:
-                schema = log.schema(binding.schema_id, binding.version)
-            except AttributeError:
-                schema = _schema_of(log, binding.schema_id, binding.version)
-            extras = binding._extras.get(schema) or binding.extras(schema)
-            action, status, duration, exception = extras
-            if exc is not None and not status:
-                return  # the schema cannot say the call failed
+            state = binding.state
+            if state is None or state[0] is not log or state[1] != getattr(log, "generation", None):
+                state = binding.observe(log)
+            _log_, _generation, version, recorded, action, status, duration, exception = state
+            if not recorded or (exc is not None and not status):
+                return  # not recorded by the policy; or the schema cannot say the call failed
             if action:
                 data[ACTION] = self.action
             given = len(args)
@@ -409,10 +420,10 @@ class _Recorder:
             if status:
                 data[STATUS] = SUCCESS if exc is None else FAILURE
             if duration:
-                data[DURATION] = int((_perf() - start) * 1_000_000.0) / 1000  # ms, to the µs
+                data[DURATION] = (_perf() - start) // 1000 / 1000  # ns -> ms, to the µs
             if exception and exc is not None:
                 data[EXCEPTION] = _exception_name(exc)
-            log.record_event(binding.schema_id, schema.version, data)
+            log.record_event(binding.schema_id, version, data)
         except Exception as error:
             self.failed(error, binding.schema_id, data)
 

@@ -388,6 +388,22 @@ def test_the_policy_redacts_recorded_arguments(log):
     assert "alice" not in log.out.getvalue()
 
 
+def test_policy_changes_and_new_schema_versions_take_effect_at_the_next_call(log):
+    @record(SID, keys=["path"], eventlog=log.eventlog)
+    def save(path):
+        return path
+
+    save("a")
+    properties = {"action": {"type": "string"}, "path": {"type": "string"}}
+    log.eventlog.register_schema({"$id": SID, "version": 2, "type": "object", "properties": properties})
+    save("b")
+    log.eventlog.allowed_schemas = []
+    save("c")
+    capsules = [json.loads(line) for line in log.out.getvalue().splitlines()]
+    assert [(c["__schema_version__"], c["path"]) for c in capsules] == [(1, "a"), (2, "b")]
+    assert "status" in capsules[0] and "status" not in capsules[1]  # version 2 declares no status
+
+
 # --------------------------------------------------------------------------- classes
 
 
