@@ -40,7 +40,7 @@ SCENARIOS = {
     "throughput": "bench.scenario_throughput",
     "memory": "bench.scenario_memory",
     "recovery": "bench.scenario_recovery",
-    "instrument": "bench.scenario_instrument",
+    "instrumentation": "bench.scenario_instrumentation",
 }
 
 

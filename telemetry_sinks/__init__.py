@@ -9,7 +9,7 @@ from .errors import (
     UnknownSinkError,
 )
 from .eventlog import EventLog, EventRouter
-from .instrument import Instrumented, instrument, record
+from .instrumentation import Instrumented, instrument, record
 from .registry import available_sinks, get_sink, load_sinks, sink_class
 from .sinks import FileSink, RotatingFileSink, Sink, StreamSink, TimedRotatingFileSink
 

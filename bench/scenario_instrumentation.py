@@ -24,7 +24,7 @@ from typing import Any
 
 from .common import REPO, ScenarioResult, Settings, Table, Target, fmt_us, median, progress, verdict
 
-SCHEMA_FILE = REPO / "telemetry_sinks" / "examples" / "instrument" / "file-action.yaml"
+SCHEMA_FILE = REPO / "telemetry_sinks" / "examples" / "instrumentation" / "file-action.yaml"
 SCHEMA_ID = "https://events.telemetry-sinks.org/example/file-action"
 TARGET_OVERHEAD_NS = 1500.0
 PROJECTS = ("climate", "genomics", "lhc")
@@ -112,7 +112,7 @@ PAIRS = [
 
 
 def run(settings: Settings) -> ScenarioResult:
-    result = ScenarioResult("instrument", "6. Recorded method calls (@record) against a plain emit")
+    result = ScenarioResult("instrumentation", "6. Recorded method calls (@record) against a plain emit")
     count = settings.pick(20_000, 5_000)
     table = Table(
         "Cost per call, µs (median of repetitions; min-max in brackets)",
@@ -155,8 +155,8 @@ def run(settings: Settings) -> ScenarioResult:
                     overhead <= TARGET_OVERHEAD_NS,
                 ))  # fmt: skip
     table.notes.append(
-        "Schema: telemetry_sinks/examples/instrument/file-action.yaml, policy keeping paths; FileSink with "
-        "its default options (one write(2) per event) for ours and the anchor alike."
+        "Schema: telemetry_sinks/examples/instrumentation/file-action.yaml, policy keeping paths; FileSink "
+        "with its default options (one write(2) per event) for ours and the anchor alike."
     )
     table.notes.append(
         "ours adds to the anchor: binding the named argument, timing the call, looking the schema up, and "

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from telemetry_sinks import EventLog, EventRouter, Instrumented, StreamSink, instrument, record
-from telemetry_sinks.instrument import RecordConfigError, RecordFailures, failures
+from telemetry_sinks.instrumentation import RecordConfigError, RecordFailures, failures
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "telemetry_sinks" / "examples" / "instrument" / "file-action.yaml"
+EXAMPLE = REPO / "telemetry_sinks" / "examples" / "instrumentation" / "file-action.yaml"
 SID = "https://events.telemetry-sinks.org/example/file-action"
 PII = "user-identifiable-information"
 CONTENTS_SERVICE = "jupyter_server/head-9a4d6ee/jupyter_server/event_schemas/contents_service/v1.yaml"
@@ -276,7 +276,7 @@ def test_keyboard_interrupt_and_cancellation_record_nothing(log):
 
 def test_an_invalid_event_does_not_break_the_method_and_is_reported_without_values(log, caplog):
     contents = contents_class(log.eventlog)()
-    caplog.set_level(logging.WARNING, logger="telemetry_sinks.instrument")
+    caplog.set_level(logging.WARNING, logger="telemetry_sinks.instrumentation")
     model = {"content": "x"}
     assert contents.save(model, 12345) is model  # path must be a string
     assert contents.save(model, 67890) is model
@@ -290,7 +290,7 @@ def test_an_invalid_event_does_not_break_the_method_and_is_reported_without_valu
 
 
 def test_an_uncategorised_value_is_not_logged_either(log, caplog):
-    caplog.set_level(logging.WARNING, logger="telemetry_sinks.instrument")
+    caplog.set_level(logging.WARNING, logger="telemetry_sinks.instrumentation")
 
     @record(SID, keys={"action": "kind", "path": "path"}, eventlog=log.eventlog)
     def act(kind, path):
@@ -312,7 +312,7 @@ def test_failures_are_logged_again_after_the_interval_with_the_count():
             seen.append(record.getMessage())
 
     handler = Keep()
-    logger = logging.getLogger("telemetry_sinks.instrument")
+    logger = logging.getLogger("telemetry_sinks.instrumentation")
     logger.addHandler(handler)
     try:
         for _ in range(5):

@@ -17,7 +17,7 @@ import requests
 from backends import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "telemetry_sinks" / "examples" / "instrument" / "file-action.yaml"
+SCHEMA = REPO / "telemetry_sinks" / "examples" / "instrumentation" / "file-action.yaml"
 SID = "https://events.telemetry-sinks.org/example/file-action"
 TOKEN = "instrument-test-token"
 

@@ -26,14 +26,14 @@ Each call of ``save`` becomes one event of ``eventschema`` holding:
   ``"tornado.web.HTTPError"``), never its message.
 
 ``action``, ``status``, ``duration_ms`` and ``exception`` are added only when the
-schema declares them (``telemetry_sinks/examples/instrument/file-action.yaml``
+schema declares them (``telemetry_sinks/examples/instrumentation/file-action.yaml``
 shows them all), so any schema can be used as it is.  A schema without ``status``
 records successful calls only, as Jupyter Server's contents events do.
 
 The decorated function behaves as before: same arguments, return value and
 exceptions.  Recording never raises into it: an event that fails validation, a
 schema that is not registered or a misconfigured class is counted in
-:data:`failures` and logged on the ``telemetry_sinks.instrument`` logger at most
+:data:`failures` and logged on the ``telemetry_sinks.instrumentation`` logger at most
 once a minute per schema, path and reason, without the event's values.  The
 EventLog's policy applies as to every other event: nothing is recorded unless
 ``allowed_schemas`` lists the schema.
@@ -58,7 +58,7 @@ from .policy import policy_for
 
 __all__ = ["Instrumented", "RecordFailures", "failures", "instrument", "record"]
 
-_log = logging.getLogger("telemetry_sinks.instrument")
+_log = logging.getLogger("telemetry_sinks.instrumentation")
 
 C = TypeVar("C", bound=type)
 
