@@ -43,37 +43,39 @@ def _eventlog(directory: str, name: str, allowed: bool) -> tuple[Any, Any]:
     return log, sink
 
 
-def _recorded(directory: str, allowed: bool) -> tuple[Callable[[int], None], Any]:
-    from telemetry_sinks import record
+class Contents:
+    """The application's class: ``save`` does no work of its own, so only recording is measured."""
 
-    log, sink = _eventlog(directory, f"recorded-{allowed}", allowed)
+    def save(self, model: dict, path: str) -> dict:
+        return model
 
-    class Contents:
-        eventlog = log
-        eventschema = SCHEMA_ID
-        eventkeys = ["path"]
 
-        @record
-        def save(self, model: dict, path: str) -> dict:
-            return model
-
-    save = Contents().save
+def _calls(save: Callable[[dict, str], Any]) -> Callable[[int], None]:
     size = len(PATHS)
 
     def run(n: int) -> None:
         for i in range(n):
             save(MODEL, PATHS[i % size])
 
-    return run, sink
+    return run
+
+
+def _recorded(directory: str, allowed: bool) -> tuple[Callable[[int], None], Any]:
+    from telemetry_sinks import record
+
+    log, sink = _eventlog(directory, f"recorded-{allowed}", allowed)
+
+    class RecordedContents(Contents):
+        eventlog = log
+        eventschema = SCHEMA_ID
+        eventkeys = ["path"]
+        save = record(Contents.save)
+
+    return _calls(RecordedContents().save), sink
 
 
 def _hand_written(directory: str, allowed: bool) -> tuple[Callable[[int], None], Any]:
     log, sink = _eventlog(directory, f"emit-{allowed}", allowed)
-
-    class Contents:
-        def save(self, model: dict, path: str) -> dict:
-            return model
-
     save = Contents().save
     emit = log.emit
     events = [{"action": "save", "path": p, "status": "success", "duration_ms": 0.001} for p in PATHS]
@@ -88,18 +90,7 @@ def _hand_written(directory: str, allowed: bool) -> tuple[Callable[[int], None],
 
 
 def _bare(directory: str, allowed: bool) -> tuple[Callable[[int], None], Any]:
-    class Contents:
-        def save(self, model: dict, path: str) -> dict:
-            return model
-
-    save = Contents().save
-    size = len(PATHS)
-
-    def run(n: int) -> None:
-        for i in range(n):
-            save(MODEL, PATHS[i % size])
-
-    return run, None
+    return _calls(Contents().save), None
 
 
 # (row, ours, anchor, the schema allowed)
