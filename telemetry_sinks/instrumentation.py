@@ -209,8 +209,9 @@ class _Binding:
     def observe(self, log: Any) -> tuple:
         """``(log, generation, version, recorded, action, status, duration, exception)`` for ``log``.
 
-        ``recorded``: the policy records the schema; the last four: which of those
-        properties the schema declares (and no argument fills).
+        ``version``: the schema's version events go to; ``recorded``: the policy
+        records the schema; the last four: which of those properties the schema
+        declares (and no argument fills).
         """
         generation = getattr(log, "generation", None)
         schema = _schema_of(log, self.schema_id, self.version)
@@ -392,37 +393,39 @@ class _Recorder:
         try:
             log = self.eventlog
             if log is None:
-                log = getattr(args[0], "eventlog", _MISSING)
-                if log is None:
-                    return  # eventlog = None: recording is off for this object
-                if log is _MISSING:
+                try:
+                    log = args[0].eventlog
+                except AttributeError:
                     raise RecordConfigError(
                         f"{type(args[0]).__qualname__} has no eventlog attribute (set it to an "
                         "EventLog, or to None to record nothing)"
-                    )
+                    ) from None
+                if log is None:
+                    return  # eventlog = None: recording is off for this object
             elif self.provider:
                 log = log()
                 if log is None:
                     return
             state = binding.state
-            if state is None or state[0] is not log or state[1] != getattr(log, "generation", None):
+            # Only an EventLog's state is kept, so log.generation exists when it is compared.
+            if state is None or state[0] is not log or state[1] != log.generation:
                 state = binding.observe(log)
-            _log_, _generation, version, recorded, action, status, duration, exception = state
+            _log, _generation, version, recorded, action, status, duration, exception = state
             if not recorded or (exc is not None and not status):
                 return  # not recorded by the policy; or the schema cannot say the call failed
             if action:
-                data[ACTION] = self.action
+                data["action"] = self.action
             given = len(args)
             for prop, position, name, default in binding.getters:
                 value = args[position] if position < given else kwargs.get(name, default)
                 if value is not None:
                     data[prop] = value
             if status:
-                data[STATUS] = SUCCESS if exc is None else FAILURE
+                data["status"] = "success" if exc is None else "failure"
             if duration:
-                data[DURATION] = (_perf() - start) // 1000 / 1000  # ns -> ms, to the µs
+                data["duration_ms"] = (_perf() - start) // 1000 / 1000  # ns -> ms, to the µs
             if exception and exc is not None:
-                data[EXCEPTION] = _exception_name(exc)
+                data["exception"] = _exception_name(exc)
             log.record_event(binding.schema_id, version, data)
         except Exception as error:
             self.failed(error, binding.schema_id, data)
