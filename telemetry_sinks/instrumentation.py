@@ -596,7 +596,7 @@ def instrument(*methods: Any) -> Any:
     for name in methods:
         if not isinstance(name, str):
             raise TypeError(f"instrument() takes method names (strings), not {name!r}")
-    return lambda cls: _instrument(cls, list(methods), check=True)
+    return lambda cls: _instrument(cls, list(methods) or None, check=True)
 
 
 def _instrument(cls: C, names: list[str] | None, check: bool) -> C:
@@ -613,13 +613,32 @@ def _instrument(cls: C, names: list[str] | None, check: bool) -> C:
             raise RecordConfigError(f"{cls.__qualname__}.{name} is not a function; it cannot be recorded")
         options = {"schema_id": None, "version": None, "keys": None, "eventlog": None, "action": None}
         setattr(cls, name, _decorate(attr, options))
+    if check:
+        _check_class(cls)
+    return cls
+
+
+def _check_class(cls: type) -> None:
+    """Resolve every recorded method of ``cls`` now: a misconfiguration fails at class creation."""
+    taken: set[str] = set()
+    shared: list[str] = []  # the methods that record the class's eventkeys
     for name in dir(cls):
         attr = inspect.getattr_static(cls, name, None)
         func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
         recorder = getattr(func, _RECORDER, None)
-        if check and recorder is not None and recorder.static is None:
-            recorder.bind_class(cls)  # resolve now: a misconfiguration fails at class creation
-    return cls
+        if recorder is None or recorder.static is not None:
+            continue
+        binding = recorder.bind_class(cls)
+        if recorder.keys is None:
+            taken |= binding.props
+            shared.append(name)
+    keys = getattr(cls, "eventkeys", None) or ()
+    unused = [k for k in (keys.keys() if isinstance(keys, Mapping) else keys) if k not in taken]
+    if shared and unused:
+        raise RecordConfigError(
+            f"eventkeys of {cls.__qualname__} names {', '.join(map(repr, unused))}, which no recorded "
+            f"method takes ({', '.join(shared)}); fix the name or remove it."
+        )
 
 
 class Instrumented:

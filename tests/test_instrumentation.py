@@ -427,6 +427,23 @@ def test_instrument_records_the_methods_a_class_names(log):
     assert [(e["action"], e["path"]) for e in log.events()] == [("put", "a")]
 
 
+def test_instrument_reads_eventmethods_with_and_without_parentheses(log):
+    for decorate in (instrument, instrument()):
+
+        @decorate
+        class Files:
+            eventlog = log.eventlog
+            eventschema = SID
+            eventkeys = ["path"]
+            eventmethods = ["save"]
+
+            def save(self, path):
+                return path
+
+        assert Files().save("a") == "a"
+    assert [e["path"] for e in log.events()] == ["a", "a"]
+
+
 def test_eventmethods_and_the_mixin_cover_subclasses_and_super_calls(log):
     class Base(Instrumented):
         eventmethods = ["save"]
@@ -521,6 +538,18 @@ def test_mistakes_are_found_when_decorating(log):
         @instrument
         class NoSchema:
             eventlog = log.eventlog
+
+            @record
+            def save(self, path):
+                pass
+
+    with pytest.raises(RecordConfigError, match=r"names 'paht', which no recorded method takes \(save\)"):
+
+        @instrument
+        class Typo:
+            eventlog = log.eventlog
+            eventschema = SID
+            eventkeys = ["path", "paht"]
 
             @record
             def save(self, path):
