@@ -404,6 +404,29 @@ def test_policy_changes_and_new_schema_versions_take_effect_at_the_next_call(log
     assert "status" in capsules[0] and "status" not in capsules[1]  # version 2 declares no status
 
 
+def test_eventversion_pins_the_schema_version(log):
+    properties = {"action": {"type": "string"}, "path": {"type": "string"}}
+    log.eventlog.register_schema({"$id": SID, "version": 2, "type": "object", "properties": properties})
+
+    class Pinned:
+        eventlog = log.eventlog
+        eventschema = SID
+        eventversion = 1
+        eventkeys = ["path"]
+
+        @record
+        def save(self, path):
+            return path
+
+    class Newest(Pinned):
+        eventversion = None
+
+    Pinned().save("a")
+    Newest().save("b")
+    capsules = [json.loads(line) for line in log.out.getvalue().splitlines()]
+    assert [(c["__schema_version__"], c["path"]) for c in capsules] == [(1, "a"), (2, "b")]
+
+
 # --------------------------------------------------------------------------- classes
 
 
