@@ -167,6 +167,24 @@ def test_async_calls_in_parallel_each_record_their_own_event(log):
     assert sorted(e["path"] for e in log.events()) == sorted(f"f{i}" for i in range(20))
 
 
+def test_calls_from_many_threads_each_record_their_own_event(log):
+    import threading
+
+    contents = contents_class(log.eventlog)()
+
+    def work(n):
+        for i in range(200):
+            contents.save({"content": ""}, f"t{n}/{i}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    paths = [e["path"] for e in log.events()]
+    assert sorted(paths) == sorted(f"t{n}/{i}" for n in range(8) for i in range(200))
+
+
 def test_static_and_class_methods(log):
     class Tools:
         eventlog = log.eventlog
