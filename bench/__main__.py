@@ -43,6 +43,7 @@ SCENARIOS = {
     "instrumentation": "bench.scenario_instrumentation",
     "relay": "bench.scenario_relay",
     "collector": "bench.scenario_collector",
+    "kafka": "bench.scenario_kafka",
 }
 
 
