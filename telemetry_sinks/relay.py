@@ -62,6 +62,7 @@ from .capsule import encode, to_json_data
 from .delivery import NetworkSink
 from .delivery.deadletter import DeadLetterFile
 from .delivery.envelope import EVENT_ID_FIELD, Envelope
+from .delivery.metrics import register_collector
 from .errors import MissingExtraError, SinkConfigError
 from .kafka_options import KafkaClientOptions
 from .registry import load_sinks
@@ -154,12 +155,13 @@ class _Target:
 class _Round:
     """The messages of one poll: their offsets per partition, and whether delivery failed."""
 
-    __slots__ = ("first", "next", "count", "failure", "dropped_before", "abandoned")
+    __slots__ = ("first", "next", "count", "size", "failure", "dropped_before", "abandoned")
 
     def __init__(self, dropped_before: list[int]) -> None:
         self.first: dict[tuple[str, int], int] = {}
         self.next: dict[tuple[str, int], int] = {}
-        self.count = 0
+        self.count = 0  # messages handed to every sink
+        self.size = 0  # messages read
         self.failure: str | None = None
         self.dropped_before = dropped_before
         self.abandoned = False
@@ -444,6 +446,10 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
         """Give each message to every sink, in order; a partition's offset advances only after
         its message was handed to all of them."""
         targets = self.targets
+        current.size = len(messages)
+        for message in messages:  # where each partition goes back to if the round fails
+            if message.error() is None:
+                current.first.setdefault((message.topic(), message.partition()), message.offset())
         try:
             for message in messages:
                 error = message.error()
@@ -452,7 +458,6 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
                     continue
                 key = (message.topic(), message.partition())
                 offset = message.offset()
-                current.first.setdefault(key, offset)
                 decoded = self._decode(message)
                 if decoded is not None:
                     text, payload, event_id = decoded
@@ -588,7 +593,7 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
     def _redeliver(self, current: _Round) -> None:
         """Seek back to the round's first offsets and deliver it again after a backoff."""
         with self._lock:
-            self._counts["redelivered"] += current.count
+            self._counts["redelivered"] += current.size
             self._last_error = current.failure
         keys = [k for k in current.first if k in self._assigned]
         for partition in self._partitions(keys, current.first):
@@ -608,9 +613,17 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
     # ------------------------------------------------------------------ rebalances
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        try:  # where the group stands, for the lag until this relay commits
+            known = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=10)}
+        except Exception as exc:
+            log.warning("relay: reading the committed offsets failed: %s", self.mask(str(exc)))
+            known = {}
         with self._lock:
             self._counts["rebalances"] += 1
             self._assigned = {(p.topic, p.partition) for p in partitions}
+            for key, offset in known.items():
+                if offset is not None and offset >= 0:
+                    self._committed[key] = offset
         self._paused = False
         log.info("relay: assigned %s", _names(self._assigned))
 
@@ -654,17 +667,19 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
         lag = {}
         for partition in self._partitions(self._assigned):
             try:
-                _, high = consumer.get_watermark_offsets(partition, cached=True)
+                low, high = consumer.get_watermark_offsets(partition, cached=True)
             except Exception:
                 continue
             if high is None or high < 0:
                 continue
             key = (partition.topic, partition.partition)
             done = self._committed.get(key)
-            if done is None:
-                position = consumer.position([partition])[0].offset
-                done = position if position is not None and position >= 0 else None
-            if done is not None:
+            if done is None:  # the group has no offset: it starts where auto_offset_reset says
+                if self.auto_offset_reset.lower() == "earliest":
+                    done = low if low is not None and low >= 0 else None
+                else:
+                    done = consumer.position([partition])[0].offset
+            if done is not None and done >= 0:
                 lag[key] = max(0, high - done)
         with self._lock:
             self._lag.update(lag)
@@ -804,17 +819,9 @@ _registered = False
 def _register_prometheus() -> None:
     """Export every relay's stats to prometheus_client's registry, once per process (if installed)."""
     global _registered
-    if _registered:
-        return
-    _registered = True
-    try:
-        from prometheus_client import REGISTRY
-    except ImportError:
-        return
-    try:
-        REGISTRY.register(_PrometheusCollector())
-    except ValueError:  # already registered
-        pass
+    if not _registered:
+        _registered = True
+        register_collector(_PrometheusCollector())
 
 
 __all__ = ["Relay"]

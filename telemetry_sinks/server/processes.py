@@ -56,36 +56,33 @@ STOP_TIMEOUT = 60.0
 def per_process_config(config: Config, index: int) -> Config:
     """``config`` with each single-writer path of the EventLog's sinks moved to ``process-<index>``.
 
-    The sinks named in ``c.EventLog.sinks`` are looked up in the registry; in the
-    config sections of each sink class and its base classes, the options listed
-    in the class's ``per_process_options`` are rewritten.
+    For each sink named in ``c.EventLog.sinks``, each option its class lists in
+    ``per_process_options`` is read as traitlets would (the class's own section, else
+    the nearest base class's: ``c.NetworkSink.spool_dir`` applies to every network
+    sink) and written, moved, to the class's own section; other sinks reading the
+    same base section keep their value.
     """
     from ..registry import sink_class
     from ..sinks.base import Sink
 
     result = copy.deepcopy(config)
     part = f"process-{index}"
-    done: set[tuple[str, str]] = set()
     for name in config.get("EventLog", {}).get("sinks", []):
         try:
             cls = sink_class(name)
         except Exception:
             continue  # the EventLog reports it with its own precise error
-        options = getattr(cls, "per_process_options", {})
-        for base in cls.__mro__:
-            if not (isinstance(base, type) and issubclass(base, Sink)) or base.__name__ not in config:
+        sections = [c.__name__ for c in cls.__mro__ if isinstance(c, type) and issubclass(c, Sink)]
+        for option, kind in getattr(cls, "per_process_options", {}).items():
+            value = next((config[s][option] for s in sections if s in config and option in config[s]), None)
+            if not isinstance(value, str) or not value:
                 continue
-            section = result[base.__name__]
-            for option, kind in options.items():
-                value = section.get(option) if option in section else None
-                if not isinstance(value, str) or not value or (base.__name__, option) in done:
-                    continue
-                done.add((base.__name__, option))
-                if kind == "directory":
-                    section[option] = os.path.join(value, part)
-                else:
-                    head, tail = os.path.split(value)
-                    section[option] = os.path.join(head, part, tail)
+            if kind == "directory":
+                moved = os.path.join(value, part)
+            else:
+                head, tail = os.path.split(value)
+                moved = os.path.join(head, part, tail)
+            result[cls.__name__][option] = moved
     return result
 
 

@@ -50,6 +50,11 @@ class RelayProcess(ServerProcess):
     def stats(self) -> dict:
         return self.health()["relay"]
 
+    def metrics(self) -> str:
+        """The Prometheus exposition of ``GET /metrics``."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as answer:
+            return answer.read().decode()
+
     def wait_assigned(self, count: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while len(self.stats()["partitions"]) != count:

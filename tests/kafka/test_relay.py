@@ -9,7 +9,9 @@ stopped mid-stream; every produced event is accounted for.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -204,6 +206,12 @@ def test_sigterm_drains_and_commits_and_bad_messages_are_dead_lettered(bootstrap
         raw.close()
         produce(bootstrap, topic, range(100, 200))
         wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 200, 60, "200 lines")
+        # Throughput and lag in Prometheus: every message (the bad ones too) delivered, no lag.
+        delivered = f'telemetry_sinks_relay_delivered_total{{group="{group}"}} 202.0'
+        wait_until(lambda: delivered in relay.metrics(), 30, "202 delivered in /metrics")
+        lag = f'telemetry_sinks_relay_lag{{group="{group}",partition="0",topic="{topic}"}} 0.0'
+        wait_until(lambda: lag in relay.metrics(), 30, f"lag 0 in /metrics: {relay.metrics()[-1500:]}")
+        assert f'telemetry_sinks_relay_invalid_total{{group="{group}"}} 2.0' in relay.metrics()
         assert relay.terminate() == 0, relay.log()[-3000:]
     finally:
         relay.stop()
@@ -217,6 +225,88 @@ def test_sigterm_drains_and_commits_and_bad_messages_are_dead_lettered(bootstrap
     assert letters[0]["event_id"] == f"{topic}-0-100"
     # SIGTERM finished the last round and committed it: the offset after the last message.
     assert committed(bootstrap, group, topic, 1) == {0: 202}
+
+
+def test_a_sink_that_cannot_write_holds_the_partition_and_nothing_is_committed(bootstrap, tmp_path):
+    """A file sink on a full disk (/dev/full): every round fails, is delivered again, never committed;
+    a relay restarted with a working sink delivers everything from the first offset."""
+    topic, group = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, 1)
+    produce(bootstrap, topic, range(50))
+    full = "c.Relay.sinks = ['file']\nc.FileSink.filename = '/dev/full'\nc.Relay.retry_backoff = 0.1\n"
+    relay = RelayProcess(tmp_path / "relay-a", bootstrap, topic, group, full).start()
+    try:
+        wait_until(lambda: relay.stats()["redelivered"] >= 100, 60, "the failing round delivered again")
+        stats = relay.stats()
+        assert stats["delivered"] == 0 and "No space left on device" in stats["last_error"], stats
+        assert committed(bootstrap, group, topic, 1) == {0: -1001}  # nothing committed
+        assert relay.terminate() == 0
+    finally:
+        relay.stop()
+    out = tmp_path / "events.jsonl"
+    good = f"c.Relay.sinks = ['file']\nc.FileSink.filename = {str(out)!r}\n"
+    relay = RelayProcess(tmp_path / "relay-b", bootstrap, topic, group, good).start()
+    try:
+        wait_until(lambda: relay.stats()["delivered"] == 50, 60, "all 50 delivered")
+        assert [json.loads(line)["seq"] for line in out.read_text().splitlines()] == list(range(50))
+        assert relay.terminate() == 0
+    finally:
+        relay.stop()
+    assert committed(bootstrap, group, topic, 1) == {0: 50}
+
+
+@contextlib.contextmanager
+def small_disk(directory: Path, size: str):
+    """A tmpfs of ``size`` mounted on ``directory`` (a disk that fills up)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                           capture_output=True, text=True)  # fmt: skip
+    assert mount.returncode == 0, f"this test mounts a tmpfs (as root): {mount.stderr}"
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def written_ids(path: Path) -> set[str]:
+    """Event ids of the lines of a file sink; a line torn by the full disk is followed by a full copy."""
+    ids = set()
+    for line in path.read_text(errors="replace").splitlines():
+        piece = line[line.rfind('{"__event_id__"'):]
+        try:
+            ids.add(json.loads(piece)["__event_id__"])
+        except ValueError:
+            continue  # the torn fragment itself
+    return ids
+
+
+def test_a_round_that_failed_midway_is_delivered_again_on_every_partition(bootstrap, tmp_path):
+    """The disk fills in the middle of a round of 4 partitions, then space comes back: every event
+    of every partition reaches the file, none is skipped by the offsets committed after it."""
+    topic, group, total = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}", 2000
+    create_topic(bootstrap, topic, PARTITIONS)
+    produce(bootstrap, topic, range(total))
+    index = topic_index(bootstrap, topic, total)
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        filler = disk / "filler"
+        filler.write_bytes(b"x" * 990_000)  # room for some 200 lines of the first round of 1000
+        out = disk / "events.jsonl"
+        lines = (f"c.Relay.sinks = ['file']\nc.FileSink.filename = {str(out)!r}\n"
+                 "c.Relay.retry_backoff = 0.2\nc.Relay.max_poll_records = 1000\n")  # fmt: skip
+        relay = RelayProcess(tmp_path / "relay", bootstrap, topic, group, lines).start()
+        try:
+            wait_until(lambda: relay.stats()["redelivered"] > 0, 60, "the disk full")
+            assert relay.stats()["delivered"] < total
+            filler.unlink()  # space again
+            wait_until(lambda: relay.stats()["delivered"] == total, 60, "everything delivered")
+            assert written_ids(out) == set(index)
+            assert relay.terminate() == 0
+        finally:
+            relay.stop()
+    ends = defaultdict(int)
+    for partition, offset, _ in index.values():
+        ends[partition] = max(ends[partition], offset + 1)
+    assert committed(bootstrap, group, topic, PARTITIONS) == dict(ends)
 
 
 def test_relay_configuration_errors_name_the_fix(tmp_path):

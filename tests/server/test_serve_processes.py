@@ -241,3 +241,38 @@ def test_processes_must_be_at_least_one(tmp_path):
     out = subprocess.run([sys.executable, "-m", "telemetry_sinks", "serve", "--processes", "0"],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
     assert out.returncode == 2 and "--processes must be 1 or more" in out.stderr
+
+
+def test_per_process_config_moves_only_single_writer_paths():
+    from traitlets.config import Config
+
+    from telemetry_sinks.server.processes import per_process_config
+
+    config = Config()
+    config.EventLog.sinks = ["http", "rotating_file", "archive", "file"]
+    config.HTTPSink.spool_dir = "/var/spool/telemetry/http"
+    config.HTTPSink.dead_letter_file = "/var/log/telemetry/dead.jsonl"
+    config.RotatingFileSink.filename = "/var/log/telemetry/events.jsonl"
+    config.ArchiveSink.directory = "/srv/archive"
+    config.FileSink.filename = "/var/log/telemetry/plain.jsonl"
+    moved = per_process_config(config, 2)
+    assert moved.HTTPSink.spool_dir == "/var/spool/telemetry/http/process-2"
+    assert moved.HTTPSink.dead_letter_file == "/var/log/telemetry/dead.jsonl"  # appends are safe to share
+    assert moved.RotatingFileSink.filename == "/var/log/telemetry/process-2/events.jsonl"
+    assert moved.ArchiveSink.directory == "/srv/archive/process-2"
+    assert moved.FileSink.filename == "/var/log/telemetry/plain.jsonl"  # one write(2) per line: shared
+    assert config.HTTPSink.spool_dir == "/var/spool/telemetry/http"  # the original is left alone
+    # A base class's section applies to the sinks built from it: each gets its own moved value,
+    # the base section (which other sinks read) is left alone.
+    shared = Config()
+    shared.EventLog.sinks = ["http", "kafka"]
+    shared.NetworkSink.spool_dir = "/spool"
+    moved = per_process_config(shared, 1)
+    assert moved.HTTPSink.spool_dir == moved.KafkaSink.spool_dir == "/spool/process-1"
+    assert moved.NetworkSink.spool_dir == "/spool"
+    only_base = Config()
+    only_base.EventLog.sinks = ["rotating_file", "file"]
+    only_base.FileSink.filename = "/logs/events.jsonl"
+    moved = per_process_config(only_base, 3)
+    assert moved.RotatingFileSink.filename == "/logs/process-3/events.jsonl"
+    assert moved.FileSink.filename == "/logs/events.jsonl"
