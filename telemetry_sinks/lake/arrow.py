@@ -135,8 +135,7 @@ class EnumKind(StringKind):
 
 
 class IntKind(Kind):
-    arrow = pa.int64()
-    fast = int
+    arrow = pa.int64()  # no fast path: the range is checked
 
     def fit(self, value: Any) -> Any:
         if isinstance(value, bool):
