@@ -118,7 +118,8 @@ def partition_path(root: str | os.PathLike, schema_id: str | None, version: int 
 
 
 def _write_json_atomic(path: str, data: Any, fsync: bool, lines: bool = False) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")  # hidden, and removed by recover()
     with open(tmp, "w", encoding="utf-8") as out:
         if lines:
             out.writelines(json.dumps(item) + "\n" for item in data)
@@ -420,9 +421,10 @@ class LakeStore:
             directory = self.directory(part)
             if os.path.isdir(directory):
                 self._reconcile(part, directory)
-        for name in os.listdir(self.journal):
-            if name.endswith(".tmp"):
-                os.remove(os.path.join(self.journal, name))
+        for directory in (self.journal, self.root):
+            for name in os.listdir(directory):
+                if name.startswith(".") and name.endswith(".tmp"):
+                    os.remove(os.path.join(directory, name))
         self._save_open()
         self._index_stale = True
 

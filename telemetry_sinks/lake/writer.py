@@ -28,6 +28,7 @@ Used by the ``parquet`` sink (:class:`telemetry_sinks.sinks.parquet.ParquetSink`
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import time
@@ -198,13 +199,22 @@ class LakeWriter:
 def compact(store: LakeStore, part: Partition, table: EventTable) -> None:
     """Merge the files of ``part`` into one file (row groups of the store's ``row_group_size``).
 
+    A partition of one file is left as it is, unless it has other columns than ``table``.
+    When ``table`` has no JSON Schema, the one a file of the partition was written
+    with (its ``telemetry_sinks.schema.json_schema`` metadata) is used, so that a
+    writer that does not know the schema (yet) never makes typed columns untyped.
+
     Files written with another table of the schema version (before its JSON
     Schema was known) are read back as events and fitted to ``table``.
     """
     names = store.files(part)
-    if len(names) < 2:
-        return
     directory = store.directory(part)
+    if table.body is None and part.schema_id is not None:
+        table = embedded_table(part, [os.path.join(directory, n) for n in names]) or table
+    if not names:
+        return
+    if len(names) == 1 and table.same_columns(pq.read_schema(os.path.join(directory, names[0]))):
+        return
     out = store.start_file(part, table.arrow)
     try:
         for name in names:
@@ -221,3 +231,13 @@ def compact(store: LakeStore, part: Partition, table: EventTable) -> None:
         out.abandon()
         raise
     store.replace({part: ([out], names)})
+
+
+def embedded_table(part: Partition, paths: list[str]) -> EventTable | None:
+    """The table of the JSON Schema stored in the newest of ``paths`` that has one."""
+    for path in sorted(paths, reverse=True):
+        meta = pq.read_schema(path).metadata or {}
+        text = meta.get(b"telemetry_sinks.schema.json_schema")
+        if text:
+            return EventTable(part.schema_id, part.version, json.loads(text))
+    return None
