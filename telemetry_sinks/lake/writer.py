@@ -27,7 +27,6 @@ Used by the ``parquet`` sink (:class:`telemetry_sinks.sinks.parquet.ParquetSink`
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import os
@@ -48,11 +47,18 @@ __all__ = ["LakeWriter", "SchemaLookup", "compact", "route"]
 SchemaLookup = Callable[[str, int], "Mapping[str, Any] | None"]
 
 _log = logging.getLogger("telemetry_sinks.lake")
-_UTC = _dt.timezone.utc
+
+
+_today: tuple[int, str] = (-1, "")
 
 
 def utc_today() -> str:
-    return _dt.datetime.now(_UTC).date().isoformat()
+    """Today's UTC date, ``YYYY-MM-DD`` (worked out once a second)."""
+    global _today
+    second = int(time.time())
+    if second != _today[0]:
+        _today = (second, time.strftime("%Y-%m-%d", time.gmtime(second)))
+    return _today[1]
 
 
 def route(
@@ -65,8 +71,10 @@ def route(
     capsule = as_capsule(payload)
     schema_id = capsule.get("__schema__")
     if isinstance(schema_id, str):
-        version = whole_number(capsule.get("__schema_version__"))
-        version = 0 if version is None else version
+        version = capsule.get("__schema_version__")
+        if type(version) is not int:
+            version = whole_number(version)
+            version = 0 if version is None else version
     else:
         schema_id, version = None, 0
     table = table_for(schema_id, version)
