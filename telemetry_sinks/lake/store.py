@@ -31,7 +31,7 @@ written to since they were last closed, so that a restart checks only those: the
 manifests are brought in line with the files (a file renamed in just before the
 crash is counted from its footer; a leftover temporary file, never acknowledged,
 is removed).  A file that cannot be read (damaged outside the writer) is moved to
-``_quarantine/`` with a warning, so that readers never fail on it.
+``_quarantine/`` (as ``….parquet.damaged``) with a warning, so that readers never fail on it.
 
 Between the rename of a compacted file and the removal of the small files it
 replaces, a reader listing the directory can see both (a few microseconds; after
@@ -131,7 +131,8 @@ def _write_json_atomic(path: str, data: Any, fsync: bool, lines: bool = False) -
     os.replace(tmp, path)
 
 
-def _fsync_dir(path: str) -> None:
+def _fsync(path: str) -> None:
+    """fsync a file or a directory (after a rename into it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -190,11 +191,7 @@ class PartFile:
         self._write_pending()
         self._writer.close()
         if self._fsync:
-            fd = os.open(self.tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(self.tmp)
         return self
 
     def abandon(self) -> None:
@@ -254,7 +251,7 @@ class LakeStore:
         self.mark_open(part)
         os.replace(file.tmp, os.path.join(file.directory, file.name))
         if self.fsync:
-            _fsync_dir(file.directory)
+            _fsync(file.directory)
         manifest = self.manifest(part)
         manifest["files"][file.name] = file.rows
         self._save_manifest(part, manifest, closed=False)
@@ -287,7 +284,7 @@ class LakeStore:
                 if os.path.exists(tmp):
                     os.replace(tmp, os.path.join(directory, name))
             if self.fsync and os.path.isdir(directory):
-                _fsync_dir(directory)
+                _fsync(directory)
             for name in change["remove"]:
                 if name not in change["add"]:
                     try:
@@ -374,7 +371,8 @@ class LakeStore:
         except FileNotFoundError:
             return None
         except Exception as exc:
-            target = os.path.join(self.root, QUARANTINE_DIR, os.path.relpath(path, self.root))
+            # Not *.parquet any more: a glob such as lake/**/*.parquet must not find it.
+            target = os.path.join(self.root, QUARANTINE_DIR, os.path.relpath(path, self.root) + ".damaged")
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(path, target)
             _log.warning("%s is not a readable Parquet file (%s); moved to %s so that readers do not "
@@ -437,10 +435,8 @@ class LakeStore:
             elif entry.name.endswith(".parquet"):
                 present.add(entry.name)
         files = manifest["files"]
-        for name in list(files):
-            if name not in present:
-                del files[name]
-        for name in sorted(present - set(files)):
+        files.clear()
+        for name in sorted(present):  # every footer: a file damaged since it was written is moved aside
             rows = self._rows(directory, name)
             if rows is not None:
                 files[name] = rows

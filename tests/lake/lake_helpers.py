@@ -68,6 +68,14 @@ def write_archive(directory: Path, lines: list[dict], gzip_days: tuple[str, ...]
     return {day: len(items) for day, items in days.items()}
 
 
+def pandas():
+    try:
+        import pandas
+    except ImportError:
+        pytest.fail("pandas is not installed: it is in the test extra (scripts/run-tests.sh installs it)")
+    return pandas
+
+
 def duckdb():
     try:
         import duckdb

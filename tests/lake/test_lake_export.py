@@ -20,6 +20,7 @@ from lake_helpers import (
     later_version_lines,
     launch_schema_paths,
     mybinder_lines,
+    pandas,
     read_lake,
     write_archive,
 )
@@ -34,14 +35,6 @@ FIELDS = ("provider", "spec", "status", "origin", "ref", "build_token", "request
 def run(*args):
     return subprocess.run([sys.executable, "-m", "telemetry_sinks", *map(str, args)], capture_output=True,
                           text=True, timeout=60)
-
-
-def pandas():
-    try:
-        import pandas
-    except ImportError:
-        pytest.fail("pandas is not installed: it is in the test extra (scripts/run-tests.sh installs it)")
-    return pandas
 
 
 @pytest.fixture

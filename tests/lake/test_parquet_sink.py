@@ -109,7 +109,7 @@ def test_the_sink_and_archive_export_write_the_same_tables(fixtures_dir, tmp_pat
 
 def test_events_are_buffered_up_to_the_bound_and_written_on_flush(tmp_path):
     lake = tmp_path / "lake"
-    sink = get_sink("parquet", directory=lake, max_buffer_events=5, flush_interval=0)
+    sink = get_sink("parquet", directory=lake, max_buffer_events=5, flush_interval=0, fsync=True)
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
     for seq in range(12):
         sink.handle_capsule(capsule(today, seq))
@@ -230,3 +230,20 @@ def test_options_are_checked_and_the_registry_names_the_extra(tmp_path, fixtures
             f"get_sink('parquet', directory={str(tmp_path)!r})\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and 'pip install "telemetry-sinks[parquet]"' in result.stderr
+
+
+def test_a_damaged_file_is_moved_aside_at_restart_so_readers_do_not_fail(tmp_path, caplog):
+    lake = tmp_path / "lake"
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    sink = get_sink("parquet", directory=lake, flush_interval=0)
+    for seq in range(3):
+        sink.handle_capsule(capsule(today, seq))
+        sink.flush()
+    sink.close()  # today stays open: checked again at the next start
+    (path,) = lake.rglob("*.parquet")
+    path.write_bytes(path.read_bytes()[:100])  # damaged by something else (a disk, a copy tool)
+    with caplog.at_level("WARNING", logger="telemetry_sinks.lake"):
+        get_sink("parquet", directory=lake, flush_interval=0).close()
+    assert "is not a readable Parquet file" in caplog.text
+    assert not list(lake.rglob("*.parquet")) and list((lake / "_quarantine").rglob("*.parquet.damaged"))
+    assert read_index(lake) == [] and read_lake(lake, order="__timestamp__") == []
