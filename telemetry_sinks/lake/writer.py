@@ -144,7 +144,7 @@ class LakeWriter:
             buffer = self._buffers[part] = (table, [])
         buffer[1].append(row)
         self._buffered += 1
-        if self._day is None or (self._day < day <= today):
+        if day <= today and (self._day is None or day > self._day):  # a future day closes nothing
             previous, self._day = self._day, day
             if previous is not None:
                 self._close(lambda d: d < day)

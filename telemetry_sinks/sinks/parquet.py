@@ -152,16 +152,21 @@ class ParquetSink(Sink):
 
     def _flush_loop(self) -> None:
         interval = self.flush_interval
+        lock = self.lock
         while not self._stop.wait(min(interval, 1.0)):
             writer = self._writer
-            if writer is None or not writer.buffered:
+            if writer is None or not writer.buffered or time.monotonic() - writer.last_flush < interval:
                 continue
-            if time.monotonic() - writer.last_flush < interval:
+            # Never wait long for the lock: close() may hold it (logging.shutdown does) and wait for us.
+            if not lock.acquire(timeout=0.2):  # type: ignore[union-attr]
                 continue
             try:
-                self.flush()
+                if not self._stop.is_set() and not self._closed:
+                    writer.flush()
             except Exception:
                 _log.exception("writing buffered events to %s failed; they stay buffered", self.directory)
+            finally:
+                lock.release()  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Write the buffer, compact the partitions written to, close the days that are over."""

@@ -247,3 +247,32 @@ def test_a_damaged_file_is_moved_aside_at_restart_so_readers_do_not_fail(tmp_pat
     assert "is not a readable Parquet file" in caplog.text
     assert not list(lake.rglob("*.parquet")) and list((lake / "_quarantine").rglob("*.parquet.damaged"))
     assert read_index(lake) == []  # nothing counted that a reader cannot read
+
+
+def test_close_with_the_lock_held_does_not_wait_for_the_flusher(tmp_path):
+    """logging.shutdown() calls close() holding the handler's lock, maybe while the flusher wants it."""
+    lake = tmp_path / "lake"
+    sink = get_sink("parquet", directory=lake, flush_interval=0.2)
+    sink.handle_capsule(capsule(dt.datetime.now(dt.timezone.utc).date().isoformat(), 1))
+    sink.acquire()
+    try:
+        time.sleep(1.5)  # the flusher's interval has passed: it is asking for the lock
+        start = time.monotonic()
+        sink.close()
+        took = time.monotonic() - start
+    finally:
+        sink.release()
+    assert took < 2, f"close() waited {took:.1f} s for the flusher thread"
+    assert len(read_lake(lake, order="__timestamp__")) == 1
+
+
+def test_an_event_dated_in_the_future_does_not_stop_days_from_closing(tmp_path):
+    lake = tmp_path / "lake"
+    sink = get_sink("parquet", directory=lake, flush_interval=0)
+    sink.handle_capsule(capsule("2999-01-01", 0))  # a client whose clock is far ahead
+    sink.handle_capsule(capsule("2026-01-01", 1))
+    sink.flush()
+    sink.handle_capsule(capsule("2026-01-02", 2))
+    closed = {e["date"]: e["closed"] for e in read_index(lake)}
+    assert closed["2026-01-01"] is True and closed["2999-01-01"] is False
+    sink.close()
