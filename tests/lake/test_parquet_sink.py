@@ -276,3 +276,30 @@ def test_an_event_dated_in_the_future_does_not_stop_days_from_closing(tmp_path):
     closed = {e["date"]: e["closed"] for e in read_index(lake)}
     assert closed["2026-01-01"] is True and closed["2999-01-01"] is False
     sink.close()
+
+
+def test_inside_jupyter_events_eventlogger_with_jupyter_server_schemas(fixtures_dir, tmp_path):
+    """The real EventLogger hands the sink its capsules (``+00:00Z`` timestamps, string versions)."""
+    from jupyter_events.logger import EventLogger
+
+    schemas = fixtures_dir / "jupyter_server" / "head-9a4d6ee" / "jupyter_server" / "event_schemas"
+    kernel_actions = schemas / "kernel_actions" / "v1.yaml"
+    lake = tmp_path / "lake"
+    sink = get_sink("parquet", directory=lake, schema_paths=[str(kernel_actions)], flush_interval=0)
+    logger = EventLogger(handlers=[sink])
+    logger.register_event_schema(kernel_actions)
+    kernel_id = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+    events = [{"action": "start", "msg": "Kernel started", "kernel_id": "k-1", "kernel_name": "python3"},
+              {"action": "start", "status": "error", "msg": "No such kernel", "status_code": 404}]
+    capsules = [logger.emit(schema_id=kernel_id, data=e) for e in events]
+    sink.close()
+    rows = read_lake(lake, order="__timestamp__")
+    assert [r["__timestamp__"] for r in rows] == [dt.datetime.fromisoformat(c["__timestamp__"][:-1])
+                                                  for c in capsules]
+    assert [(r["schema"], r["version"], r["__schema_version__"]) for r in rows] == [(kernel_id, 1, 1)] * 2
+    assert [(r["action"], r["kernel_id"], r["status_code"]) for r in rows] == [("start", "k-1", None),
+                                                                               ("start", None, 404)]
+    assert all(r["__extra__"] is None for r in rows)
+    schema = pq.read_schema(next(lake.rglob("*.parquet")))
+    assert schema.field("status_code").type == "double"  # type: number
+    assert schema.field("action").type.value_type == "string"  # an enum
