@@ -1,4 +1,4 @@
-"""Scenario 6: the Parquet layout against the JSONL archive, for the same events.
+"""Scenario 7: the Parquet layout against the JSONL archive, for the same events.
 
 * write: events/s of ``handle_capsule`` into the ``parquet`` sink and into the
   ``archive`` sink (plain, and with ``compress=True``), ``close()`` included (the
@@ -81,7 +81,7 @@ def run(settings: Settings) -> ScenarioResult:
 
     from .events import LAUNCH_SCHEMA_FILE
 
-    result = ScenarioResult("lake", "6. Parquet layout against the JSONL archive (same events)")
+    result = ScenarioResult("lake", "7. Parquet layout against the JSONL archive (same events)")
     count = settings.pick(200_000, 40_000)
     reps = settings.reps
     capsules = _capsules(count)
