@@ -41,6 +41,7 @@ SCENARIOS = {
     "memory": "bench.scenario_memory",
     "recovery": "bench.scenario_recovery",
     "instrumentation": "bench.scenario_instrumentation",
+    "lake": "bench.scenario_lake",
     "relay": "bench.scenario_relay",
     "collector": "bench.scenario_collector",
     "kafka": "bench.scenario_kafka",
