@@ -46,6 +46,7 @@ class ParquetSink(Sink):
 
     sink_name = "parquet"
     required_options = ("directory",)
+    per_process_options = {"directory": "directory"}  # one writing process per directory
 
     directory = Unicode(None, allow_none=True, help="Root directory of the Parquet layout.").tag(config=True)
     schema_paths = List(
