@@ -31,8 +31,9 @@ from tornado.netutil import bind_sockets
 from traitlets import Float, Instance, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from ..dedup import RecentIds
 from ..eventlog import EventLog
-from .handlers import RecentIds, make_app
+from .handlers import make_app
 
 TOKEN_ENV = "TELEMETRY_SINKS_TOKEN"
 

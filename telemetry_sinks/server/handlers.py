@@ -30,7 +30,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -69,32 +68,6 @@ class ApiError(tornado.web.HTTPError):
         self.message = message
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
-
-
-class RecentIds:
-    """The ``capacity`` most recently seen event ids (least recently seen are forgotten first)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def seen(self, event_id: str) -> bool:
-        """Whether ``event_id`` was added before (and is still remembered); refreshes it."""
-        if event_id in self._ids:
-            self._ids.move_to_end(event_id)
-            return True
-        return False
-
-    def add(self, event_id: str) -> None:
-        if self.capacity <= 0:
-            return
-        self._ids[event_id] = None
-        self._ids.move_to_end(event_id)
-        while len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
 
 
 # --------------------------------------------------------------------------- processing

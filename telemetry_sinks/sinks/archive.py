@@ -41,6 +41,10 @@ How it works
   written, or missing from it, is sorted, counted, indexed (and compressed when its
   day is over): this repairs what a crash left.  An existing file for the day the
   first events belong to is continued (a ``.gz`` is decompressed first).
+- **Duplicates.**  An event that carries an ``__event_id__`` already written (among
+  the last ``dedup_window`` ids; the newest day file's last lines are read back at
+  start) is skipped and counted in ``duplicates``: a relay that delivers its last
+  round again after a crash, or a retrying client, writes each event once.
 - One writing process per directory.
 
 ``telemetry-sinks archive rebuild DIR`` recomputes ``index.jsonl`` from the files
@@ -59,9 +63,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from traitlets import Bool, Unicode
+from traitlets import Bool, Int, Unicode
 
 from ..capsule import parse_timestamp, whole_number
+from ..dedup import RecentIds
+from ..delivery.envelope import EVENT_ID_FIELD
 from .base import Sink
 
 __all__ = [
@@ -78,6 +84,8 @@ __all__ = [
 ]
 
 INDEX_NAME = "index.jsonl"
+#: At most this much of the newest day file is read at start for the ids of its last lines.
+_TAIL_BYTES = 16 * 1024 * 1024
 DAY_FILE = re.compile(r"^events-(\d{4}-\d{2}-\d{2})\.jsonl(\.gz)?$")
 
 _log = logging.getLogger("telemetry_sinks.sinks.archive")
@@ -312,6 +320,12 @@ class ArchiveSink(Sink):
         False,
         help="gzip each day's file once the day is over (events-YYYY-MM-DD.jsonl.gz; the index names it).",
     ).tag(config=True)
+    dedup_window = Int(
+        10_000,
+        help="How many recent event ids (__event_id__) are remembered: an event whose id was written "
+        "already (delivered again by a relay or a retrying client) is not written twice. At start the "
+        "ids of the newest day file's last lines are read back. 0: no deduplication.",
+    ).tag(config=True)
 
     # Class defaults: logging.shutdown() may close a sink whose __init__ failed.
     _fd: int | None = None
@@ -330,6 +344,9 @@ class ArchiveSink(Sink):
         self._closed = False
         self._index = read_index(self.directory)
         self._recover()
+        self._recent = RecentIds(self.dedup_window)
+        self.duplicates = 0  # events not written because their id was written already
+        self._remember_last_ids()
 
     # ------------------------------------------------------------------ paths
 
@@ -369,9 +386,40 @@ class ArchiveSink(Sink):
 
     # ------------------------------------------------------------------ writing
 
+    def _remember_last_ids(self) -> None:
+        """Read the ids of the newest day file's last ``dedup_window`` lines (a restart's memory)."""
+        days = sorted(day_files(self.directory).items())
+        if not self._recent.capacity or not days:
+            return
+        path = os.path.join(self.directory, days[-1][1])
+        if path.endswith(".gz"):
+            return  # a closed day: what is delivered again goes to the open one
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            file.seek(max(0, size - _TAIL_BYTES))
+            lines = file.read().splitlines()[-self._recent.capacity :]
+        for line in lines:
+            try:
+                event_id = json.loads(line).get(EVENT_ID_FIELD)
+            except (ValueError, AttributeError):
+                continue  # a partial first line, or not an object
+            if isinstance(event_id, str):
+                self._recent.add(event_id)
+
     def write_payload(self, payload: dict[str, Any]) -> None:
         if self._closed:
             raise ValueError("the archive sink is closed")
+        event_id = payload.get(EVENT_ID_FIELD)
+        if isinstance(event_id, str) and self._recent.capacity:
+            if self._recent.seen(event_id):
+                self.duplicates += 1
+                return
+            self._write_payload(payload)
+            self._recent.add(event_id)  # only once it is written
+            return
+        self._write_payload(payload)
+
+    def _write_payload(self, payload: dict[str, Any]) -> None:
         line = (self.encode(payload) + "\n").encode("utf-8")
         day = _payload_day(payload) or _utc_today()
         if day != self._day:

@@ -189,6 +189,48 @@ def test_relay_restarted_after_a_target_outage_resumes_from_the_committed_offset
         collector.stop()
 
 
+def test_events_delivered_again_after_a_kill_are_written_once_into_the_archive(bootstrap, tmp_path):
+    """A relay writing to the archive and to a collector that is down: the archive has the round,
+    nothing is committed; the relay is SIGKILLed; restarted with the collector up, it delivers the
+    round again to both, and the archive drops the copies by event id."""
+    topic, group, total = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}", 1000
+    create_topic(bootstrap, topic, PARTITIONS)
+    archive = tmp_path / "archive"
+    collector = CollectorProcess(tmp_path / "collector")  # not started yet: the second store is down
+    lines = (f"c.Relay.sinks = ['archive', 'http']\nc.ArchiveSink.directory = {str(archive)!r}\n"
+             + http_sink_lines(collector, tmp_path).replace("c.Relay.sinks = ['http']\n", ""))  # fmt: skip
+    produce(bootstrap, topic, range(total))
+    relay = RelayProcess(tmp_path / "relay-a", bootstrap, topic, group, lines).start()
+
+    def archived() -> list[dict]:
+        return [json.loads(line) for path in sorted(archive.glob("events-*.jsonl"))
+                for line in path.read_text().splitlines()]  # fmt: skip
+
+    try:
+        wait_until(lambda: len(archived()) >= 200, 60, "a round in the archive")
+        assert relay.stats()["delivered"] == 0  # the collector has not taken it: nothing committed
+        relay.kill()
+    finally:
+        relay.stop()
+    in_archive_at_kill = len(archived())
+    assert committed(bootstrap, group, topic, PARTITIONS) == dict.fromkeys(range(PARTITIONS), -1001)
+    collector.start()
+    relay = RelayProcess(tmp_path / "relay-b", bootstrap, topic, group, lines).start()
+    try:
+        wait_until(lambda: relay.stats()["delivered"] == total, 60, "everything delivered to both")
+        assert relay.stats()["consumed"] == total  # it started again from the first offsets
+        assert relay.terminate() == 0
+    finally:
+        relay.stop()
+        collector.stop()
+    index = topic_index(bootstrap, topic, total)
+    ids = [event["__event_id__"] for event in archived()]
+    assert in_archive_at_kill >= 200
+    assert sorted(ids) == sorted(index)  # each event once: the re-delivered copies were dropped by id
+    assert_partition_order(archived(), index)
+    assert {e["__event_id__"] for e in collector.received()} == set(index)
+
+
 def test_sigterm_drains_and_commits_and_bad_messages_are_dead_lettered(bootstrap, tmp_path):
     topic, group = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic, 1)
