@@ -271,6 +271,7 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        _confluent()  # a missing client library is a configuration error, said at once
         if not self.topics:
             raise SinkConfigError(
                 'The relay has no topics: set c.Relay.topics = ["..."] (or --topic) to the topics '

@@ -370,3 +370,24 @@ def test_relay_configuration_errors_name_the_fix(tmp_path):
             Relay(topics=["events"], handlers=[loop])
     finally:
         loop.close()
+    # From the command line: exit 2 and the same message.
+    run = subprocess.run([sys.executable, "-m", "telemetry_sinks", "relay", "--topic", "events"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2 and "The relay has no sinks" in run.stderr, run.stderr
+
+
+def test_relay_security_options_map_to_librdkafka_and_secrets_stay_hidden():
+    relay = Relay(topics=["events"], sinks=["stream"], bootstrap_servers=["k1:9093", "k2:9093"],
+                  security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="relay",
+                  sasl_plain_password="pa55-word", ssl_cafile="/etc/ca.pem",
+                  consumer_config={"session.timeout.ms": 10000, "sasl.oauthbearer.client.secret": "t0ken-x"})
+    props = relay.consumer_properties()
+    assert props["bootstrap.servers"] == "k1:9093,k2:9093"
+    assert props["security.protocol"] == "SASL_SSL" and props["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert props["sasl.username"] == "relay" and props["sasl.password"] == "pa55-word"
+    assert props["ssl.ca.location"] == "/etc/ca.pem" and props["session.timeout.ms"] == 10000
+    assert props["enable.auto.commit"] is False  # offsets are the relay's to commit
+    masked = relay.mask("auth failed for relay:pa55-word with t0ken-x at sasl://relay:pa55-word@k1")
+    assert "pa55-word" not in masked and "t0ken-x" not in masked
+    relay._on_error("SASL authentication error: password pa55-word rejected")
+    assert "pa55-word" not in relay.stats()["last_error"]
