@@ -48,6 +48,8 @@ export class Channel {
   private attempt = 0;
   private notBefore = 0;
   private batchLimit: number;
+  /** Whether batches smaller than the batch size may go now (flushInterval passed, flush, retry). */
+  private partialOk = false;
   private waiters: Waiter[] = [];
 
   constructor(sink: Sink, private readonly options: DeliveryOptions, private readonly store?: QueueStore) {
@@ -74,8 +76,8 @@ export class Channel {
         + "the oldest event was dropped");
     }
     this.stats.queued = this.queue.length;
-    if (this.queue.length - this.inflight.size >= this.batchLimit) this.kick(0);
-    else this.kick(this.options.flushInterval);
+    if (this.queue.length - this.inflight.size >= this.batchLimit) this.kick(0, false);
+    else this.kick(this.options.flushInterval, true);
   }
 
   /** Remove queued events that ``match`` (consent withdrawn); they are never sent. */
@@ -91,7 +93,7 @@ export class Channel {
     const done = new Promise<boolean>((resolve) => (waiter.resolve = resolve));
     this.waiters.push(waiter);
     this.notBefore = 0; // try now, even during a backoff
-    this.kick(0);
+    this.kick(0, true);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const expired = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeout)));
     return Promise.race([done, expired]).finally(() => {
@@ -104,9 +106,9 @@ export class Channel {
   drain(): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    let budget = KEEPALIVE_LIMIT - [...this.inflight].reduce((n, e) => n + e.bytes + 1, 1);
+    let budget = KEEPALIVE_LIMIT - 1024 - [...this.inflight].reduce((n, e) => n + e.bytes + 1, 1);
     while (budget > 0) {
-      const batch = this.take(Math.min(budget, this.maxBytes()));
+      const batch = this.take(Math.min(budget, this.maxBytes()), true);
       if (!batch.length) break;
       budget -= batch.reduce((n, e) => n + e.bytes + 1, 1);
       void this.sendBatch(batch, true);
@@ -116,7 +118,7 @@ export class Channel {
   /** Try again now (the browser is back online). */
   wake(): void {
     this.notBefore = 0;
-    this.kick(0);
+    this.kick(0, true);
   }
 
   stop(): void {
@@ -128,7 +130,7 @@ export class Channel {
     return Math.min(this.sink.maxBatchBytes ?? 32768, KEEPALIVE_LIMIT - 1024);
   }
 
-  private kick(delay: number): void {
+  private kick(delay: number, partial: boolean): void {
     if (this.pumping) return;
     const wait = Math.max(delay, this.notBefore - Date.now());
     if (this.timer !== null) {
@@ -137,17 +139,18 @@ export class Channel {
     }
     this.timer = setTimeout(() => {
       this.timer = null;
+      this.partialOk ||= partial;
       void this.pump();
     }, wait);
   }
 
   /** The next batch: queued events not in flight, within the count and byte limits. */
-  private take(maxBytes: number): Envelope[] {
+  private take(maxBytes: number, strict = false): Envelope[] {
     const batch: Envelope[] = [];
     let bytes = 1;
     for (const e of this.queue) {
       if (this.inflight.has(e)) continue;
-      if (batch.length >= this.batchLimit || (batch.length && bytes + e.bytes + 1 > maxBytes)) break;
+      if (batch.length >= this.batchLimit || ((batch.length || strict) && bytes + e.bytes + 1 > maxBytes)) break;
       batch.push(e);
       bytes += e.bytes + 1;
     }
@@ -161,14 +164,15 @@ export class Channel {
       for (;;) {
         if (Date.now() < this.notBefore) break;
         const batch = this.take(this.maxBytes());
-        if (!batch.length) break;
+        if (!batch.length || (batch.length < this.batchLimit && !this.partialOk)) break;
         if (!(await this.sendBatch(batch, false))) break;
       }
     } finally {
       this.pumping = false;
     }
     const rest = this.queue.length - this.inflight.size;
-    if (rest > 0) this.kick(rest >= this.batchLimit ? 0 : this.options.flushInterval);
+    if (rest === 0) this.partialOk = false;
+    else this.kick(rest >= this.batchLimit ? 0 : this.options.flushInterval, true);
   }
 
   /** Send one batch and settle what it answers; false when delivery should pause (a backoff). */
