@@ -211,13 +211,22 @@ class ConsentHandler(PublicHandler):
                         samesite="None" if secure else "Lax", secure=secure)
 
     def _check_origin(self) -> None:
-        """Only pages of the collector itself and of the configured origins may change a choice."""
-        source = self.request.headers.get("Origin") or self.request.headers.get("Referer")
-        if not source:
+        """Only pages of the collector itself and of the configured origins may change a choice.
+
+        ``Sec-Fetch-Site`` (sent by browsers, never settable by page scripts) says when the request
+        comes from the collector's own page, which may send ``Origin: null`` under its no-referrer
+        policy; otherwise ``Origin`` (or ``Referer``) must be the collector or an allowed origin.
+        """
+        headers = self.request.headers
+        if headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
+            return
+        source = headers.get("Origin") or headers.get("Referer")
+        if not source and "Sec-Fetch-Site" not in headers:
             return  # not a browser (curl, a server): nothing to forge
-        parts = urlsplit(source)
+        parts = urlsplit(source or "")
         origin = f"{parts.scheme}://{parts.netloc}"
-        if parts.netloc == self.request.host or origin in self.collector.cors_allowed_origins:
+        allowed = parts.netloc == self.request.host or origin in self.collector.cors_allowed_origins
+        if parts.netloc and allowed:
             return
         raise ApiError(403, f"a page of {origin[:80]!r} may not change the consent choice; only the "
                        "collector's own pages and c.Collector.cors_allowed_origins may")

@@ -187,7 +187,14 @@ def test_other_sites_cannot_change_the_choice(server):
                                 headers={"Origin": origin}, allow_redirects=False, timeout=10)
         assert answer.status_code == 403, origin
         assert "may not change the consent choice" in answer.json()["error"]
+    forged = s.session.post(f"{s.url}/api/consent", data={"choice": "granted"}, allow_redirects=False,
+                            headers={"Sec-Fetch-Site": "cross-site"}, timeout=10)
+    assert forged.status_code == 403, "a browser request from another site without Origin"
     assert COOKIE not in s.session.cookies
+    # The collector's own page (no-referrer: Origin null) is told apart by Sec-Fetch-Site.
+    own = s.session.post(f"{s.url}/api/consent", data={"choice": "denied"}, allow_redirects=False,
+                         headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"}, timeout=10)
+    assert own.status_code == 303
     assert s.choose("granted", Origin=APP).status_code == 200  # a configured origin may
     assert s.choose("maybe").status_code == 400
 
