@@ -6,12 +6,23 @@ a strict Content-Security-Policy, two tabs, and the consent form without JavaScr
 from __future__ import annotations
 
 import json
+import logging
 import re
-from pathlib import Path
+import subprocess
+import sys
+import time
 
 import pytest
+from backends import free_port, wait_for_port
 from browser_env import (
-    BINDER, CHROMIUM_ARGS, LAUNCH, SAVE, AppServer, CollectorProcess, app_page, chromium_path,
+    BINDER,
+    CHROMIUM_ARGS,
+    LAUNCH,
+    SAVE,
+    AppServer,
+    CollectorProcess,
+    app_page,
+    chromium_path,
 )
 from traitlets.config import Config
 
@@ -103,14 +114,22 @@ def open_app(context, app: AppServer, collector: CollectorProcess, csp: str | No
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(app_page(app, collector.url, csp))
-    page.wait_for_function("window.ready === true", timeout=10_000)
+    until(page, "window.ready === true")
     page.errors = errors  # type: ignore[attr-defined]
     return page
 
 
+def until(page, expression: str, timeout: float = 10.0) -> None:
+    """Wait until ``expression`` is true in the page (evaluated from outside: CSP-proof, no eval)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"not true after {timeout} s: {expression}"
+        page.wait_for_timeout(50)
+
+
 def connect(page, **options: object) -> str:
-    return page.evaluate("async (o) => { window.log = await TS.EventLog.connect(o); return log.consent.state; }",
-                         options)
+    script = "async (o) => { window.log = await TS.EventLog.connect(o); return log.consent.state; }"
+    return page.evaluate(script, options)
 
 
 def emit(page, event: dict) -> object:
@@ -127,7 +146,7 @@ def python_capsule(event: dict) -> dict:
     c.EventLog.schema_paths = [str(EXAMPLE_SCHEMAS_DIR)]
     c.EventLog.load_schema_entry_points = False
     c.EventLog.allowed_schemas = ALLOWED
-    log = EventLog(config=c, handlers=[__import__("logging").NullHandler()])
+    log = EventLog(config=c, handlers=[logging.NullHandler()])
     return log.prepare(event["schema_id"], event["version"], event["data"])
 
 
@@ -136,8 +155,8 @@ def python_capsule(event: dict) -> dict:
 
 def test_events_land_in_the_collector_as_python_records_them(browser, app, collectors):
     second = collectors(allowed={LAUNCH: {}})  # the operator's second browser sink: any URL, NDJSON
-    collector = collectors(browser_sinks=["collector", "console",
-                                          {"type": "http", "url": f"{second.url}/api/events", "format": "ndjson"}])
+    http = {"type": "http", "url": f"{second.url}/api/events", "format": "ndjson"}
+    collector = collectors(browser_sinks=["collector", "console", http])
     context = browser.new_context()
     traffic = Traffic(context)
     page = open_app(context, app, collector)
@@ -173,13 +192,13 @@ def test_invalid_events_throw_and_schemas_not_allowed_send_nothing(browser, app,
     traffic = Traffic(context)
     page = open_app(context, app, collector)
     connect(page)
-    message = page.evaluate("""(id) => { try { log.emit({schema_id: id, version: 1,
-        data: {app: "lab", status: "maybe"}}); return "no error"; } catch (e) { return e.name + ": " + e.message; } }""",
-                            LAUNCH)
+    message = page.evaluate("""(id) => {
+        try { log.emit({schema_id: id, version: 1, data: {app: "lab", status: "maybe"}}); return "no error"; }
+        catch (e) { return e.name + ": " + e.message; } }""", LAUNCH)
     assert message == (f"EventValidationError: Event for schema '{LAUNCH}' version 1 is invalid at $.status: "
                        'Instance does not match any of ["success","failure"].')
     assert emit(page, {"schema_id": BINDER, "version": 6, "data": {"provider": "GitHub"}}) is None
-    assert emit(page, {"schema_id": SAVE, "version": 1, "data": {"action": "save"}}) is None  # opt-in, pending
+    assert emit(page, {"schema_id": SAVE, "version": 1, "data": {"action": "save"}}) is None  # opt-in
     assert flush(page) is True
     assert traffic.events_posted(collector.url) == []
     assert BINDER not in traffic.bodies()
@@ -227,7 +246,7 @@ def test_persisted_events_survive_a_reload_while_the_collector_is_down(browser, 
                            ".map((k) => localStorage.getItem(k)).join('')")
     assert "persisted-2" in stored and "ada-lovelace-71" not in stored, "only redacted events are stored"
     page.reload()
-    page.wait_for_function("window.ready === true")
+    until(page, "window.ready === true")
     collector.start()
     connect(page, persist=True)
     assert flush(page, 15_000) is True
@@ -251,7 +270,7 @@ def test_two_tabs_do_not_send_duplicates(browser, app, collectors):
         for n in range(3):
             emit(tab, launch_event(f"tab{index}-{n}"))
     tabs[0].reload()  # its events are left in storage; one of the two pages adopts them
-    tabs[0].wait_for_function("window.ready === true")
+    until(tabs[0], "window.ready === true")
     collector.start()
     connect(tabs[0], persist=True, retryInitialBackoff=300, retryMaxBackoff=1000)
     tabs[1].wait_for_timeout(5500)  # the other tab's periodic scan runs meanwhile
@@ -282,9 +301,9 @@ def test_rate_limited_pages_wait_for_retry_after_and_deliver(browser, app, colle
 
 def post_directly(page, collector: CollectorProcess, event: dict) -> dict:
     """What a page that ignores the module's consent gets from the collector (cookies included)."""
-    return page.evaluate("""async ([url, e]) => (await fetch(url + "/api/events", {method: "POST",
-        credentials: "include", headers: {"Content-Type": "application/json"}, body: JSON.stringify(e)})).json()""",
-                         [collector.url, event])
+    return page.evaluate("""async ([url, e]) => (await fetch(url + "/api/events", {
+        method: "POST", credentials: "include", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify(e)})).json()""", [collector.url, event])
 
 
 def test_deny_records_nothing_in_opt_out_mode(browser, app, collectors):
@@ -303,7 +322,7 @@ def test_deny_records_nothing_in_opt_out_mode(browser, app, collectors):
     assert "queued-before-deny" not in traffic.bodies(), "withdrawing consent purged the queue"
     # Another page load sees the choice (the collector's cookie).
     page.reload()
-    page.wait_for_function("window.ready === true")
+    until(page, "window.ready === true")
     assert connect(page) == "denied"
     context.close()
 
@@ -380,14 +399,15 @@ def test_the_module_works_on_a_page_with_a_strict_csp(browser, app, collectors):
     # The first-run notice: text from the policy, a link to the page, keyboard-usable buttons.
     notice = page.get_by_role("region", name="What this site records")
     assert "Application launch, File saved" in notice.inner_text()
-    assert page.get_by_role("link", name="What is recorded, in detail").get_attribute("href") == collector.url + "/"
+    link = page.get_by_role("link", name="What is recorded, in detail")
+    assert link.get_attribute("href") == collector.url + "/"
     emit(page, launch_event("strict"))
     with pytest.raises(Exception, match="invalid at"):
         page.evaluate(f"() => log.emit({{schema_id: {LAUNCH!r}, data: {{app: 1}}}})")
     assert flush(page) is True
     page.get_by_role("button", name="Turn off").focus()
     page.keyboard.press("Enter")
-    page.wait_for_function("log.consent.state === 'denied'")
+    until(page, "log.consent.state === 'denied'")
     assert page.get_by_role("region", name="What this site records").count() == 0
     assert [line["app"] for line in collector.lines()] == ["strict"]
     assert page.evaluate("window.violations") == []
@@ -397,36 +417,26 @@ def test_the_module_works_on_a_page_with_a_strict_csp(browser, app, collectors):
 
 def test_the_demo_page_from_the_readme_command(browser, tmp_path):
     """``telemetry-sinks serve`` with its embedded default, as the README's main command runs it."""
-    from backends import free_port
-    from backends import ServerProcess
-    import sys
-
     port = free_port()
-    proc = ServerProcess("serve-default", [sys.executable, "-m", "telemetry_sinks", "serve", "--port", str(port)],
-                         port, tmp_path)
-    proc.argv = proc.argv  # run in tmp_path: events/ is relative
-    import subprocess
-
-    log = open(tmp_path / "serve.log", "ab")
-    process = subprocess.Popen(proc.argv, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "serve.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "telemetry_sinks", "serve", "--port", str(port)],
+                                   cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
-        from backends import wait_for_port
-
         wait_for_port(port)
         context = browser.new_context()
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"http://127.0.0.1:{port}/demo")
-        page.wait_for_function("window.telemetryLog !== undefined", timeout=10_000)
+        until(page, "window.telemetryLog !== undefined")
         assert "Connected" in page.inner_text("#status")
+        assert page.get_by_role("region", name="What this site records").count() == 1
         page.get_by_role("button", name="Emit all").click()
         page.get_by_role("button", name="Flush").click()
-        page.wait_for_function("document.getElementById('log').textContent.includes('acknowledged everything')")
+        until(page, "document.getElementById('log').textContent.includes('acknowledged')")
         text = page.inner_text("#log")
         assert "example 5: Event for schema" in text and "invalid at $.status" in text
-        events = tmp_path / "events" / "events.jsonl"
-        lines = [json.loads(x) for x in events.read_text().splitlines()]
+        lines = [json.loads(x) for x in (tmp_path / "events" / "events.jsonl").read_text().splitlines()]
         assert [line["__schema__"].rsplit("/", 1)[-1] for line in lines] == [
             "app-launch", "file-save", "app-launch", "file-save"]
         assert all("username" not in line and "path" not in line for line in lines)
@@ -435,4 +445,3 @@ def test_the_demo_page_from_the_readme_command(browser, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
-        log.close()
