@@ -429,7 +429,7 @@ class DescribeHandler(BaseHandler):
             section = consent_section_html(
                 eventlog.default_consent, user.choice, user.gpc, consent.schema_states(eventlog, user),
                 {sid: s.title for (sid, _), s in eventlog.schemas.items()}, "/api/consent")
-            self.set_header("Vary", "Cookie, Sec-GPC")
+            self.set_header("Vary", "Origin, Cookie, Sec-GPC")
             self.finish(describe_html(eventlog, consent_html=section))
         else:
             self.set_header("Content-Type", "text/markdown; charset=UTF-8")
