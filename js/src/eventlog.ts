@@ -103,6 +103,7 @@ export class EventLog {
   private sequence = 0;
   private emitted = 0;
   private readonly onHide: () => void;
+  private readonly onHidden: () => void;
   private readonly onOnline: () => void;
 
   /** Load the collector's policy (and schemas), then build the sinks it enables. */
@@ -167,13 +168,14 @@ export class EventLog {
       policy, collector, fetcher, storage: this.storage, namespace: this.namespace,
       purgeDenied: () => this.purgeDenied(),
     });
-    this.onHide = () => {
+    this.onHide = () => this.drain();
+    this.onHidden = () => {
       if (typeof document === "undefined" || document.visibilityState === "hidden") this.drain();
     };
     this.onOnline = () => this.channels.forEach((c) => c.wake());
     if (typeof addEventListener === "function") {
       addEventListener("pagehide", this.onHide);
-      addEventListener("visibilitychange", this.onHide);
+      addEventListener("visibilitychange", this.onHidden);
       addEventListener("online", this.onOnline);
     }
   }
@@ -245,7 +247,7 @@ export class EventLog {
     const done = await this.flush(timeout);
     if (typeof removeEventListener === "function") {
       removeEventListener("pagehide", this.onHide);
-      removeEventListener("visibilitychange", this.onHide);
+      removeEventListener("visibilitychange", this.onHidden);
       removeEventListener("online", this.onOnline);
     }
     this.channels.forEach((c) => c.stop());

@@ -210,6 +210,16 @@ def test_per_client_rate_limit_answers_429_with_retry_after(server):
     assert s.session.get(f"{s.url}/api/health", timeout=10).json()["rate_limited_requests"] >= 2
 
 
+def test_behind_a_proxy_clients_are_told_apart_by_x_forwarded_for(server):
+    s = server(client_rate_limit=1.0, client_rate_burst=1, trust_forwarded_headers=True)
+    first = [s.post(launch(n), **{"X-Forwarded-For": "198.51.100.1"}).status_code for n in range(2)]
+    other = s.post(launch(3), **{"X-Forwarded-For": "198.51.100.2"}).status_code
+    assert first == [200, 429] and other == 200
+    plain = server(client_rate_limit=1.0, client_rate_burst=1)
+    spoofed = [plain.post(launch(n), **{"X-Forwarded-For": f"198.51.100.{n}"}).status_code for n in range(2)]
+    assert spoofed == [200, 429], "without trust_forwarded_headers the header is ignored"
+
+
 def test_token_holders_are_not_rate_limited(server):
     s = server(client_rate_limit=1.0, client_rate_burst=1, token="t0k", browser_events=True)
     auth = {"Authorization": "Bearer t0k"}
