@@ -291,3 +291,5 @@ def test_consent_modes_are_checked_and_old_policy_forms_stay_valid():
     assert log.consent_mode(LAUNCH) == "opt-in" and log.consent_mode(SAVE) is None
     log = EventLog(allowed_schemas={LAUNCH: {"allowed_categories": ["user-identifier"]}, SAVE: None})
     assert log.consent_mode(LAUNCH) == "opt-out" == log.consent_mode(SAVE)
+    log = EventLog(allowed_schemas=[(LAUNCH, ["user-identifier"], [])], default_consent="required")
+    assert log.consent_mode(LAUNCH) == "required"
