@@ -414,6 +414,8 @@ def _announce_collector(collector: Any, index: int, processes: int) -> None:
     if not handlers:
         lines.append("  no sinks configured: every event will be answered 'not_recorded'")
     lines.append(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
+    lines.append(f"  in the browser: {collector.url}/demo "
+                 f"(the module: {collector.url}/static/telemetry-sinks.js)")
     lines.append(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: "
                  + ("bearer token required" if collector.token else "none (set c.Collector.token or "
                     "TELEMETRY_SINKS_TOKEN to require a bearer token)"))  # fmt: skip

@@ -21,6 +21,8 @@ nothing; the processes share nothing at run time:
   of the same event id reaches another process in about (N-1)/N of the cases and
   is then recorded again, with the same ``__event_id__``, for the stores
   downstream to drop (the archive, Elasticsearch / OpenSearch ``create`` by id);
+  so is the per-client rate limit (``c.Collector.client_rate_limit``): a client
+  spread over N processes may make up to N times as many requests;
 * SIGTERM or SIGINT to the supervisor stops every process gracefully (each stops
   accepting, flushes and closes its sinks) and the command exits when all have;
   a process that dies otherwise (kill -9, a crash) is started again; a process
