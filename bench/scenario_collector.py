@@ -94,6 +94,7 @@ def _collector(directory: Path, processes: int, schema: Path) -> ServerProcess:
         f"c.EventLog.schema_paths = [{str(schema)!r}]\n"
         f"c.EventLog.allowed_schemas = [{SID!r}]\n"
         "c.EventLog.sinks = ['file']\n"
+        "c.Collector.client_rate_limit = 0\n"  # every client is 127.0.0.1; Jupyter Server has no limit
         f"c.FileSink.filename = {str(directory / 'events.jsonl')!r}\n"
     )
     port = free_port()

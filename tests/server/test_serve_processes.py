@@ -101,7 +101,9 @@ def write_config(directory: Path, sink_lines: str) -> Path:
     config = directory / "collector_config.py"
     config.write_text(
         f"c.EventLog.schema_paths = [{str(directory / 'e2e.json')!r}]\n"
-        f"c.EventLog.allowed_schemas = [{SID!r}]\n" + sink_lines
+        f"c.EventLog.allowed_schemas = [{SID!r}]\n"
+        "c.Collector.client_rate_limit = 0\n"  # many clients from one address, as behind a proxy
+        + sink_lines
     )
     return config
 
