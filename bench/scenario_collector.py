@@ -166,8 +166,8 @@ def run(settings: Settings) -> ScenarioResult:
     table.notes.append(
         "Every server records the events of Jupyter Server's contents_service schema to one JSON-lines "
         "file; ours validates, applies the policy (no personal data in this schema) and writes through a "
-        f"FileSink. {cores} processes: serve --processes {cores} (one listening socket shared by forked "
-        "processes)."
+        f"FileSink. {cores} processes: serve --processes {cores} (forked processes, each listening on the "
+        "port with SO_REUSEPORT). The per-client rate limit is off (every client is 127.0.0.1)."
     )
     result.tables.append(table)
     return result

@@ -1,11 +1,15 @@
 """``telemetry-sinks serve --processes N``: N collector processes sharing one listening socket.
 
 The collector validates events in Python, so one process uses one core.  With
-``--processes N`` the command binds the port once and forks N collector
-processes that accept connections from that one socket (the kernel hands each
-new connection to one of them, and a connection waiting in the socket's backlog
-is taken by another process when one dies).  The supervisor itself serves
-nothing; the processes share nothing at run time:
+``--processes N`` the command forks N collector processes that listen on the
+same port, each on a socket of its own (``SO_REUSEPORT``): the kernel spreads new
+connections over them, so that keep-alive clients (HTTP sinks, load balancers'
+connection pools) land on every process.  The supervisor only holds the port
+(bound, not listening, so it takes no connection; it resolves ``--port 0``) and
+watches the processes.  Where ``SO_REUSEPORT`` is missing, the processes share
+one listening socket instead (each connection goes to whichever accepts first,
+which can leave long-lived connections on one process).  The processes share
+nothing at run time:
 
 * each process builds its own EventLog after the fork: its own sink workers and
   connections, and its own copy of the configuration;
@@ -36,6 +40,7 @@ import copy
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -53,6 +58,8 @@ EXIT_USAGE = 2
 RESTART_DELAY = 1.0
 #: How long the supervisor waits for its processes after SIGTERM before it kills them.
 STOP_TIMEOUT = 60.0
+#: Each process listens on a socket of its own (the kernel balances connections over them).
+REUSE_PORT = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
 
 
 def per_process_config(config: Config, index: int) -> Config:
@@ -104,13 +111,17 @@ class Supervisor:
     def run(self) -> int:
         """Bind, fork, supervise until SIGTERM/SIGINT; return the exit code."""
         collector = self.config.get("Collector", {})
-        ip = collector.get("ip", "127.0.0.1")
+        self.ip = collector.get("ip", "127.0.0.1")
         port = collector.get("port", 8585)
         try:
-            sockets = bind_sockets(port, address=ip or None)
+            if REUSE_PORT:
+                sockets = [_reserve(self.ip, port)]
+            else:
+                sockets = bind_sockets(port, address=self.ip or None)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen on {ip or '*'}:{port}: {exc.strerror}; choose another "
-                          "port (--port, c.Collector.port; 0 picks a free one)") from None  # fmt: skip
+            where = f"{self.ip or '*'}:{port}"
+            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}; choose another port "
+                          "(--port, c.Collector.port; 0 picks a free one)") from None  # fmt: skip
         self.port = sockets[0].getsockname()[1]
         self.sockets = sockets
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -170,7 +181,13 @@ class Supervisor:
             if self.on_ready is not None:
                 self.on_ready(collector, index, self.processes)
 
-        collector.run(on_ready=ready, sockets=self.sockets)
+        if REUSE_PORT:  # a listening socket of this process's own, in the port's group
+            for sock in self.sockets:
+                sock.close()
+            sockets = bind_sockets(self.port, address=self.ip or None, reuse_port=True)
+        else:
+            sockets = self.sockets
+        collector.run(on_ready=ready, sockets=sockets)
         return 0
 
     def _supervise(self) -> None:
@@ -206,6 +223,23 @@ class Supervisor:
             time.sleep(RESTART_DELAY)
             if not self._stopping:
                 self._spawn(index)
+
+
+def _reserve(ip: str, port: int) -> socket.socket:
+    """A socket bound to ``ip:port`` with SO_REUSEPORT, not listening: it holds the port for the
+    processes' listening sockets and receives no connection itself."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        ip or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _watch_parent(parent: int) -> None:
