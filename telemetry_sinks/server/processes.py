@@ -8,8 +8,9 @@ connection pools) land on every process.  The supervisor only holds the port
 (bound, not listening, so it takes no connection; it resolves ``--port 0``) and
 watches the processes.  Where ``SO_REUSEPORT`` is missing, the processes share
 one listening socket instead (each connection goes to whichever accepts first,
-which can leave long-lived connections on one process).  The processes share
-nothing at run time:
+which can leave long-lived connections on one process).  Connections waiting in
+the backlog of a process that is killed are reset (clients retry: the HTTP sink
+does, with the same event ids).  The processes share nothing at run time:
 
 * each process builds its own EventLog after the fork: its own sink workers and
   connections, and its own copy of the configuration;
