@@ -1,4 +1,4 @@
-"""``telemetry-sinks serve --processes N``: N collector processes sharing one listening socket.
+"""``telemetry-sinks serve --processes N``: N collector processes on one port, started and watched.
 
 The collector validates events in Python, so one process uses one core.  With
 ``--processes N`` the command forks N collector processes that listen on the
@@ -23,7 +23,7 @@ does, with the same event ids).  The processes share nothing at run time:
   (``c.EventLog.handlers = [...]``) keep their paths: spools are safe to share
   between processes of one application, plain files too (one ``write(2)`` per line);
 * the dedup window (``c.Collector.dedup_window``) is per process: a client's retry
-  of the same event id reaches another process in about (N-1)/N of the cases and
+  on a new connection reaches another process in about (N-1)/N of the cases and
   is then recorded again, with the same ``__event_id__``, for the stores
   downstream to drop (the archive, Elasticsearch / OpenSearch ``create`` by id);
   so is the per-client rate limit (``c.Collector.client_rate_limit``): a client
