@@ -1,0 +1,134 @@
+"""The Kafka sink's librdkafka client (confluent-kafka): a delivery report is the acknowledgement.
+
+librdkafka is a C library with threads of its own: ``produce()`` only copies the
+message into its queue (no Python on the network path), its broker threads batch
+and send, and each message's delivery report says whether the broker took it.
+A batch of the delivery core is produced whole, then the sink waits for the
+reports (``flush``), so librdkafka keeps several produce requests in flight to
+each broker (one batch of up to ``batch_size`` bytes per partition per request,
+up to ``max.in.flight`` requests, with idempotence keeping their order).
+
+Reports that did not come within ``ack_timeout`` and failures the broker may
+not repeat (a broker gone, a timeout) make the batch's events retryable: the
+delivery core retries them, from memory or its spool, through a new producer.
+Failures the broker will always repeat (message too large, topic not allowed or
+invalid) are permanent: the events are dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..delivery import BatchResult
+
+log = logging.getLogger("telemetry_sinks.delivery.kafka")
+
+#: One message to produce: (event id, topic, value, key, headers).
+Message = tuple[str, str, bytes, "bytes | None", "list[tuple[str, bytes]] | None"]
+
+_PERMANENT_NAMES = (
+    "MSG_SIZE_TOO_LARGE",
+    "INVALID_MSG_SIZE",
+    "RECORD_LIST_TOO_LARGE",
+    "TOPIC_EXCEPTION",
+    "TOPIC_AUTHORIZATION_FAILED",
+    "INVALID_MSG",
+    "INVALID_RECORD",
+    "UNSUPPORTED_FOR_MESSAGE_FORMAT",
+    "_INVALID_ARG",
+    "_BAD_MSG",
+)
+
+
+def permanent_codes(kafka_error: Any) -> frozenset[int]:
+    """The error codes for which the same message will never be accepted."""
+    return frozenset(getattr(kafka_error, name) for name in _PERMANENT_NAMES if hasattr(kafka_error, name))
+
+
+class LibrdkafkaProducer:
+    """Produce batches through one ``confluent_kafka.Producer`` and classify their delivery reports."""
+
+    def __init__(self, config: dict[str, Any], ack_timeout: float) -> None:
+        import confluent_kafka
+
+        self._kafka = confluent_kafka
+        self._config = config
+        self._ack_timeout = ack_timeout
+        self._permanent = permanent_codes(confluent_kafka.KafkaError)
+        self._producer: Any = None
+
+    def open(self) -> None:
+        """Create the producer (it connects in its own threads; nothing here waits for a broker)."""
+        config = dict(self._config)
+        config["error_cb"] = _log_error
+        self._producer = self._kafka.Producer(config, logger=log)
+
+    def close(self) -> None:
+        """Drop the producer at once: what it still holds was not acknowledged, and the delivery
+        core retries those events."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.purge()  # queued and in-flight messages fail now, instead of later
+            producer.flush(0)
+        except Exception as exc:  # a producer in a fatal state
+            log.debug("the Kafka producer did not close cleanly: %s", exc)
+
+    def send(self, messages: Sequence[Message]) -> BatchResult:
+        """Produce ``messages``, wait for their delivery reports (``ack_timeout``), classify them.
+
+        ``result.reconnect`` asks for a new producer when any event is to be retried: a
+        broker that restarted may have forgotten this producer's id and sequence numbers.
+        """
+        producer = self._producer
+        result = BatchResult()
+        reports: dict[int, Any] = {}  # index -> None (acknowledged) or the error
+
+        def report(index: int) -> Any:
+            return lambda error, message: reports.__setitem__(index, error)
+
+        produce, poll = producer.produce, producer.poll
+        deadline = time.monotonic() + self._ack_timeout
+        produced: list[int] = []
+        for index, (event_id, topic, value, key, headers) in enumerate(messages):
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers, on_delivery=report(index))
+                    produced.append(index)
+                    break
+                except BufferError:  # librdkafka's queue is full: serve reports, then again
+                    if time.monotonic() >= deadline:
+                        result.retry(event_id, "the producer's queue stayed full for ack_timeout")
+                        break
+                    poll(0.05)
+                except self._kafka.KafkaException as exc:
+                    self._classify(result, event_id, exc.args[0] if exc.args else exc)
+                    break
+        producer.flush(max(0.0, deadline - time.monotonic()))
+        for index in produced:
+            event_id = messages[index][0]
+            if index not in reports:
+                result.retry(event_id, "no acknowledgement from the broker in time")
+            elif reports[index] is not None:
+                self._classify(result, event_id, reports[index])
+        result.reconnect = bool(result.retryable)  # type: ignore[attr-defined]
+        return result
+
+    def _classify(self, result: BatchResult, event_id: str, error: Any) -> None:
+        code = error.code() if hasattr(error, "code") else None
+        text = f"KafkaError {error.name()}: {error.str()}" if hasattr(error, "name") else str(error)
+        if code in self._permanent:
+            result.reject(event_id, text)
+        else:
+            result.retry(event_id, text)
+
+
+def _log_error(error: Any) -> None:
+    log.warning("Kafka: %s", error)
+
+
+__all__ = ["LibrdkafkaProducer", "Message", "permanent_codes"]
