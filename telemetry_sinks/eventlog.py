@@ -78,12 +78,12 @@ class EventLog(LoggingConfigurable):
         "",
         help="File holding the key of pseudonyms (HMAC-SHA256; at least 16 random bytes), needed when "
         "the policy pseudonymizes. The key itself never appears in the configuration.",
-    ).tag(config=True)
+    ).tag(config=True, secret_source="file")
 
     pseudonym_key_env = Unicode(
         "",
         help="Name of an environment variable holding the key of pseudonyms (instead of a file).",
-    ).tag(config=True)
+    ).tag(config=True, secret_source="env")
 
     pseudonym_key_id = Unicode(
         "",
