@@ -23,10 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from .cli_purge import add_purge_command
 from .config import EXAMPLE_EVENTS, default_config, load_config_file
 from .errors import (
     EventValidationError,
     MissingExtraError,
+    PolicyError,
     SchemaError,
     SinkConfigError,
     UnknownSchemaError,
@@ -816,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only compare: write nothing, exit 1 when the index is out of date")
     q.add_argument("--progress", action="store_true", help=progress_help)
     q.set_defaults(func=cmd_archive_rebuild)
+    add_purge_command(archive, _epilog, raw)
 
     p = sub.add_parser(
         "tail",
@@ -848,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (SinkConfigError, UnknownSinkError, MissingExtraError, SchemaError, OSError) as exc:
+    except (SinkConfigError, UnknownSinkError, MissingExtraError, SchemaError, PolicyError, OSError) as exc:
         print(f"telemetry-sinks: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # traitlets errors from config files

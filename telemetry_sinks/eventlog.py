@@ -133,6 +133,7 @@ class EventLog(LoggingConfigurable):
             self.register_schema_file(path)
         if self.load_schema_entry_points:
             self.register_entry_point_schemas()
+        self._share_retention()
 
     # ------------------------------------------------------------------ schemas
 
@@ -227,21 +228,36 @@ class EventLog(LoggingConfigurable):
     @observe("handlers")
     def _handlers_changed(self, change: Any) -> None:
         self._update_targets()
+        if self._ready:
+            self._share_retention()
 
     @observe("allowed_schemas")
     def _policy_changed(self, change: Any) -> None:
         self._plans.clear()
+        if self._ready:
+            self._share_retention()
 
     @observe("pseudonym_key_file", "pseudonym_key_env", "pseudonym_key_id")
     def _key_changed(self, change: Any) -> None:
         if self._ready:  # during __init__ the key is loaded once, at its end
             self._load_key()
+            self._share_retention()
 
     def _load_key(self) -> None:
         """Read the pseudonym key (if configured) and check that a policy that needs one has it."""
         self._key = load_key(self.pseudonym_key_file, self.pseudonym_key_env, self.pseudonym_key_id)
         self._plans.clear()
         self._require_key()
+
+    def _share_retention(self) -> None:
+        """Give the retention stages of the policy to the sinks that store events (``set_retention``)."""
+        hooks = [h.set_retention for h in self.all_handlers if hasattr(h, "set_retention")]
+        if hooks:
+            from .retention import RetentionRules
+
+            rules = RetentionRules.of(self)
+            for hook in hooks:
+                hook(rules)
 
     def _require_key(self) -> None:
         if self._key is None and uses_pseudonyms(self.allowed_schemas):

@@ -493,6 +493,8 @@ def apply_plan(data: Mapping[str, Any], plan: RedactionPlan) -> Mapping[str, Any
                 new = action.apply(value)
             except ActionError as exc:
                 raise ActionError(exc.reason, (name, *exc.path)) from None
+            if new is value or (type(new) is type(value) and new == value):
+                continue  # already as the policy wants it (stored data processed again)
             if out is None:
                 out = dict(data)
             out[name] = new

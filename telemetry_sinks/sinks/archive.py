@@ -42,6 +42,10 @@ How it works
   day is over): this repairs what a crash left.  An existing file for the day the
   first events belong to is continued (a ``.gz`` is decompressed first).
 - One writing process per directory.
+- **Retention** (:mod:`telemetry_sinks.retention`): with ``max_age`` set, day files
+  whose day ended longer ago are deleted; with retention stages in the EventLog's
+  policy, the personal fields of days old enough are removed or replaced.  Both at
+  start and at each day close.
 
 ``telemetry-sinks archive rebuild DIR`` recomputes ``index.jsonl`` from the files
 (:func:`rebuild_index`).
@@ -62,7 +66,9 @@ from typing import IO, Any
 from traitlets import Bool, Unicode
 
 from ..capsule import parse_timestamp, whole_number
+from ..retention import RetentionRules, purge_archive, replace_file
 from .base import Sink
+from .max_age import MaxAge
 
 __all__ = [
     "INDEX_NAME",
@@ -190,11 +196,7 @@ def read_index(directory: str | os.PathLike) -> dict[str, IndexEntry]:
 def write_index(directory: str | os.PathLike, entries: dict[str, IndexEntry]) -> str:
     """Write ``index.jsonl`` (sorted by date, ``count`` as an integer) atomically; return its path."""
     path = os.path.join(directory, INDEX_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        for date in sorted(entries):
-            out.write(json.dumps(entries[date].as_json()) + "\n")
-    os.replace(tmp, path)
+    replace_file(path, [(json.dumps(entries[date].as_json()) + "\n").encode() for date in sorted(entries)])
     return path
 
 
@@ -282,19 +284,10 @@ def _iter_lines(path: str) -> Iterator[bytes]:
 
 
 def _write_atomic(target: str, lines: Iterator[bytes] | list[bytes], gz: bool) -> None:
-    tmp = target + ".tmp"
-    with open(tmp, "wb") as raw:
-        out: Any = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
-        try:
-            for line in lines:
-                out.write(line)
-        finally:
-            if gz:
-                out.close()
-    os.replace(tmp, target)
+    replace_file(target, lines, gz)
 
 
-class ArchiveSink(Sink):
+class ArchiveSink(MaxAge, Sink):
     """Events in one ``events-YYYY-MM-DD.jsonl`` file per UTC day, with an ``index.jsonl``.
 
     The layout of the mybinder.org events archive; see the module documentation
@@ -328,7 +321,9 @@ class ArchiveSink(Sink):
         self._dirty: set[str] = set()
         self._closed = False
         self._index = read_index(self.directory)
+        self._retention: RetentionRules | None = None
         self._recover()
+        self.apply_retention()
 
     # ------------------------------------------------------------------ paths
 
@@ -405,6 +400,7 @@ class ArchiveSink(Sink):
         if previous is not None:
             self._dirty.add(previous)
             self._finalize_dirty()
+            self.apply_retention()
 
     def _append_other(self, day: str, line: bytes) -> None:
         """Append ``line`` to the file of ``day``, which is not the open day."""
@@ -487,6 +483,29 @@ class ArchiveSink(Sink):
         keyed.sort(key=lambda item: (item[0], item[1]))
         return [line for _, _, line in keyed]
 
+    # ------------------------------------------------------------------ retention
+
+    def set_retention(self, rules: RetentionRules | None) -> None:
+        """Hook of the EventLog: the retention stages of its policy, applied now and at each day close."""
+        with self.lock:  # type: ignore[union-attr]
+            self._retention = rules
+            if not self._closed:
+                self.apply_retention()
+
+    def apply_retention(self) -> None:
+        """Delete the days older than ``max_age`` and apply the retention stages due (never the open day)."""
+        if not self.max_age and not self._retention:
+            return
+        try:
+            report = purge_archive(self.directory, self._retention, self.max_age_seconds,
+                                   skip_days=[self._day] if self._day and self._fd is not None else [])
+        except OSError:
+            _log.exception("retention in the archive %s failed; it is tried again at the next day close",
+                           self.directory)
+            return
+        if report.changes:
+            self._index = read_index(self.directory)
+
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self) -> None:
@@ -502,6 +521,7 @@ class ArchiveSink(Sink):
                 self._close_fd()
                 try:
                     self._finalize_dirty()
+                    self.apply_retention()
                 except OSError:
                     _log.exception("closing the archive in %s failed", self.directory)
         super().close()
