@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 from .capsule import CANONICAL_TIMESTAMP, format_timestamp, parse_timestamp
 from .errors import PolicyError
-from .pseudonym import PseudonymKey, is_pseudonym
+from .pseudonym import PSEUDONYM, PseudonymKey, is_pseudonym
 
 ACTION_NAMES = ("drop", "keep", "pseudonymize", "generalize")
 TIME_UNITS = ("second", "minute", "hour", "day", "month", "year")
@@ -53,6 +53,8 @@ TIME_UNITS = ("second", "minute", "hour", "day", "month", "year")
 _JSON_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\Z")
 
 
 class ActionError(ValueError):
@@ -146,8 +148,10 @@ class Pseudonymize(Transform):
         return Pseudonymize(key)
 
     def apply(self, value: Any) -> Any:
-        if type(value) is str:  # the common case, first
-            return value if is_pseudonym(value) else self._one(value)  # type: ignore[misc]
+        if type(value) is str:  # the common case, first; is_pseudonym's test, inlined
+            if len(value) < 34 or value[-33] != ":" or PSEUDONYM.match(value) is None:
+                return self._one(value)  # type: ignore[misc]
+            return value
         return super().apply(value)
 
     def apply_one(self, value: Any) -> Any:
@@ -211,6 +215,11 @@ class IpNetwork(Generalize):
         if not isinstance(value, str):
             raise ActionError(f"{_kind(value)} is not an IP address (the policy keeps IP addresses as "
                               "their network: ip_network)")
+        quad = _DOTTED_QUAD.match(value)
+        if quad is not None:  # the common case, read as ipaddress reads it, a few times faster
+            a, b, c, d = quad.groups()
+            n = ((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)) & self._v4_mask
+            return f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
         try:
             address = ipaddress.ip_address(value)
         except ValueError:

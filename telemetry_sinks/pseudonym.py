@@ -131,4 +131,6 @@ def load_key(file: str = "", env: str = "", key_id: str = "") -> PseudonymKey | 
 
 def is_pseudonym(value: Any) -> bool:
     """Whether ``value`` already is a pseudonym (of any key id)."""
-    return isinstance(value, str) and len(value) <= 65 and PSEUDONYM.match(value) is not None
+    # ':' 33 characters from the end first: most values are ruled out without the regular expression.
+    return (isinstance(value, str) and 34 <= len(value) <= 65 and value[-33] == ":"
+            and PSEUDONYM.match(value) is not None)
