@@ -59,7 +59,7 @@ from .actions import (
 )
 from .errors import PolicyError
 from .pseudonym import PseudonymKey
-from .schema import UNRESTRICTED, normalize_category
+from .schema import UNRESTRICTED, RedactionNode, normalize_category
 
 POLICY_KEYS = ("allowed_categories", "allowed_properties")
 ACTION_KEYS = ("category_actions", "property_actions", "round_timestamp", "retention")
@@ -443,6 +443,18 @@ class _Compiler:
         return RedactionPlan(tuple(drop), tuple(transform), tuple(children), tuple(array_children))
 
 
+def _node_body(node: RedactionNode) -> dict[str, Any]:
+    """A schema-shaped dict of a :class:`RedactionNode` (categories and nesting, no types)."""
+    props: dict[str, Any] = {}
+    for name, cats in node.categories.items():
+        props[name] = {"categories": sorted(cats)}
+    for name, child in node.children.items():
+        props.setdefault(name, {}).update(_node_body(child))
+    for name, child in node.array_children.items():
+        props.setdefault(name, {})["items"] = _node_body(child)
+    return {"properties": props}
+
+
 def compile_plan(
     schema: Any,
     policy: SchemaPolicy,
@@ -457,6 +469,8 @@ def compile_plan(
     (:class:`PolicyError` otherwise).
     """
     body = getattr(schema, "body", schema)
+    if isinstance(body, RedactionNode):  # a schema's redaction tree (its categories only) works too
+        body = _node_body(body)
     if not label:
         sid = body.get("$id") if isinstance(body, Mapping) else None
         label = f"schema {sid!r} version {body.get('version')}" if sid else "policy"

@@ -297,3 +297,15 @@ def test_the_plan_is_described_as_json_data_shaped_like_the_schema():
         },
     }
     assert KEY not in json.dumps(description)
+
+
+def test_a_plan_compiled_from_the_schemas_redaction_tree_removes_the_same():
+    from telemetry_sinks.policy import apply_plan, compile_plan, policy_for
+
+    log = EventLog(handlers=[logging.NullHandler()], load_schema_entry_points=False)
+    schema = log.register_schema(SCHEMA)
+    for allowed in ([SID], {SID: {"allowed_categories": ["user-identifier"]}},
+                    {SID: {"allowed_properties": ["session"]}}):
+        policy = policy_for(allowed, SID)
+        assert apply_plan(EVENT, compile_plan(schema.redaction, policy)) == \
+            apply_plan(EVENT, compile_plan(schema, policy))
