@@ -329,25 +329,24 @@ def _remove_leftovers(directory: str) -> None:
 
 
 def _without(data: Any, path: tuple) -> Any:
-    """A copy of ``data`` without the value at ``path`` (copies only the levels on the way)."""
+    """A copy of ``data`` without the value at ``path`` (an array item becomes null, keeping its place)."""
     if not path:
         return data
     head, rest = path[0], path[1:]
+    container: Any
     if isinstance(data, Mapping) and head in data:
-        out = dict(data)
-        if rest:
-            out[head] = _without(data[head], rest)
-        else:
-            del out[head]
-        return out
-    if isinstance(data, list) and isinstance(head, int) and 0 <= head < len(data):
-        out_list = list(data)
-        if rest:
-            out_list[head] = _without(data[head], rest)
-        else:
-            del out_list[head]
-        return out_list
-    return data
+        container = dict(data)
+    elif isinstance(data, list) and isinstance(head, int) and 0 <= head < len(data):
+        container = list(data)
+    else:
+        return data
+    if rest:
+        container[head] = _without(data[head], rest)
+    elif isinstance(container, dict):
+        del container[head]
+    else:
+        container[head] = None
+    return container
 
 
 def _changed_paths(old: Any, new: Any, prefix: str, found: set[tuple[str, str]]) -> None:

@@ -401,3 +401,28 @@ def test_a_crash_in_the_middle_of_a_rewrite_leaves_the_old_or_the_new_file(tmp_p
         assert not list(work.glob("*.tmp")), "the leftovers of the killed rewrite are removed"
         shutil.rmtree(work)
     assert outcomes["old"] >= 1, outcomes  # the kills did land before the rename
+
+
+def test_a_stored_value_a_stage_cannot_read_is_dropped_and_the_event_kept(tmp_path, caplog):
+    directory = tmp_path / "archive"
+    directory.mkdir()
+    lines = [{"__timestamp__": "2020-01-02T03:04:05.000000Z", "__schema__": PSID, "__schema_version__": 1,
+              "__metadata_version__": 1, "ip": ip, "ips": ips, "kernel": "python3"}
+             for ip, ips in [("198.51.100.7", ["192.0.2.1", "bogus"]), ("not-an-address", [])]]
+    day = directory / "events-2020-01-02.jsonl"
+    day.write_text("".join(json.dumps(x) + "\n" for x in lines) + "not json at all\n")
+    rebuild_index(directory)
+    rules = RetentionRules({PSID: {"retention": [{"after": "30d", "property_actions": {
+        "ip": {"generalize": "ip_network"}, "ips": {"generalize": "ip_network"}}}]}})
+    with caplog.at_level(logging.WARNING, "telemetry_sinks.retention"):
+        report = purge_archive(directory, rules)
+    assert [c.changed for c in report.rewritten] == [2]
+    assert report.rewritten[0].unreadable == 1
+    text = day.read_text().splitlines()
+    assert text[-1] == "not json at all"  # kept as it is
+    first, second = (json.loads(x) for x in text[:2])
+    assert first["ip"] == "198.51.100.0" and first["ips"] == ["192.0.2.0", None]
+    assert "ip" not in second and second["kernel"] == "python3"
+    assert "cannot read were dropped" in caplog.text
+    assert "not-an-address" not in caplog.text and "bogus" not in caplog.text
+    assert read_index(directory)["2020-01-02"].count == 3
