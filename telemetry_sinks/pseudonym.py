@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from typing import Any
@@ -31,6 +32,7 @@ KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 #: What a pseudonym looks like: a value of this form is not pseudonymized again.
 PSEUDONYM = re.compile(r"^[A-Za-z0-9._-]{1,32}:[0-9a-f]{32}$")
 _GENERATE = 'python -c "import secrets; print(secrets.token_hex(32))"'
+_log = logging.getLogger("telemetry_sinks.pseudonym")
 
 
 class PseudonymKey:
@@ -111,11 +113,15 @@ def load_key(file: str = "", env: str = "", key_id: str = "") -> PseudonymKey | 
         try:
             with open(path, "rb") as stream:
                 secret = stream.read(4096)
+                mode = os.fstat(stream.fileno()).st_mode
         except OSError as exc:
             raise PolicyError(
                 f"cannot read the pseudonym key file {path}: {exc.strerror or type(exc).__name__}. "
                 f"Create it with {_GENERATE} > {path} (readable by this process only)."
             ) from None
+        if mode & 0o077:
+            _log.warning("the pseudonym key file %s can be read by other users (mode %o); make it readable "
+                         "by this service only: chmod 600 %s", path, mode & 0o777, path)
         return PseudonymKey(secret, key_id or None, source=f"file {path}")
     if env:
         value = os.environ.get(env)

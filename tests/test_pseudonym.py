@@ -101,6 +101,18 @@ def test_key_errors_name_the_file_or_variable_and_the_fix_never_the_content(tmp_
     assert "shortkey9" not in str(error.value) and "a-perfectly-fine-key" not in str(error.value)
 
 
+def test_a_key_file_others_can_read_is_warned_about(tmp_path, caplog):
+    path = tmp_path / "key"
+    path.write_text("k" * 40)
+    path.chmod(0o644)
+    load_key(file=str(path))
+    assert "can be read by other users (mode 644)" in caplog.text and "chmod 600" in caplog.text
+    caplog.clear()
+    path.chmod(0o600)
+    load_key(file=str(path))
+    assert "other users" not in caplog.text
+
+
 def test_the_key_is_not_pickled_and_its_repr_shows_only_its_id(tmp_path):
     (tmp_path / "key").write_text("k" * 40)
     key = load_key(file=str(tmp_path / "key"), key_id="main")
