@@ -72,7 +72,10 @@ def test_the_traitlets_form_runs_as_written(tmp_path):
 
 
 def test_the_dictconfig_form_runs_as_written(tmp_path, monkeypatch):
+    # A non-incremental dictConfig closes every handler of the process: not other tests' handlers.
+    monkeypatch.setattr(logging.config, "_clearExistingHandlers", lambda: None, raising=False)
     block = policy_blocks()[1]
+    assert '"disable_existing_loggers": False' in block  # else it silences telemetry_sinks' own loggers
     monkeypatch.setenv("TELEMETRY_PSEUDONYM_KEY", secrets.token_hex(32))
     code = block.replace("/srv/events", str(tmp_path / "archive")).replace(
         "/var/log/events.jsonl", str(tmp_path / "events.jsonl"))
