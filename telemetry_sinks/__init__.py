@@ -3,6 +3,7 @@
 from .errors import (
     EventValidationError,
     MissingExtraError,
+    PolicyError,
     SchemaError,
     SinkConfigError,
     UnknownSchemaError,
@@ -53,6 +54,7 @@ __all__ = [
     "sink_class",
     "EventValidationError",
     "MissingExtraError",
+    "PolicyError",
     "SchemaError",
     "SinkConfigError",
     "UnknownSchemaError",

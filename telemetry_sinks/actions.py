@@ -39,7 +39,7 @@ import datetime as _dt
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -88,7 +88,7 @@ class Action:
         return {"action": self.name}
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.as_json() == self.as_json()  # type: ignore[attr-defined]
+        return isinstance(other, Action) and type(other) is type(self) and other.as_json() == self.as_json()
 
     def __hash__(self) -> int:
         return hash(repr(sorted(self.as_json().items())))
@@ -136,7 +136,11 @@ class Pseudonymize(Transform):
 
     def __init__(self, key: PseudonymKey | None = None) -> None:
         self.key = key
-        self._one = key.pseudonym if key is not None else None
+        self._one: Callable[[str], str] = key.pseudonym if key is not None else self._no_key
+
+    @staticmethod
+    def _no_key(text: str) -> str:
+        raise PolicyError("pseudonymize needs a key (Pseudonymize.with_key)")
 
     def with_key(self, key: PseudonymKey | None) -> Pseudonymize:
         if key is None:
@@ -150,15 +154,15 @@ class Pseudonymize(Transform):
     def apply(self, value: Any) -> Any:
         if type(value) is str:  # the common case, first; is_pseudonym's test, inlined
             if len(value) < 34 or value[-33] != ":" or PSEUDONYM.match(value) is None:
-                return self._one(value)  # type: ignore[misc]
+                return self._one(value)
             return value
         return super().apply(value)
 
     def apply_one(self, value: Any) -> Any:
-        if self.key is None:
-            raise PolicyError("pseudonymize needs a key (Pseudonymize.with_key)")
         if isinstance(value, str) and is_pseudonym(value):
             return value
+        if self.key is None:
+            return self._no_key(str(value))
         return self.key.pseudonym_of(value)
 
     def as_json(self) -> dict[str, Any]:
@@ -184,6 +188,10 @@ class Generalize(Transform):
 
     def __init__(self, **options: Any) -> None:
         self.options = {**self.params, **options}
+
+    @staticmethod
+    def check(options: Mapping[str, Any], where: str) -> None:
+        """Raise :class:`PolicyError` naming ``where`` when ``options`` are not valid."""
 
     def fits(self, types: frozenset[str]) -> bool:
         declared = types - {"null"}
@@ -225,9 +233,9 @@ class IpNetwork(Generalize):
         except ValueError:
             raise ActionError("not an IP address (the policy keeps IP addresses as their network: "
                               "ip_network)") from None
-        if address.version == 4:
+        if isinstance(address, ipaddress.IPv4Address):
             return str(ipaddress.IPv4Address(int(address) & self._v4_mask))
-        mapped = address.ipv4_mapped  # type: ignore[union-attr]
+        mapped = address.ipv4_mapped
         if mapped is not None:
             return "::ffff:" + str(ipaddress.IPv4Address(int(mapped) & self._v4_mask))
         return str(ipaddress.IPv6Address(int(address) & self._v6_mask))  # the scope id goes too
@@ -306,7 +314,7 @@ class Bucket(Generalize):
     def check(options: Mapping[str, Any], where: str) -> None:
         size = options.get("size")
         number = isinstance(size, (int, float)) and not isinstance(size, bool)
-        if not number or not math.isfinite(size) or size <= 0:  # type: ignore[arg-type]
+        if not number or not math.isfinite(size) or size <= 0:
             raise PolicyError(f"{where}: bucket needs 'size', a number above 0 (e.g. 10), not {size!r}.")
 
     def apply_one(self, value: Any) -> Any:
@@ -382,7 +390,7 @@ def parse_action(spec: Any, where: str = "action") -> Action:
     if name != "generalize":
         raise PolicyError(f"{where}: unknown action {name!r}; the actions are {', '.join(ACTION_NAMES)}.")
     method = options.pop("generalize", None)
-    cls = GENERALIZATIONS.get(method)  # type: ignore[arg-type]
+    cls = GENERALIZATIONS.get(method) if isinstance(method, str) else None
     if cls is None:
         raise PolicyError(f"{where}: unknown generalization {method!r}; the methods are "
                           f"{', '.join(GENERALIZATIONS)}.")
@@ -391,7 +399,7 @@ def parse_action(spec: Any, where: str = "action") -> Action:
     if unknown:
         raise PolicyError(f"{where}: generalization {method!r} has no option {unknown[0]!r}; its options "
                           f"are {', '.join(sorted(allowed))}.")
-    cls.check(options, where)  # type: ignore[attr-defined]
+    cls.check(options, where)
     return cls(**options)
 
 

@@ -364,8 +364,8 @@ class EventLog(LoggingConfigurable):
         if plan is not _NO_REDACTION:
             try:
                 event = apply_plan(event, plan)  # type: ignore[arg-type]
-                if plan.timestamp is not None:  # type: ignore[union-attr]
-                    timestamp = plan.timestamp.apply_one(timestamp or format_timestamp())  # type: ignore
+                if plan.timestamp is not None:
+                    timestamp = plan.timestamp.apply_one(timestamp or format_timestamp())
             except ActionError as exc:
                 schema._raise(list(exc.path) or ["__timestamp__"], exc.reason)
         capsule = make_capsule(schema.id, schema.version, event, timestamp)

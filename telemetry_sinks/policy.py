@@ -209,13 +209,13 @@ def parse_entry(schema_id: str, entry: Mapping[str, Any] | None) -> SchemaPolicy
                 f"'property_actions' ({action.name}); remove it from one of them."
             )
     round_timestamp = None
-    if "round_timestamp" in entry and entry["round_timestamp"] is not None:
-        action = parse_action({"generalize": "round_time", "unit": entry["round_timestamp"]},
-                              f"{where}['round_timestamp']")
-        round_timestamp = action  # type: ignore[assignment]
+    if entry.get("round_timestamp") is not None:
+        options = {"unit": entry["round_timestamp"]}
+        RoundTime.check(options, f"{where}['round_timestamp']")
+        round_timestamp = RoundTime(**options)
     stages = _parse_retention(entry.get("retention", ()), f"{where}['retention']")
     return SchemaPolicy(frozenset(cats | {UNRESTRICTED}), props, category_actions, property_actions,
-                        round_timestamp, stages)  # type: ignore[arg-type]
+                        round_timestamp, stages)
 
 
 def _parse_retention(items: Any, where: str) -> tuple[RetentionStage, ...]:
@@ -425,7 +425,9 @@ class _Compiler:
                 drop.append(name)
                 continue
             if isinstance(action, Transform):
-                transform.append((name, self.bind(action)))  # type: ignore[arg-type]
+                bound = self.bind(action)
+                assert isinstance(bound, Transform)
+                transform.append((name, bound))
                 continue
             child = self.level(sub, mine.children if mine else {}, keeps_whole, False, path + ".")
             if child is not None:

@@ -365,13 +365,13 @@ def _changed_paths(old: Any, new: Any, prefix: str, found: set[tuple[str, str]])
         found.add((prefix[:-1], "replaced"))
 
 
-def _apply_line(obj: dict, plans: list[RedactionPlan]) -> tuple[Any, int]:
+def _apply_line(obj: Any, plans: list[RedactionPlan]) -> tuple[Any, int]:
     """``obj`` with ``plans`` applied; a stored value an action cannot read is dropped (counted)."""
     unreadable = 0
     for plan in plans:
         while True:
             try:
-                obj = apply_plan(obj, plan)  # type: ignore[assignment]
+                obj = apply_plan(obj, plan)
                 break
             except ActionError as exc:
                 obj = _without(obj, exc.path)
@@ -460,8 +460,9 @@ def purge_archive(
         fingerprint = rules.fingerprint(age) if rules else None
         if fingerprint is None or state.get(date) == f"{fingerprint}:{os.stat(path).st_mtime_ns}":
             continue
+        assert rules is not None  # a fingerprint comes from rules
         change = DayChange(date, name, "keep")
-        lines = _rewrite_day(path, rules, age, change)  # type: ignore[arg-type]
+        lines = _rewrite_day(path, rules, age, change)
         if dry_run:
             for _ in lines:
                 pass
