@@ -40,6 +40,7 @@ SCENARIOS = {
     "throughput": "bench.scenario_throughput",
     "memory": "bench.scenario_memory",
     "recovery": "bench.scenario_recovery",
+    "instrumentation": "bench.scenario_instrumentation",
     "actions": "bench.scenario_actions",
 }
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from . import policy_words
 from .actions import DROP, Action
-from .policy import SchemaPolicy, compile_plan, policy_for
+from .policy import SchemaPolicy, compile_plan, policy_for, schema_entries
 from .schema import UNRESTRICTED, normalize_category
 
 __all__ = [
@@ -499,8 +499,7 @@ def collect(
             retention=retention,
         ))
     schemas.sort(key=lambda s: (not s.recorded, s.label.lower(), s.id))
-    allowed = eventlog.allowed_schemas
-    listed = list(allowed.keys()) if isinstance(allowed, Mapping) else list(allowed)
+    listed = list(schema_entries(eventlog.allowed_schemas))
     missing = [sid for sid in listed if sid not in by_id]
     return Description(title, schemas, list(sinks), missing)
 

@@ -65,13 +65,14 @@ class EventLog(LoggingConfigurable):
     ).tag(config=True)
 
     allowed_schemas = Union(
-        [List(Unicode()), Dict()],
+        [List(), Dict()],  # items checked by check_allowed_schemas, with precise messages
         default_value=[],
         help="Schema ids to record: a list (unrestricted properties only), or a dict "
         '{schema_id: {"allowed_categories": [...], "allowed_properties": [...], '
         '"category_actions": {...}, "property_actions": {...}, "round_timestamp": UNIT, '
-        '"retention": [...]}} (see telemetry_sinks.policy). '
-        "Nothing is recorded by default.",
+        '"retention": [...]}} (see telemetry_sinks.policy). The list may also hold '
+        "(schema_id, allowed_categories, allowed_properties) tuples, meaning what the dict's "
+        "entries mean. Nothing is recorded by default.",
     ).tag(config=True)
 
     pseudonym_key_file = Unicode(
@@ -115,7 +116,13 @@ class EventLog(LoggingConfigurable):
             raise TraitError(_NO_KEY)
         return proposal.value
 
+    #: Grows whenever a schema is registered or the policy is replaced: what is cached
+    #: about this EventLog (which schemas it records, against which schema) holds while
+    #: it stays the same.
+    generation: int
+
     def __init__(self, **kwargs: Any) -> None:
+        self.generation = 0
         self._schemas: dict[tuple[str, int], Schema] = {}
         self._latest: dict[str, int] = {}
         self._plans: dict[tuple[str, int], Any] = {}
@@ -155,6 +162,7 @@ class EventLog(LoggingConfigurable):
         if compiled.version > self._latest.get(compiled.id, -1):
             self._latest[compiled.id] = compiled.version
         self._plans.clear()
+        self.generation += 1
         return compiled
 
     def register_schema_file(self, path: str | os.PathLike) -> list[Schema]:
@@ -234,6 +242,7 @@ class EventLog(LoggingConfigurable):
     @observe("allowed_schemas")
     def _policy_changed(self, change: Any) -> None:
         self._plans.clear()
+        self.generation += 1
         if self._ready:
             self._share_retention()
 
@@ -247,6 +256,7 @@ class EventLog(LoggingConfigurable):
         """Read the pseudonym key (if configured) and check that a policy that needs one has it."""
         self._key = load_key(self.pseudonym_key_file, self.pseudonym_key_env, self.pseudonym_key_id)
         self._plans.clear()
+        self.generation += 1
         self._require_key()
 
     def _share_retention(self) -> None:
@@ -442,6 +452,18 @@ class EventLog(LoggingConfigurable):
             self.dispatch(capsule)
         return capsule
 
+    def record(
+        self,
+        schema_id: str,
+        version: int | None,
+        data: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> dict[str, Any] | None:
+        """:meth:`record_event` under the name of the Jupyter telemetry documentation
+        ("record event data using ``EventLog.record(...)``"): same arguments, result and errors.
+        """
+        return self.record_event(schema_id, version, data, timestamp_override)  # type: ignore[arg-type]
+
     def emit(
         self,
         *,
@@ -493,6 +515,16 @@ class EventRouter:
             if capsule is not None:
                 log.dispatch(capsule)
         return capsules
+
+    def record(
+        self,
+        schema_id: str,
+        version: int | None,
+        data: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """:meth:`record_event` under the name of the Jupyter telemetry documentation."""
+        return self.record_event(schema_id, version, data, timestamp_override)
 
     def emit(
         self, *, schema_id: str, data: Mapping[str, Any], version: int | None = None

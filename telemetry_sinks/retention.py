@@ -59,7 +59,7 @@ from typing import Any
 
 from .actions import ActionError
 from .capsule import encode, whole_number
-from .policy import RedactionPlan, apply_plan, compile_plan, parse_age, parse_entry
+from .policy import RedactionPlan, apply_plan, compile_plan, parse_age, parse_entry, schema_entries
 from .pseudonym import PseudonymKey
 
 __all__ = [
@@ -160,11 +160,10 @@ class RetentionRules:
         key: PseudonymKey | None = None,
     ) -> None:
         self.stages: dict[str, tuple] = {}
-        if isinstance(allowed_schemas, Mapping):
-            for sid, entry in allowed_schemas.items():
-                stages = parse_entry(sid, entry).retention
-                if stages:
-                    self.stages[sid] = stages
+        for sid, entry in schema_entries(allowed_schemas).items():
+            stages = parse_entry(sid, entry).retention
+            if stages:
+                self.stages[sid] = stages
         self._schemas = schemas
         self.key = key
         self._plans: dict[tuple[str, Any, int], RedactionPlan | None] = {}
