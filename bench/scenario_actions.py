@@ -1,4 +1,4 @@
-"""Scenario 6: what the policy's actions cost on the emit path: pseudonymize and generalize beside drop.
+"""Scenario 7: what the policy's actions cost on the emit path: pseudonymize and generalize beside drop.
 
 The session workload (``bench/events.py``: 28 properties, personal data at three levels)
 is emitted through ``EventLog.emit`` into a ``FileSink`` with four policies, in the same
@@ -16,6 +16,11 @@ The cost of an action is the difference with the anchor divided by the two prope
 transforms (the target: pseudonymization <= 2 µs per property); against "keep two raw" it
 is the cost of the transformation alone.  The redaction step alone (``policy.apply_plan``)
 is timed the same way, to show the figure without the rest of emit's noise.
+
+The variants run interleaved within each repetition; a cost is the median of the
+per-repetition differences.  Times are this process's CPU time (user and system, the
+sink's write(2) included): on a shared machine, the time other processes hold the CPU is
+not counted against either variant.
 """
 
 from __future__ import annotations
@@ -91,22 +96,22 @@ def _redactor(policy: dict[str, Any], events: list[dict]) -> Callable[[int], Non
 
 
 def _rates(runners: dict[str, Callable[[int], None]], n: int, reps: int, bar: Any) -> dict[str, list[float]]:
-    """Nanoseconds per event of each runner, ``reps`` times, interleaved so drift hits all alike."""
+    """CPU nanoseconds per event of each runner, ``reps`` times, interleaved so drift hits all alike."""
     out: dict[str, list[float]] = {key: [] for key in runners}
     for runner in runners.values():
         runner(min(n, 1000))  # warm up
     for _ in range(reps):
         for key, runner in runners.items():
             gc.collect()
-            start = time.perf_counter_ns()
+            start = time.process_time_ns()
             runner(n)
-            out[key].append((time.perf_counter_ns() - start) / n)
+            out[key].append((time.process_time_ns() - start) / n)
             bar.update(1)
     return out
 
 
 def run(settings: Settings) -> ScenarioResult:
-    result = ScenarioResult("actions", "6. Policy actions on the emit path: pseudonymize and generalize")
+    result = ScenarioResult("actions", "7. Policy actions on the emit path: pseudonymize and generalize")
     events = session_workload().events
     n_emit = settings.pick(6_000, 2_000)
     n_plan = settings.pick(30_000, 10_000)
@@ -126,24 +131,29 @@ def run(settings: Settings) -> ScenarioResult:
                          n_plan, settings.reps, bar)
     emit_med = {k: median(v) for k, v in emit_ns.items()}
     plan_med = {k: median(v) for k, v in plan_ns.items()}
+
+    def cost(values: dict[str, list[float]], key: str, anchor: str) -> float:
+        """µs per transformed property: the median of the per-repetition differences, over 2."""
+        return median([(a - b) / 2 / 1000 for a, b in zip(values[key], values[anchor])])
+
     table = Table(
-        "Emit with each policy: µs per event (median of repetitions; min-max in brackets), and the cost per "
-        "transformed property against drop only",
+        "Emit with each policy: CPU µs per event (median of repetitions; min-max in brackets), and the cost "
+        "per transformed property against drop only",
         ["policy", "emit + FileSink", "per property vs drop", "per property vs keeping them raw",
          "redaction alone (apply_plan)", "per property vs drop"],
     )
 
-    def per_property(values: dict[str, float], key: str, anchor: str) -> str:
+    def per_property(values: dict[str, list[float]], key: str, anchor: str) -> str:
         if key not in TRANSFORMED and not (key == "raw" and anchor == "drop"):
             return ""
-        return f"{(values[key] - values[anchor]) / 2 / 1000:+.2f} µs"
+        return f"{cost(values, key, anchor):+.2f} µs"
 
     for key, (label, _policy) in POLICIES.items():
         table.add(label, f"{emit_med[key] / 1000:.2f} ({spread([x / 1000 for x in emit_ns[key]])})",
-                  per_property(emit_med, key, "drop"),
-                  per_property(emit_med, key, "raw") if key in TRANSFORMED else "",
+                  per_property(emit_ns, key, "drop"),
+                  per_property(emit_ns, key, "raw") if key in TRANSFORMED else "",
                   f"{plan_med[key] / 1000:.2f} ({spread([x / 1000 for x in plan_ns[key]])})",
-                  per_property(plan_med, key, "drop"))
+                  per_property(plan_ns, key, "drop"))
     table.notes.append(
         "the session workload of scenario 1; drop only is its policy (every personal field dropped); "
         "the other rows change only what is said. Pseudonyms: HMAC-SHA256 with the key's inner and outer "
@@ -152,13 +162,13 @@ def run(settings: Settings) -> ScenarioResult:
     table.notes.append(f"{n_emit:,} emits and {n_plan:,} plan applications per repetition, GC on, "
                        "interleaved.")
     result.tables.append(table)
-    cost = (emit_med["pseudonymize"] - emit_med["drop"]) / 2 / 1000
-    target = Target("pseudonymize: emit cost per transformed property, vs drop only", f"{cost:.2f} µs",
-                    f"<= {TARGET_US_PER_PROPERTY:g} µs", cost <= TARGET_US_PER_PROPERTY)
+    measured = cost(emit_ns, "pseudonymize", "drop")
+    target = Target("pseudonymize: emit cost per transformed property, vs drop only", f"{measured:.2f} µs",
+                    f"<= {TARGET_US_PER_PROPERTY:g} µs", measured <= TARGET_US_PER_PROPERTY)
     result.targets.append(target)
     if not target.ok:
-        alone = (plan_med["pseudonymize"] - plan_med["drop"]) / 2 / 1000
-        carried = (emit_med["raw"] - emit_med["drop"]) / 2 / 1000
+        alone = cost(plan_ns, "pseudonymize", "drop")
+        carried = cost(emit_ns, "raw", "drop")
         target.cause = (f"the redaction step alone costs {alone:.2f} µs more per property, and carrying the "
                         f"property at all (kept raw instead of dropped) {carried:.2f} µs: the capsule is "
                         "larger to encode and write.")
