@@ -41,6 +41,7 @@ SCENARIOS = {
     "memory": "bench.scenario_memory",
     "recovery": "bench.scenario_recovery",
     "instrumentation": "bench.scenario_instrumentation",
+    "lake": "bench.scenario_lake",
     "actions": "bench.scenario_actions",
 }
 

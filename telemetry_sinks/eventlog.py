@@ -281,6 +281,15 @@ class EventLog(LoggingConfigurable):
     def _update_targets(self) -> None:
         handlers = [*self.handlers, *self._sink_handlers]
         self._targets = [(h, getattr(h, "handle_capsule", None)) for h in handlers]
+        for handler in handlers:
+            use_schemas = getattr(handler, "use_schemas", None)
+            if callable(use_schemas):  # sinks that type their output from the schemas (parquet)
+                use_schemas(self.schema_body)
+
+    def schema_body(self, schema_id: str, version: int) -> dict[str, Any] | None:
+        """The JSON Schema registered as ``(schema_id, version)``, or None."""
+        found = self._schemas.get((schema_id, version))
+        return found.body if found is not None else None
 
     @property
     def all_handlers(self) -> list[logging.Handler]:
