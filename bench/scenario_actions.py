@@ -1,4 +1,4 @@
-"""Scenario 8: what the policy's actions cost on the emit path: pseudonymize and generalize beside drop.
+"""Scenario 9: what the policy's actions cost on the emit path: pseudonymize and generalize beside drop.
 
 The session workload (``bench/events.py``: 28 properties, personal data at three levels)
 is emitted through ``EventLog.emit`` into a ``FileSink`` with four policies, in the same
@@ -111,7 +111,7 @@ def _rates(runners: dict[str, Callable[[int], None]], n: int, reps: int, bar: An
 
 
 def run(settings: Settings) -> ScenarioResult:
-    result = ScenarioResult("actions", "8. Policy actions on the emit path: pseudonymize and generalize")
+    result = ScenarioResult("actions", "9. Policy actions on the emit path: pseudonymize and generalize")
     events = session_workload().events
     n_emit = settings.pick(6_000, 2_000)
     n_plan = settings.pick(30_000, 10_000)

@@ -14,6 +14,7 @@ the dict's entries mean.  A dict entry holds any of::
                          "files[].size": {"generalize": "bucket", "size": 1000}}
     "round_timestamp": "minute"                        # the capsule's __timestamp__, rounded down
     "retention": [{"after": "90d", "category_actions": {"user-identifier": "drop"}}]
+    "consent": "opt-out"                               # "required", "opt-out" or "opt-in"
 
 The actions (:mod:`.actions`) are ``drop``, ``keep``, ``pseudonymize`` and
 ``generalize``.  What a property gets:
@@ -34,6 +35,13 @@ declares.  Category labels may be bare (``user-identifier``) or URIs
 (``category.jupyter.org/user-identifier``).  ``retention`` stages say what
 happens to stored events once they are older than ``after`` (see
 :mod:`.retention`): categories a stage does not name are left as they are.
+
+``consent`` is what the people the events are about may say about a schema:
+``"required"`` (they are informed and cannot opt out, e.g. audit logging),
+``"opt-out"`` (recorded unless they say no, or their browser sends Global Privacy
+Control) or ``"opt-in"`` (recorded only once they say yes).  A schema without the
+key takes ``EventLog.default_consent``.  Consent is enforced where the person is
+known: the collector, for events that browsers send.
 
 All of this is compiled once per schema version and policy into a
 :class:`RedactionPlan`; the emit path only applies it (:func:`apply_plan`),
@@ -63,7 +71,8 @@ from .errors import PolicyError
 from .pseudonym import PseudonymKey
 from .schema import UNRESTRICTED, RedactionNode, normalize_category
 
-POLICY_KEYS = ("allowed_categories", "allowed_properties")
+POLICY_KEYS = ("allowed_categories", "allowed_properties", "consent")
+CONSENT_MODES = ("required", "opt-out", "opt-in")
 ACTION_KEYS = ("category_actions", "property_actions", "round_timestamp", "retention")
 STAGE_KEYS = ("after", "category_actions", "property_actions")
 
@@ -119,6 +128,7 @@ class SchemaPolicy:
     round_timestamp: RoundTime | None = None
     retention: tuple[RetentionStage, ...] = ()
     default: Action = DROP
+    consent: str | None = None  # None: the EventLog's default_consent
 
     def category_action(self, category: str) -> Action:
         if category in self.allowed_categories:
@@ -216,8 +226,20 @@ def parse_entry(schema_id: str, entry: Mapping[str, Any] | None) -> SchemaPolicy
         RoundTime.check(options, f"{where}['round_timestamp']")
         round_timestamp = RoundTime(**options)
     stages = _parse_retention(entry.get("retention", ()), f"{where}['retention']")
+    consent = entry.get("consent")
+    if "consent" in entry:
+        problem = check_consent_mode(consent, f"{where}['consent']")
+        if problem:
+            raise PolicyError(problem)
     return SchemaPolicy(frozenset(cats | {UNRESTRICTED}), props, category_actions, property_actions,
-                        round_timestamp, stages)
+                        round_timestamp, stages, consent=consent)
+
+
+def check_consent_mode(value: Any, where: str) -> str | None:
+    """A message if ``value`` is not one of :data:`CONSENT_MODES`, else None."""
+    if value in CONSENT_MODES:
+        return None
+    return f"{where} must be one of {', '.join(repr(m) for m in CONSENT_MODES)}, not {value!r}."
 
 
 def _parse_retention(items: Any, where: str) -> tuple[RetentionStage, ...]:
