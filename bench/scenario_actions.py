@@ -113,8 +113,8 @@ def _rates(runners: dict[str, Callable[[int], None]], n: int, reps: int, bar: An
 def run(settings: Settings) -> ScenarioResult:
     result = ScenarioResult("actions", "9. Policy actions on the emit path: pseudonymize and generalize")
     events = session_workload().events
-    n_emit = settings.pick(6_000, 2_000)
-    n_plan = settings.pick(30_000, 10_000)
+    n_emit = settings.pick(20_000, 4_000)
+    n_plan = settings.pick(50_000, 10_000)
     with tempfile.TemporaryDirectory(dir=settings.workdir) as directory, progress(
         2 * settings.reps * len(POLICIES), "policy actions", "runs", settings.progress
     ) as bar:
