@@ -27,7 +27,7 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from traitlets import Float, Instance, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Instance, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..eventlog import EventLog
@@ -82,6 +82,17 @@ class Collector(LoggingConfigurable):
     retry_after = Int(5, help="Retry-After (seconds) of a 503 when a sink cannot keep up.").tag(
         config=True
     )
+    hub_service = Bool(
+        False,
+        help="Run as a JupyterHub service: serve under $JUPYTERHUB_SERVICE_PREFIX on the address of "
+        "$JUPYTERHUB_SERVICE_URL and accept only requests the Hub authenticates (a user's OAuth "
+        "cookie, or a Hub API token such as a single-user server's); see telemetry_sinks.server.hub.",
+    ).tag(config=True)
+    hub_scopes = List(
+        Unicode(),
+        help="With hub_service: the Hub scopes a request's identity must hold, e.g. "
+        "['access:services!service=telemetry']. Empty: any identity the Hub authenticates.",
+    ).tag(config=True)
 
     eventlog = Instance(EventLog, help="The EventLog events go to (default: built from config).")
 
@@ -124,6 +135,8 @@ class Collector(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if self.hub_service:
+            self._use_service_address()
         self.eventlog  # noqa: B018 - build it now, so that configuration errors show at start
         self.recent_ids = RecentIds(self.dedup_window)
         self.counters: Counter[str] = Counter(accepted=0, not_recorded=0, duplicate=0, rejected=0)
@@ -132,6 +145,20 @@ class Collector(LoggingConfigurable):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+
+    def _use_service_address(self) -> None:
+        """As a Hub service, listen where $JUPYTERHUB_SERVICE_URL says, unless ip/port were set."""
+        from .hub import service_address
+
+        address = service_address()
+        if address is None:
+            return
+        ip, port = address
+        mine = self.config.Collector if "Collector" in self.config else {}
+        if "ip" not in mine:
+            self.ip = ip
+        if "port" not in mine:
+            self.port = port
 
     # ------------------------------------------------------------------ state
 
@@ -162,8 +189,14 @@ class Collector(LoggingConfigurable):
 
     async def listen(self) -> int:
         """Start serving on the running event loop; return the bound port."""
+        if self.hub_service:
+            from .hub import make_hub_app
+
+            app = make_hub_app(self)
+        else:
+            app = make_app(self)
         server = HTTPServer(
-            make_app(self),
+            app,
             max_body_size=self.max_body_bytes,
             body_timeout=self.body_timeout,
             idle_connection_timeout=self.body_timeout,
