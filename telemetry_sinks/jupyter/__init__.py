@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bridge import JUPYTER_PROPERTY_CATEGORIES, EventLoggerHandler, JupyterTelemetry
+from .bridge import EventLoggerHandler, JupyterTelemetry
+from .schemas import JUPYTER_PROPERTY_CATEGORIES, export_jupyter_schemas, jupyter_schemas
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -37,4 +38,11 @@ def configure_hub(c: Any) -> JupyterTelemetry:
     return configure(c)
 
 
-__all__ = ["JUPYTER_PROPERTY_CATEGORIES", "EventLoggerHandler", "JupyterTelemetry", "configure_hub"]
+__all__ = [
+    "JUPYTER_PROPERTY_CATEGORIES",
+    "EventLoggerHandler",
+    "JupyterTelemetry",
+    "configure_hub",
+    "export_jupyter_schemas",
+    "jupyter_schemas",
+]

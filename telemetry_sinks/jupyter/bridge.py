@@ -10,13 +10,12 @@ is removed by category, and the capsule gets the project's shape (``__timestamp_
 ending in ``Z``, integer ``__schema_version__``) before any sink sees it.
 
 Jupyter's schemas mark whole schemas ``personal-data: true`` but give their
-properties no ``categories``; :data:`JUPYTER_PROPERTY_CATEGORIES` supplies them
-(``c.JupyterTelemetry.property_categories`` adds to or overrides it).
+properties no ``categories``; :mod:`telemetry_sinks.jupyter.schemas` supplies them
+(``c.JupyterTelemetry.property_categories`` adds to or overrides the table).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -29,38 +28,10 @@ from ..capsule import CAPSULE_FIELDS, parse_timestamp, whole_number
 from ..errors import EventValidationError, SchemaError, UnknownSchemaError
 from ..eventlog import EventLog
 from ..sinks.base import Sink
-
-CONTENTS_SERVICE = "https://events.jupyter.org/jupyter_server/contents_service/v1"
-KERNEL_ACTIONS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
-GATEWAY_CLIENT = "https://events.jupyter.org/jupyter_server/gateway_client/v1"
-HUB_SERVER_ACTION = "https://schema.jupyter.org/jupyterhub/events/server-action"
-
-#: Personal-data categories of the properties of Jupyter's own schemas (which declare none).
-#: File paths name users' projects and often the users; user names identify them.
-JUPYTER_PROPERTY_CATEGORIES: dict[str, dict[str, list[str]]] = {
-    CONTENTS_SERVICE: {
-        "path": ["user-identifiable-information"],
-        "source_path": ["user-identifiable-information"],
-    },
-    KERNEL_ACTIONS: {},
-    GATEWAY_CLIENT: {},
-    HUB_SERVER_ACTION: {"username": ["user-identifier"]},
-}
+from .schemas import JUPYTER_PROPERTY_CATEGORIES, with_categories
 
 #: The logger of the whole library; its records go to the host application's log.
 LIBRARY_LOGGER = "telemetry_sinks"
-
-
-def with_categories(body: Mapping[str, Any], categories: Mapping[str, list[str]]) -> dict[str, Any]:
-    """A copy of schema ``body`` whose top-level properties carry ``categories`` where they have none."""
-    annotated = copy.deepcopy(dict(body))
-    properties = annotated.get("properties")
-    if isinstance(properties, dict):
-        for name, labels in categories.items():
-            prop = properties.get(name)
-            if isinstance(prop, dict) and "categories" not in prop:
-                prop["categories"] = list(labels)
-    return annotated
 
 
 def route_library_log(host_log: logging.Logger) -> None:
@@ -357,14 +328,4 @@ def _raw_schema(schema: Any) -> dict[str, Any]:
     return {"$id": schema.id, "version": schema.version, "type": "object", "properties": schema.properties}
 
 
-__all__ = [
-    "CONTENTS_SERVICE",
-    "EventLoggerHandler",
-    "GATEWAY_CLIENT",
-    "HUB_SERVER_ACTION",
-    "JUPYTER_PROPERTY_CATEGORIES",
-    "JupyterTelemetry",
-    "KERNEL_ACTIONS",
-    "route_library_log",
-    "with_categories",
-]
+__all__ = ["EventLoggerHandler", "JupyterTelemetry", "route_library_log"]
