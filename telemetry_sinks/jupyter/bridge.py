@@ -270,7 +270,7 @@ class JupyterTelemetry(LoggingConfigurable):
             last = self._last.get(name, {})
             self._last[name] = stats
             dropped = stats.get("dropped", 0) - last.get("dropped", 0)
-            waiting = stats.get("queue_events", 0) or stats.get("spool_bytes", 0)
+            waiting = _unsettled(stats) > 0 or stats.get("spool_bytes", 0) > 0
             stuck = bool(last) and waiting and stats.get("sent", 0) == last.get("sent", 0)
             cause = stats.get("last_error") or "no error reported"
             if dropped > 0:
@@ -280,8 +280,8 @@ class JupyterTelemetry(LoggingConfigurable):
                 problem = f"cannot reach its backend: {cause}"
                 if self._problems.get(name) != problem:
                     self.log.warning(
-                        "telemetry_sinks: sink %r %s (%d events queued, %d bytes spooled)",
-                        name, problem, stats.get("queue_events", 0), stats.get("spool_bytes", 0),
+                        "telemetry_sinks: sink %r %s (%d events waiting in memory, %d bytes spooled)",
+                        name, problem, _unsettled(stats), stats.get("spool_bytes", 0),
                     )
                 self._problems[name] = problem
             elif name in self._problems and (not waiting or stats.get("sent", 0) > last.get("sent", 0)):
@@ -314,6 +314,13 @@ class JupyterTelemetry(LoggingConfigurable):
                 handler.close()
             except Exception:
                 self.log.exception("telemetry_sinks: closing sink %r failed", _label(handler))
+
+
+def _unsettled(stats: Mapping[str, Any]) -> int:
+    """Events a network sink holds in memory (queued, in flight or waiting for a retry)."""
+    direct = stats.get("sent", 0) - stats.get("replayed", 0)
+    settled = direct + stats.get("spooled", 0) + stats.get("dropped", 0) + stats.get("dead_lettered", 0)
+    return max(0, stats.get("emitted", 0) - settled)
 
 
 def _label(handler: logging.Handler) -> str:
