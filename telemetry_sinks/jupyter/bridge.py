@@ -257,7 +257,11 @@ class JupyterTelemetry(LoggingConfigurable):
         }
 
     def check_health(self) -> None:
-        """Warn (once per new problem) about sinks that dropped events or cannot reach their backend."""
+        """Warn (once per new problem) about sinks that cannot reach their backend.
+
+        Dropped events are reported by the sinks themselves (``telemetry_sinks.delivery``,
+        routed to the host's log), with the reason of each drop.
+        """
         for handler in self.eventlog.all_handlers:
             stats_of = getattr(handler, "stats", None)
             if not callable(stats_of):
@@ -269,13 +273,9 @@ class JupyterTelemetry(LoggingConfigurable):
                 continue
             last = self._last.get(name, {})
             self._last[name] = stats
-            dropped = stats.get("dropped", 0) - last.get("dropped", 0)
             waiting = _unsettled(stats) > 0 or stats.get("spool_bytes", 0) > 0
             stuck = bool(last) and waiting and stats.get("sent", 0) == last.get("sent", 0)
             cause = stats.get("last_error") or "no error reported"
-            if dropped > 0:
-                self.log.warning("telemetry_sinks: sink %r dropped %d events since the last check "
-                                 "(last error: %s)", name, dropped, cause)
             if stuck and stats.get("last_error"):
                 problem = f"cannot reach its backend: {cause}"
                 if self._problems.get(name) != problem:

@@ -43,7 +43,11 @@ class HealthHandler(APIHandler):
 def load(serverapp: Any) -> JupyterTelemetry:
     """Build the operator's EventLog from the server's config and put it on the server's event_logger."""
     route_library_log(serverapp.log)
-    telemetry = JupyterTelemetry(parent=serverapp)
+    try:
+        telemetry = JupyterTelemetry(parent=serverapp)
+    except Exception as exc:
+        serverapp.log.error("telemetry_sinks: Jupyter Server's events are not recorded: %s", exc)
+        raise
     telemetry.attach(serverapp.event_logger)
     serverapp.web_app.settings[SETTINGS_KEY] = telemetry
     route = url_path_join(serverapp.base_url, HEALTH_PATH)

@@ -146,6 +146,9 @@ def test_health_reports_a_sink_that_cannot_reach_its_backend(event_logger, caplo
             while time.monotonic() < deadline and not sink.stats()["last_error"]:
                 time.sleep(0.05)
             telemetry.check_health()
+            deadline = time.monotonic() + 10  # the sink's own report of its drops, from its worker
+            while time.monotonic() < deadline and "dropped" not in caplog.text:
+                time.sleep(0.05)
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         unreachable = [w for w in warnings if "'collector' cannot reach its backend" in w]
         assert unreachable and "Connection" in unreachable[0], warnings

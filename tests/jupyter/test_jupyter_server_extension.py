@@ -157,21 +157,26 @@ def test_post_api_events_takes_operator_schemas_and_refuses_unknown_ones(server,
     assert refused.status_code == 400 and "unknown" in refused.text
 
     def buttons():
-        return [c for c in read_jsonl(server.events_file) if c["__schema__"] == BUTTON]
+        events = read_jsonl(server.events_file)
+        return [c for c in events if c["__schema__"] == BUTTON and c["name"] == "run-all"]
 
     (button,) = wait_for(buttons, 30, what="the operator's event")
     assert_project_shape(button)
     assert button["name"] == "run-all" and "user" not in button  # user-identifier not allowed
     assert not any(c["__schema__"] == HIDDEN for c in read_jsonl(server.events_file))
     in_kafka = payloads(consume(broker, "jupyter-server-events", expected=10_000, timeout=5))
-    assert [c["name"] for c in in_kafka if c["__schema__"] == BUTTON] == ["run-all"]
+    assert [c["name"] for c in in_kafka if c["__schema__"] == BUTTON].count("run-all") == 1
     assert not any(c["__schema__"] == HIDDEN for c in in_kafka)
 
 
 def test_health_endpoint_is_authenticated_and_shows_every_sink(server):
+    for schema_id in (BUTTON, HIDDEN):  # one event recorded, one not allowed
+        event = {"schema_id": schema_id, "version": 1, "data": {"name": "health"}}
+        assert server.api("POST", "/api/events", json=event).status_code == 204
     anonymous = requests.get(server.url + "/api/telemetry/health", timeout=30)
     assert anonymous.status_code == 403
-    health = server.api("GET", "/api/telemetry/health").json()
+    health = wait_for(lambda: (lambda h: h if h["sinks"]["kafka"]["sent"] else None)(
+        server.api("GET", "/api/telemetry/health").json()), 30, what="kafka sent")
     assert health["ok"] is True
     assert set(health["sinks"]) == {"RotatingFileSink", "kafka", "http"}
     assert health["sinks"]["kafka"]["sent"] >= 1 and health["sinks"]["kafka"]["dropped"] == 0
@@ -242,3 +247,32 @@ def test_readme_snippet_with_log_level_debug_loses_nothing(workdir, broker, coll
     for capsule in received:
         assert_project_shape(capsule)
         assert "path" not in capsule  # the collector's policy
+
+
+def test_a_sink_in_trouble_is_reported_in_the_server_log(workdir):
+    directory = workdir / "troubled-server"
+    config = policy_config(workdir) + f"""
+        c.ServerApp.jpserver_extensions = {{"telemetry_sinks.jupyter": True}}
+        c.EventLog.sinks = ["http"]
+        c.HTTPSink.url = "http://127.0.0.1:{free_port()}/api/events"  # nothing listens there
+        c.HTTPSink.flush_interval = 0.0
+        c.HTTPSink.retry_initial_backoff = 0.05
+        c.HTTPSink.max_queue_events = 2
+        c.HTTPSink.close_timeout = 0.5
+        c.JupyterTelemetry.health_interval = 0.3
+    """
+    app = JupyterServer(directory, config, name="troubled-server").start()
+    try:
+        drive(app, "c")
+
+        def reported():
+            log = app.log_text()
+            return "sink 'http' cannot reach its backend: " in log and "sink 'http' dropped" in log
+
+        wait_for(reported, 60, what="warnings in the server log")
+        health = app.api("GET", "/api/telemetry/health").json()
+        assert health["ok"] is False and health["sinks"]["http"]["dropped"] > 0
+    finally:
+        app.stop()
+    line = next(x for x in app.log_text().splitlines() if "cannot reach its backend" in x)
+    assert line.startswith("[W ") and "ServerApp" in line and "Connection" in line
