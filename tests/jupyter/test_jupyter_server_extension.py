@@ -251,8 +251,13 @@ def test_readme_snippet_with_log_level_debug_loses_nothing(workdir, broker, coll
 
 def test_a_sink_in_trouble_is_reported_in_the_server_log(workdir):
     directory = workdir / "troubled-server"
+    # Enabled the other documented way: a file in jupyter_server_config.d.
+    enabling = directory / "config" / "jupyter_server_config.d"
+    enabling.mkdir(parents=True)
+    (enabling / "telemetry_sinks.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"telemetry_sinks.jupyter": True}}})
+    )
     config = policy_config(workdir) + f"""
-        c.ServerApp.jpserver_extensions = {{"telemetry_sinks.jupyter": True}}
         c.EventLog.sinks = ["http"]
         c.HTTPSink.url = "http://127.0.0.1:{free_port()}/api/events"  # nothing listens there
         c.HTTPSink.flush_interval = 0.0
