@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 import requests
-from backends import free_port, tansu_broker
+from backends import free_port
 from jupyter_apps import JupyterCollector, JupyterServer, read_jsonl, wait_for
 from kafka_readback import consume, payloads
 
@@ -34,6 +34,7 @@ OPERATOR_SCHEMAS = {
         "properties:\n  name: {type: string}\n"
     ),
 }
+TOPIC = f"jupyter-server-{uuid.uuid4().hex[:8]}"
 SECRET = "thesis-of-ada-lovelace"  # in file names: a path, which the policy removes
 
 
@@ -45,13 +46,6 @@ def workdir(tmp_path_factory):
     for name, text in OPERATOR_SCHEMAS.items():
         (schemas / name).write_text(text)
     return directory
-
-
-@pytest.fixture(scope="module")
-def broker(workdir):
-    server = tansu_broker(free_port(), workdir).start()
-    yield f"127.0.0.1:{server.port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +76,7 @@ def server(workdir, broker, collector):
         c.RotatingFileSink.max_bytes = 1500
         c.RotatingFileSink.backup_count = 100
         c.KafkaSink.bootstrap_servers = {broker!r}
-        c.KafkaSink.topic = "jupyter-server-events"
+        c.KafkaSink.topic = {TOPIC!r}
         c.KafkaSink.flush_interval = 0.1
         # Held in memory until the server stops: SIGTERM must deliver them.
         c.HTTPSink.url = {collector.url!r}
@@ -141,7 +135,7 @@ def test_jupyter_events_reach_file_and_kafka_as_the_policy_allows(server, broker
     assert all(c["kernel_id"] for c in kernel)  # not personal data: kept
     assert SECRET not in server.events_file.read_text()
 
-    in_kafka = payloads(consume(broker, "jupyter-server-events", expected=len(recorded)))
+    in_kafka = payloads(consume(broker, TOPIC, expected=len(recorded)))
     assert sorted(map(json.dumps, in_kafka)) == sorted(map(json.dumps, recorded))
     assert not any(c["__schema__"] == GATEWAY_CLIENT for c in in_kafka)
 
@@ -164,7 +158,7 @@ def test_post_api_events_takes_operator_schemas_and_refuses_unknown_ones(server,
     assert_project_shape(button)
     assert button["name"] == "run-all" and "user" not in button  # user-identifier not allowed
     assert not any(c["__schema__"] == HIDDEN for c in read_jsonl(server.events_file))
-    in_kafka = payloads(consume(broker, "jupyter-server-events", expected=10_000, timeout=5))
+    in_kafka = payloads(consume(broker, TOPIC, expected=10_000, timeout=5))
     assert [c["name"] for c in in_kafka if c["__schema__"] == BUTTON].count("run-all") == 1
     assert not any(c["__schema__"] == HIDDEN for c in in_kafka)
 

@@ -12,10 +12,10 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 import requests
-from backends import free_port, tansu_broker
 from jupyter_apps import JupyterCollector, JupyterHub, jupyter_env, wait_for
 from kafka_readback import consume, payloads
 
@@ -34,7 +34,7 @@ CLICK_SCHEMA = {
         "user": {"type": "string", "categories": ["user-identifier"]},
     },
 }
-TOPIC = "hub-events"
+TOPIC = f"hub-events-{uuid.uuid4().hex[:8]}"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -44,13 +44,6 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("jupyterhub")
-
-
-@pytest.fixture(scope="module")
-def broker(workdir):
-    server = tansu_broker(free_port(), workdir).start()
-    yield f"127.0.0.1:{server.port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
