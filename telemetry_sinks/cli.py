@@ -383,7 +383,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     collector = Collector(config=config)
 
     def ready(port: int) -> None:
-        print(f"telemetry-sinks collector listening on {collector.url} (POST /api/events)")
+        prefix = "/"
+        if collector.hub_service:
+            from .server.hub import service_prefix
+
+            prefix = service_prefix()
+        print(f"telemetry-sinks collector listening on {collector.url} (POST {prefix}api/events)")
         handlers = collector.eventlog.all_handlers
         for handler in handlers:
             name = getattr(handler, "sink_name", "") or type(handler).__name__
