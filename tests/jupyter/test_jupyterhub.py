@@ -6,7 +6,9 @@
   user's browser (headless chromium through Playwright) and, through the HTTP sink of
   the extension, from a single-user server with its Hub API token, and refuses requests
   without Hub authentication;
-* SIGTERM of the Hub: events the Kafka sink still held are delivered before it exits.
+* SIGTERM of the Hub: events the Kafka sink still held are delivered before it exits;
+* ``c.JupyterHub.log_level = "DEBUG"``: the Hub configures logging after the config file
+  built the sinks, which closes them; they reopen.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ c.JupyterHub.services.append({{
 c.JupyterHub.load_roles.append(
     {{"name": "user", "scopes": ["self", "access:services!service=telemetry"]}}
 )
+c.JupyterHub.log_level = "DEBUG"  # applied after this file ran: logging is configured again
 c.EventLog.allowed_schemas = {{{HUB_SERVER_ACTION!r}: {{}}}}
 c.EventLog.sinks = ["kafka"]
 c.KafkaSink.bootstrap_servers = {broker!r}
@@ -175,3 +178,4 @@ def test_server_actions_in_kafka_and_sigterm_delivers_what_the_hub_held(hub, bro
         assert "username" not in event  # user-identifier, not allowed by the policy
         assert CANONICAL_TIMESTAMP.fullmatch(event["__timestamp__"]) and event["__schema_version__"] == 1
     assert "telemetry_sinks: recording" in log and "dropped" not in log
+    assert "sink 'kafka' was closed" in log and "reopened" in log  # by the Hub's logging setup
