@@ -167,3 +167,30 @@ def test_with_categories_makes_personal_properties_optional():
             "properties": {"a": {"type": "string", "categories": ["unrestricted"]}, "b": {"type": "string"}}}
     assert with_categories(body, {"b": ["user-identifier"]})["required"] == ["a"]
     assert body["required"] == ["a", "b"]  # a copy
+
+
+def test_configure_hub_puts_the_policy_in_front_of_the_hubs_event_logger(tmp_path):
+    """What jupyterhub_config.py does, then what JupyterHub does with c.EventLogger (in process)."""
+    from telemetry_sinks.jupyter import configure_hub
+    from telemetry_sinks.jupyter.hub import hub_schema_dir
+    from telemetry_sinks.jupyter.schemas import HUB_SERVER_ACTION
+
+    library = logging.getLogger("telemetry_sinks")
+    parent = library.parent
+    c = Config()
+    c.FileSink.filename = str(tmp_path / "old-snippet.jsonl")
+    c.EventLogger.handlers = load_sinks(["file"], config=c)  # the README's old line, kept
+    c.EventLog.allowed_schemas = {HUB_SERVER_ACTION: {}}
+    c.JupyterTelemetry.health_interval = 0.0
+    try:
+        telemetry = configure_hub(c)
+        hub_logger = EventLogger(config=c)  # as JupyterHub.init_eventlog does
+        for path in sorted(hub_schema_dir().glob("**/*.yaml")):
+            hub_logger.register_event_schema(path)
+        hub_logger.emit(schema_id=HUB_SERVER_ACTION,
+                        data={"action": "start", "username": "ada", "servername": ""})
+        telemetry.close()
+    finally:
+        library.parent = parent
+    (line,) = (tmp_path / "old-snippet.jsonl").read_text().splitlines()
+    assert '"username"' not in line and '"action":"start"' in line and '"__schema_version__":1' in line
