@@ -5,7 +5,8 @@
 * the collector runs as a managed Hub service: it accepts an event from a logged-in
   user's browser (headless chromium through Playwright) and, through the HTTP sink of
   the extension, from a single-user server with its Hub API token, and refuses requests
-  without Hub authentication;
+  without Hub authentication; and as an external service, started by the test with the
+  environment the README lists;
 * SIGTERM of the Hub: events the Kafka sink still held are delivered before it exits;
 * ``c.JupyterHub.log_level = "DEBUG"``: the Hub configures logging after the config file
   built the sinks, which closes them; they reopen.
@@ -92,9 +93,36 @@ c.KafkaSink.flush_interval = 600.0  # held in memory until the Hub stops
 from telemetry_sinks.jupyter import configure_hub
 configure_hub(c)
 """)
+    # The same collector as an external service: started here, with the environment the README lists.
+    external = JupyterCollector(workdir / "external", {CLICK: {}},
+                                f"c.EventLog.schema_paths.append({str(workdir / 'click.json')!r})\n",
+                                hub_service=True)
+    external_token = "external-service-token-" + uuid.uuid4().hex
+    prefix = "/services/telemetry-ext/"
+    external.env.update(
+        JUPYTERHUB_API_TOKEN=external_token,
+        JUPYTERHUB_API_URL=f"http://127.0.0.1:{hub.hub_port}/hub/api",
+        JUPYTERHUB_CLIENT_ID="service-telemetry-ext",
+        JUPYTERHUB_SERVICE_PREFIX=prefix,
+        JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{external.port}",
+        JUPYTERHUB_OAUTH_CALLBACK_URL=prefix + "oauth_callback",
+    )
+    hub.config_file.write_text(hub.config_file.read_text() + f"""
+c.JupyterHub.services.append({{
+    "name": "telemetry-ext",
+    "url": "http://127.0.0.1:{external.port}",
+    "api_token": {external_token!r},
+    "oauth_client_id": "service-telemetry-ext",
+    "oauth_redirect_uri": "{hub.url}{prefix}oauth_callback",
+}})
+""")
     hub.collector = collector
+    hub.external = external
+    external.launch()  # before the Hub, which waits for its external services at start
+    external.wait_ready(f"http://127.0.0.1:{external.port}{prefix}")
     hub.start()
     yield hub
+    external.stop()
     hub.stop()
 
 
@@ -126,6 +154,15 @@ def test_the_service_refuses_requests_without_hub_auth(hub):
     assert good.status_code == 200, good.text
     targets = [e.get("target") for e in hub.collector.received() if e["__schema__"] == CLICK]
     assert targets == ["anonymous"]  # the refused ones recorded nothing
+
+
+def test_an_external_hub_service_authenticates_with_the_hub_too(hub):
+    url = f"{hub.url}/services/telemetry-ext/api/events"
+    event = {"schema_id": CLICK, "version": 1, "data": {"target": "external"}}
+    assert requests.post(url, json=event, timeout=30).status_code == 401
+    good = requests.post(url, json=event, headers={"Authorization": f"Bearer {hub.admin_token}"}, timeout=30)
+    assert good.status_code == 200, good.text
+    assert [e["target"] for e in hub.external.received()] == ["external"]
 
 
 def test_a_logged_in_browser_posts_through_the_hub_service(hub):
