@@ -77,8 +77,9 @@ class JupyterTelemetry(LoggingConfigurable):
 
     health_interval = Float(
         10.0,
-        help="Seconds between checks of the sinks; a sink that drops events or cannot reach "
-        "its backend is reported in the application's log. 0 turns the checks off.",
+        help="Seconds between checks of the sinks; a sink that cannot reach its backend is "
+        "reported in the application's log (sinks report their dropped events themselves). "
+        "0 turns the checks off.",
     ).tag(config=True)
 
     eventlog = Instance(EventLog)
@@ -91,7 +92,7 @@ class JupyterTelemetry(LoggingConfigurable):
         self._lookup: Callable[[str], Mapping[str, Any] | None] | None = None
         self._problems: dict[str, str] = {}
         self._last: dict[str, dict[str, Any]] = {}
-        self._warned_invalid: set[str] = set()
+        self._warned: set[str] = set()
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -223,8 +224,8 @@ class JupyterTelemetry(LoggingConfigurable):
     def _count(self, key: str, schema_id: str, exc: Exception) -> None:
         with self._lock:
             self.counts[key] += 1
-            first = schema_id not in self._warned_invalid
-            self._warned_invalid.add(schema_id)
+            first = schema_id not in self._warned
+            self._warned.add(schema_id)
         if first:
             self.log.warning("telemetry_sinks: an event of %s is not recorded: %s", schema_id, exc)
 
