@@ -9,6 +9,7 @@ from .errors import (
     UnknownSinkError,
 )
 from .eventlog import EventLog, EventRouter
+from .instrumentation import Instrumented, instrument, record
 from .registry import available_sinks, get_sink, load_sinks, sink_class
 from .sinks import FileSink, RotatingFileSink, Sink, StreamSink, TimedRotatingFileSink
 
@@ -47,6 +48,9 @@ def _known():
 __all__ = [
     "EventLog",
     "EventRouter",
+    "Instrumented",
+    "instrument",
+    "record",
     "available_sinks",
     "get_sink",
     "load_sinks",

@@ -470,6 +470,26 @@ def cmd_archive_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_archive_export(args: argparse.Namespace) -> int:
+    """The Parquet layout of a JSONL archive (telemetry_sinks.lake.export)."""
+    try:
+        from .lake.export import export_archive, load_schemas
+    except ImportError as exc:
+        raise MissingExtraError(f"archive export needs pyarrow ({exc.name or exc}). Install it with: "
+                                'pip install "telemetry-sinks[parquet]"') from None
+    from .sinks.archive import archive_bytes
+
+    schemas = load_schemas(args.schema or [])
+    total = archive_bytes(args.archive_dir) if os.path.isdir(args.archive_dir) else None
+    with Progress("export", total, unit="events", enabled=_progress_wanted(args)) as progress:
+        result = export_archive(args.archive_dir, args.out_dir, schemas, row_group_size=args.row_group_size,
+                                compression=args.compression, on_progress=progress.update)
+    for line in result.warnings():
+        print(f"warning: {line}", file=sys.stderr)
+    print(result.summary())
+    return EXIT_INVALID if result.bad_line_count else EXIT_OK
+
+
 # --------------------------------------------------------------------------- tail
 
 
@@ -830,6 +850,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only compare: write nothing, exit 1 when the index is out of date")
     q.add_argument("--progress", action="store_true", help=progress_help)
     q.set_defaults(func=cmd_archive_rebuild)
+    q = archive.add_parser(
+        "export",
+        help="write the archive as Parquet, typed from the schemas (for DuckDB, pandas, Spark)",
+        description="Export the events-YYYY-MM-DD.jsonl(.gz) files of ARCHIVE_DIR into OUT_DIR as the "
+        "layout of the parquet sink: schema=<$id>/version=<n>/date=<day>/part-*.parquet, one typed, "
+        "documented table per schema version derived from the JSON Schemas given with --schema "
+        "(events of other schemas keep their properties in an __extra__ JSON column), and "
+        "_index.jsonl with the count of each day, schema and version. A day exported again replaces "
+        "its partitions. Needs pyarrow (the parquet extra).",
+        epilog=_epilog("  telemetry-sinks archive export /srv/archive /srv/lake --schema event-schemas/\n"
+                       "  telemetry-sinks archive export archive lake --schema launch-v5.json "
+                       "--schema launch-v6.json"),
+        formatter_class=raw,
+    )
+    q.add_argument("archive_dir", help="the JSONL archive directory")
+    q.add_argument("out_dir", help="the Parquet layout's directory (created if missing)")
+    q.add_argument("--schema", action="append", metavar="PATH",
+                   help="JSON Schema file, or directory of them, to type the columns from; repeatable")
+    q.add_argument("--compression", default="zstd", help="Parquet compression (default zstd)",
+                   choices=("zstd", "snappy", "gzip", "lz4", "brotli", "none"))
+    q.add_argument("--row-group-size", type=int, default=128 * 1024, metavar="ROWS",
+                   help="rows per row group (default 131072)")
+    q.add_argument("--progress", action="store_true", help=progress_help)
+    q.set_defaults(func=cmd_archive_export)
 
     p = sub.add_parser(
         "tail",
