@@ -27,6 +27,7 @@ from traitlets.config import LoggingConfigurable
 from ..capsule import CAPSULE_FIELDS, parse_timestamp, whole_number
 from ..errors import EventValidationError, SchemaError, UnknownSchemaError
 from ..eventlog import EventLog
+from ..policy import schema_entries
 from ..sinks.base import Sink
 from .schemas import JUPYTER_PROPERTY_CATEGORIES, with_categories
 
@@ -122,6 +123,10 @@ class JupyterTelemetry(LoggingConfigurable):
         """Where to find a schema the host registered after start (by id), on its first event."""
         self._lookup = lookup
 
+    def allowed_schema_ids(self) -> list[str]:
+        """The ids of the schemas the policy records, whichever form ``allowed_schemas`` has."""
+        return sorted(schema_entries(self.eventlog.allowed_schemas))
+
     # ------------------------------------------------------------------ hosts
 
     def attach(self, event_logger: Any) -> None:
@@ -172,7 +177,7 @@ class JupyterTelemetry(LoggingConfigurable):
     def start(self) -> None:
         """Report the configuration once and start the periodic check of the sinks."""
         sinks = self.eventlog.all_handlers
-        allowed = self.eventlog.allowed_schemas
+        allowed = self.allowed_schema_ids()
         if not sinks:
             self.log.info("telemetry_sinks: no sinks configured (c.EventLog.sinks); nothing is recorded")
         elif not allowed:
@@ -252,7 +257,7 @@ class JupyterTelemetry(LoggingConfigurable):
         return {
             "ok": all(s["ok"] for s in sinks.values()),
             "events": events,
-            "allowed_schemas": sorted(self.eventlog.allowed_schemas),
+            "allowed_schemas": self.allowed_schema_ids(),
             "registered_schemas": sorted({sid for sid, _ in self.eventlog.schemas}),
             "sinks": sinks,
         }

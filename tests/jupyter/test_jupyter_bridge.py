@@ -67,11 +67,18 @@ def test_policy_categories_and_capsule_shape_apply_to_jupyter_events(event_logge
     assert telemetry.counts == {"recorded": 1, "not_allowed": 1, "invalid": 0, "unknown_schema": 0}
 
 
-def test_allowed_categories_keep_the_paths(event_logger):
-    telemetry, capture = make({CONTENTS_SERVICE: {"allowed_categories": ["user-identifiable-information"]}})
+@pytest.mark.parametrize("form", ["dict", "jupyter_telemetry tuple"])
+def test_allowed_categories_keep_the_paths(event_logger, form):
+    categories = ["user-identifiable-information"]
+    if form == "dict":
+        allowed = {CONTENTS_SERVICE: {"allowed_categories": categories}}
+    else:
+        allowed = [(CONTENTS_SERVICE, categories, [])]
+    telemetry, capture = make(allowed)
     telemetry.attach(event_logger)
     event_logger.emit(schema_id=CONTENTS_SERVICE, data={"action": "save", "path": "ada/b.ipynb"})
     assert capture.capsules[0]["path"] == "ada/b.ipynb"
+    assert telemetry.stats()["allowed_schemas"] == [CONTENTS_SERVICE]
 
 
 def test_operator_categories_override_the_built_in_table(event_logger):
