@@ -397,6 +397,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not handlers:
             print("  no sinks configured: every event will be answered 'not_recorded'")
         print(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
+        print(f"  in the browser: {collector.url}/demo "
+              f"(the module: {collector.url}/static/telemetry-sinks.js)")
         if collector.hub_service:
             auth = "JupyterHub (OAuth cookie or Hub API token)"
         elif collector.token:

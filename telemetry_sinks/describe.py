@@ -38,6 +38,7 @@ __all__ = [
     "SchemaInfo",
     "SinkDescription",
     "collect",
+    "consent_section_html",
     "describe",
     "describe_html",
     "describe_markdown",
@@ -559,6 +560,8 @@ tr.removed td.stored { color: #7f1d1d; font-weight: 600; }
 ul { margin: 0.3em 0 0.8em; padding-left: 1.4em; }
 section.schema { border: 1px solid #e3e7ec; border-radius: 6px; padding: 4px 18px 8px; margin: 1em 0; }
 footer { margin-top: 2.5em; font-size: 0.85em; color: #5b6470; }
+section.consent { border: 2px solid #2f6fb3; border-radius: 6px; padding: 4px 18px 12px; margin: 1.2em 0; }
+section.consent button { font: inherit; padding: 4px 14px; margin-right: 8px; }
 """
 
 
@@ -618,10 +621,15 @@ def _html_schema(s: SchemaInfo) -> str:
 
 
 def describe_html(
-    eventlog: Any, sinks: list[SinkDescription] | None = None, title: str = DEFAULT_TITLE
+    eventlog: Any,
+    sinks: list[SinkDescription] | None = None,
+    title: str = DEFAULT_TITLE,
+    consent_html: str = "",
 ) -> str:
     """A self-contained HTML page (inline CSS, no scripts or external assets) describing
-    what ``eventlog`` records, what it removes and where events go."""
+    what ``eventlog`` records, what it removes and where events go.
+
+    ``consent_html`` (from :func:`consent_section_html`) is placed after the summary."""
     d = collect(eventlog, sinks, title)
     summary = _summary(d)
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -633,6 +641,8 @@ def describe_html(
     if d.stores_anything:
         parts.extend(f"<p>{_e(sentence)}</p>" for sentence in summary.per_schema)
     parts.append("</div>")
+    if consent_html:
+        parts.append(consent_html)
 
     parts.append('<h2 id="personal-data">Personal data</h2>')
     if summary.removed_categories:
@@ -827,3 +837,68 @@ def _version() -> str:
         return version("telemetry-sinks")
     except Exception:
         return "(unknown version)"
+
+
+# --------------------------------------------------------------------------- consent (HTML)
+
+_MODE_WORDS = {
+    "required": "always recorded: the operator offers no way to turn it off",
+    "opt-out": "recorded unless you turn it off",
+    "opt-in": "recorded only if you allow it",
+}
+_STATE_WORDS = {
+    "required": "recorded (required)",
+    "granted": "recorded",
+    "denied": "not recorded",
+    "pending": "not recorded until you allow it",
+}
+
+
+def consent_section_html(
+    default_mode: str,
+    choice: str | None,
+    gpc: bool,
+    schemas: Mapping[str, Mapping[str, str]],
+    titles: Mapping[str, str],
+    action: str,
+) -> str:
+    """The consent part of the page: the person's current choice, what it means for each kind of
+    event (``schemas``: ``{schema_id: {"mode", "state"}}``), and a plain form (no JavaScript)
+    that posts ``choice=granted|denied|clear`` to ``action``."""
+    if choice == "granted":
+        current = "You allowed recording."
+    elif choice == "denied":
+        current = "You turned recording off."
+    else:
+        current = "You have not made a choice."
+    if gpc and choice != "granted":
+        current += (" Your browser sends Global Privacy Control, which counts as turning recording off "
+                    "(except for what the operator requires) unless you allow it here.")
+    out = ['<section class="consent" id="consent" aria-labelledby="consent-title">',
+           '<h2 id="consent-title">Your choice</h2>', f"<p><strong>{_e(current)}</strong></p>"]
+    if schemas:
+        out.append("<ul>")
+        for sid, entry in schemas.items():
+            label = titles.get(sid) or sid
+            mode = _MODE_WORDS.get(entry["mode"], entry["mode"])
+            state = _STATE_WORDS.get(entry["state"], entry["state"])
+            out.append(f"<li><strong>{_e(label)}</strong>: {_e(mode)}; "
+                       f"now <strong>{_e(state)}</strong>.</li>")
+        out.append("</ul>")
+    choosable = any(entry["mode"] != "required" for entry in schemas.values())
+    if choosable:
+        out.append(f'<form method="post" action="{_e(action)}">')
+        out.append('<button type="submit" name="choice" value="granted">Allow recording</button>')
+        out.append('<button type="submit" name="choice" value="denied">Turn recording off</button>')
+        if choice is not None:
+            out.append('<button type="submit" name="choice" value="clear">Forget my choice</button>')
+        out.append("</form>")
+        out.append('<p class="muted">Your choice is kept in a cookie of this service, in this browser; '
+                   "turning recording off also stops pages that use this service from sending events.</p>")
+    else:
+        out.append("<p>Every kind of event recorded here is required by the operator: there is no "
+                   "choice to make.</p>")
+    out.append(f'<p class="muted">Default for kinds of events without their own setting: '
+               f"{_e(_MODE_WORDS.get(default_mode, default_mode))}.</p>")
+    out.append("</section>")
+    return "\n".join(out)

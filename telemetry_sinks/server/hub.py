@@ -91,6 +91,12 @@ def make_hub_app(collector: Collector) -> tornado.web.Application:
             return set(self.settings["collector"].hub_scopes) or None
 
         _refused: str | None = None
+        authenticates_every_request = True
+
+        def is_browser_request(self) -> bool:
+            """A user's browser (the OAuth cookie), not a server with a Hub API token: the
+            user's consent applies to its events."""
+            return "Authorization" not in self.request.headers
 
         def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
             try:
