@@ -43,6 +43,7 @@ SCENARIOS = {
     "instrumentation": "bench.scenario_instrumentation",
     "lake": "bench.scenario_lake",
     "browser": "bench.scenario_browser",
+    "actions": "bench.scenario_actions",
     "relay": "bench.scenario_relay",
     "collector": "bench.scenario_collector",
     "kafka": "bench.scenario_kafka",

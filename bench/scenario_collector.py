@@ -1,4 +1,4 @@
-"""Scenario 10: collector ingest, one process and N processes, beside Jupyter Server's POST /api/events.
+"""Scenario 11: collector ingest, one process and N processes, beside Jupyter Server's POST /api/events.
 
 Servers: ``telemetry-sinks serve --processes 1`` and ``--processes N`` (N = the machine's
 cores), and Jupyter Server (``jupyter server``, started here with a token), each
@@ -120,7 +120,7 @@ def _jupyter_server(directory: Path, token: str) -> ServerProcess:
 
 
 def run(settings: Settings) -> ScenarioResult:
-    result = ScenarioResult("collector", "10. Collector ingest: 1 and N processes, beside Jupyter Server")
+    result = ScenarioResult("collector", "11. Collector ingest: 1 and N processes, beside Jupyter Server")
     schema = _schema_path()
     if schema is None:
         result.notes.append('skipped: jupyter_server is not installed (pip install jupyter-server): its '

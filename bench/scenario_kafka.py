@@ -1,4 +1,4 @@
-"""Scenario 11: the Kafka sink's clients side by side: kafka-python, librdkafka, and both raw clients.
+"""Scenario 12: the Kafka sink's clients side by side: kafka-python, librdkafka, and both raw clients.
 
 Throughput as in scenario 3 (``handle_capsule`` as fast as the caller can, ``overflow=
 "block"``, until every event is acknowledged), for the Kafka sink with each client it
@@ -71,7 +71,7 @@ def _cpu(run: Any) -> tuple[float, float, float]:
 
 
 def run(settings: Settings) -> ScenarioResult:
-    title = "11. Kafka sink: kafka-python and librdkafka clients, and the raw clients"
+    title = "12. Kafka sink: kafka-python and librdkafka clients, and the raw clients"
     result = ScenarioResult("kafka", title)
     n = settings.pick(50_000, 10_000)
     capsules = sample_capsules(n)

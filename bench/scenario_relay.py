@@ -1,4 +1,4 @@
-"""Scenario 9: the relay (Kafka -> sinks) against a raw consumer loop, and its lag recovery.
+"""Scenario 10: the relay (Kafka -> sinks) against a raw consumer loop, and its lag recovery.
 
 Ours: :class:`telemetry_sinks.relay.Relay` (in a thread of this process, a consumer group
 of its own per run) reading a Tansu topic of N capsules (4 partitions) into the archive
@@ -239,7 +239,7 @@ def _lag_recovery(settings: Settings, bootstrap: str, workdir: Any, result: Scen
 def run(settings: Settings) -> ScenarioResult:
     from telemetry_sinks import ArchiveSink, HTTPSink
 
-    result = ScenarioResult("relay", "9. Relay: Kafka topic -> sinks, against a raw consumer loop")
+    result = ScenarioResult("relay", "10. Relay: Kafka topic -> sinks, against a raw consumer loop")
     n = settings.pick(50_000, 10_000)
     capsules = sample_capsules(n)
     workdir = settings.workdir / "relay"

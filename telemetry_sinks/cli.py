@@ -23,10 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from .cli_purge import add_purge_command
 from .config import EXAMPLE_EVENTS, default_config, load_config_file
 from .errors import (
     EventValidationError,
     MissingExtraError,
+    PolicyError,
     SchemaError,
     SinkConfigError,
     UnknownSchemaError,
@@ -376,6 +378,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.Collector.port = args.port
     if args.ip is not None:
         config.Collector.ip = args.ip
+    if args.hub_service:
+        config.Collector.hub_service = True
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.processes < 1:
@@ -404,8 +408,13 @@ def _announce_collector(collector: Any, index: int, processes: int) -> None:
         sys.stdout.write(f"telemetry-sinks collector process {index} of {processes} (pid {pid}) ready\n")
         sys.stdout.flush()
         return
+    prefix = "/"
+    if collector.hub_service:
+        from .server.hub import service_prefix
+
+        prefix = service_prefix()
     extra = f", {processes} processes (this one pid {os.getpid()})" if processes > 1 else ""
-    lines = [f"telemetry-sinks collector listening on {collector.url} (POST /api/events){extra}"]
+    lines = [f"telemetry-sinks collector listening on {collector.url} (POST {prefix}api/events){extra}"]
     handlers = collector.eventlog.all_handlers
     for handler in handlers:
         name = getattr(handler, "sink_name", "") or type(handler).__name__
@@ -416,9 +425,13 @@ def _announce_collector(collector: Any, index: int, processes: int) -> None:
     lines.append(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
     lines.append(f"  in the browser: {collector.url}/demo "
                  f"(the module: {collector.url}/static/telemetry-sinks.js)")
-    lines.append(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: "
-                 + ("bearer token required" if collector.token else "none (set c.Collector.token or "
-                    "TELEMETRY_SINKS_TOKEN to require a bearer token)"))  # fmt: skip
+    if collector.hub_service:
+        auth = "JupyterHub (OAuth cookie or Hub API token)"
+    elif collector.token:
+        auth = "bearer token required"
+    else:
+        auth = "none (set c.Collector.token or TELEMETRY_SINKS_TOKEN to require a bearer token)"
+    lines.append(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: {auth}")
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 
@@ -813,6 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="collector processes sharing the port, each with its own sink workers and "
                    "spool (process-<i> under each configured spool_dir); default 1")
+    p.add_argument("--hub-service", action="store_true",
+                   help="run as a JupyterHub service: Hub authentication (OAuth cookie or Hub API "
+                        "token) on every request, under $JUPYTERHUB_SERVICE_PREFIX")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -912,6 +928,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only compare: write nothing, exit 1 when the index is out of date")
     q.add_argument("--progress", action="store_true", help=progress_help)
     q.set_defaults(func=cmd_archive_rebuild)
+    add_purge_command(archive, _epilog, raw)
     q = archive.add_parser(
         "export",
         help="write the archive as Parquet, typed from the schemas (for DuckDB, pandas, Spark)",
@@ -968,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (SinkConfigError, UnknownSinkError, MissingExtraError, SchemaError, OSError) as exc:
+    except (SinkConfigError, UnknownSinkError, MissingExtraError, SchemaError, PolicyError, OSError) as exc:
         print(f"telemetry-sinks: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # traitlets errors from config files

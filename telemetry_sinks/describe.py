@@ -5,7 +5,9 @@ collected), operators, developers and analysts.  This module renders, from an
 :class:`~telemetry_sinks.eventlog.EventLog`, one page that says:
 
 - in plain language, what the service records and what it does not record;
-- which personal-data categories the operator's policy removes (and which it keeps);
+- which personal-data categories the operator's policy removes, which it replaces by
+  pseudonyms or keeps only in a coarser form (:mod:`.policy_words`), and which it keeps;
+  how long stored events are kept, and what is removed from them after a while;
 - every registered schema: title, description, versions, each property (nested
   ones too) with its description, type and categories, and whether it is stored;
 - the schemas that are registered but not recorded;
@@ -29,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .policy import SchemaPolicy, policy_for, schema_entries
+from . import policy_words
+from .actions import DROP, Action
+from .policy import SchemaPolicy, compile_plan, policy_for, schema_entries
 from .schema import UNRESTRICTED, normalize_category
 
 __all__ = [
@@ -79,6 +83,7 @@ class PropertyInfo:
     categories: tuple[str, ...]  # normalized; () means unrestricted
     stored: bool  # kept by the policy (False for every property of a schema that is not recorded)
     why: str = ""  # why it is removed, or kept despite its categories
+    changed: str = ""  # what the policy does to it when it is stored changed ("replaced by a pseudonym")
 
 
 @dataclass
@@ -93,6 +98,8 @@ class SchemaInfo:
     properties: list[PropertyInfo]
     changes: list[str] = field(default_factory=list)
     sinks: list[str] = field(default_factory=list)  # where its events go (sink names), if recorded
+    treatments: list[str] = field(default_factory=list)  # sentences: what happens to personal data
+    retention: list[str] = field(default_factory=list)  # sentences: what happens to stored events later
 
     @property
     def latest(self) -> int:
@@ -110,6 +117,7 @@ class SinkDescription:
     name: str
     kind: str
     destinations: list[tuple[str, str]] = field(default_factory=list)
+    kept_for: str = ""  # "deleted 90 days after their newest event" (its max_age), or ""
 
     @property
     def destination_text(self) -> str:
@@ -242,8 +250,18 @@ def sinks_from_handlers(handlers: Iterable[logging.Handler]) -> list[SinkDescrip
             dest = _destinations(cls, lambda option, h=handler: getattr(h, option, None))
         else:
             dest = _stdlib_destination(handler)
-        out.append(SinkDescription(name, cls.__name__, dest))
+        out.append(SinkDescription(name, cls.__name__, dest, _kept_for(getattr(handler, "max_age", ""))))
     return out
+
+
+def _kept_for(max_age: Any) -> str:
+    """A sink's ``max_age`` in words, or "" when it keeps its files."""
+    from .policy import parse_age
+
+    try:
+        return policy_words.kept_for_words(parse_age(max_age)) if max_age else ""
+    except Exception:
+        return ""
 
 
 def _config_value(config: Any, cls: type, option: str) -> Any:
@@ -285,7 +303,8 @@ def sinks_from_config(config: Any) -> list[SinkDescription]:
     for name in names or []:
         cls = sink_class(name)
         dest = _destinations(cls, lambda option, cls=cls: _config_value(config, cls, option))
-        out.append(SinkDescription(name, cls.__name__, dest))
+        kept_for = _kept_for(_config_value(config, cls, "max_age")) if "max_age" in cls.class_traits() else ""
+        out.append(SinkDescription(name, cls.__name__, dest, kept_for))
     return out
 
 
@@ -341,42 +360,85 @@ def _walk(
     depth: int,
     removed_parent: str | None,
     whole_parent: str | None,
+    actions: Mapping[str, Action] | None = None,
 ) -> Iterator[PropertyInfo]:
+    """Every property with what the policy does to it; ``actions`` are the compiled plan's."""
     props = node.get("properties")
     if not isinstance(props, Mapping):
         return
+    actions = actions or {}
+    explicit = dict(policy.property_actions) if policy is not None else {}
     for name, sub in props.items():
         if not isinstance(sub, Mapping):
             continue
         path = f"{prefix}{name}"
         cats = _categories(sub)
-        why = ""
+        why = changed = ""
         if policy is None:
             stored = False
         elif removed_parent is not None:
-            stored, why = False, f"inside {removed_parent}, which is removed"
+            stored, why = False, removed_parent
+        elif path in actions and actions[path] is DROP:
+            stored = False
+            missing = [c for c in cats if c not in policy.allowed_categories]
+            why = ("the operator removes it" if path in explicit or not missing
+                   else "category " + ", ".join(missing) + " is not allowed")
+        elif path in actions:
+            stored, changed = True, policy_words.action_words(actions[path]).removeprefix("is ")
         elif whole_parent is not None:
             stored, why = True, f"inside {whole_parent}, which the policy keeps whole"
         elif depth == 0 and name in policy.allowed_properties:
             stored = True
             if cats and not set(cats) <= policy.allowed_categories:
                 why = "kept whole: named in allowed_properties"
-        elif set(cats) <= policy.allowed_categories:
-            stored = True
         else:
-            missing = [c for c in cats if c not in policy.allowed_categories]
-            stored, why = False, "category " + ", ".join(missing) + " is not allowed"
+            stored = True
         description = sub.get("description") or sub.get("title") or ""
         yield PropertyInfo(path, str(name), depth, " ".join(str(description).split()),
-                           _type_text(sub), cats, stored, why)
+                           _type_text(sub), cats, stored, why, changed)
         keep_whole = whole_parent or (path if depth == 0 and policy is not None
                                       and name in policy.allowed_properties else None)
-        child_removed = removed_parent or (path if policy is not None and not stored else None)
+        child_removed = removed_parent
+        if child_removed is None and policy is not None and not stored:
+            child_removed = f"inside {path}, which is removed"
+        elif child_removed is None and changed:
+            child_removed = f"inside {path}, which is {changed}"
         if isinstance(sub.get("properties"), Mapping):
-            yield from _walk(sub, policy, path + ".", depth + 1, child_removed, keep_whole)
+            yield from _walk(sub, policy, path + ".", depth + 1, child_removed, keep_whole, actions)
         items = sub.get("items")
         if isinstance(items, Mapping) and isinstance(items.get("properties"), Mapping):
-            yield from _walk(items, policy, path + "[].", depth + 1, child_removed, keep_whole)
+            yield from _walk(items, policy, path + "[].", depth + 1, child_removed, keep_whole, actions)
+
+
+def _subject(properties: list[PropertyInfo]) -> Callable[[str], str]:
+    """What a property holds, in words: its category's words, else its description's first phrase."""
+    by_path = {p.path: p for p in properties}
+
+    def subject(path: str) -> str:
+        prop = by_path.get(path)
+        if prop is None:
+            return "the value"
+        if prop.categories:
+            return _category_words(prop.categories[0])
+        return _phrase(prop) if prop.description else "the value"
+
+    return subject
+
+
+def _treatments(eventlog: Any, schema: Any, policy: SchemaPolicy,
+                properties: list[PropertyInfo]) -> tuple[list[str], list[str]]:
+    """Sentences on what the plan changes (replaced or coarsened, not removed) and on retention."""
+    plan = eventlog.redaction_plan(schema.id, schema.version)
+    subject = _subject(properties)
+    out = policy_words.grouped([(path, a) for path, a in (plan.actions() if plan else ()) if a is not DROP],
+                               subject)
+    if plan is not None and plan.timestamp is not None:
+        out.append(policy_words.timestamp_words(plan.timestamp))
+    stages = []
+    for stage in policy.retention:
+        stage_plan = compile_plan(schema, stage.policy, eventlog.pseudonym_key)
+        stages.append((stage, list(stage_plan.actions()) if stage_plan else []))
+    return out, policy_words.retention_words(stages, subject)
 
 
 def _paths(body: Mapping[str, Any]) -> list[str]:
@@ -418,6 +480,10 @@ def collect(
         latest = eventlog.schema(sid, versions[-1])
         policy = policy_for(eventlog.allowed_schemas, sid)
         body = latest.body
+        plan = eventlog.redaction_plan(sid, latest.version) if policy is not None else None
+        properties = list(_walk(body, policy, "", 0, None, None, dict(plan.actions()) if plan else {}))
+        treatments, retention = (_treatments(eventlog, latest, policy, properties) if policy is not None
+                                 else ([], []))
         schemas.append(SchemaInfo(
             id=sid,
             title=" ".join(str(body.get("title") or "").split()),
@@ -426,10 +492,12 @@ def collect(
             recorded=policy is not None,
             allowed_categories=sorted(policy.allowed_categories - {UNRESTRICTED}) if policy else [],
             allowed_properties=sorted(policy.allowed_properties) if policy else [],
-            properties=list(_walk(body, policy, "", 0, None, None)),
+            properties=properties,
             changes=_changes(eventlog, sid, versions),
             sinks=[f"{sink.name} ({sink.destination_text})" if sink.destinations else sink.name
                    for sink in sinks] if policy is not None else [],
+            treatments=treatments,
+            retention=retention,
         ))
     schemas.sort(key=lambda s: (not s.recorded, s.label.lower(), s.id))
     listed = list(schema_entries(eventlog.allowed_schemas))
@@ -480,6 +548,7 @@ class _Summary:
     per_schema: list[str]  # one sentence per recorded schema
     removed_categories: list[tuple[str, list[str]]]  # category, ["schema label: path", ...]
     kept_categories: list[tuple[str, list[str]]]
+    changed_categories: list[tuple[str, list[str]]] = field(default_factory=list)  # stored changed
 
 
 def _summary(d: Description) -> _Summary:
@@ -507,6 +576,14 @@ def _summary(d: Description) -> _Summary:
                         removed_words.append(words)
         if removed_words:
             lead.append(f"Before anything is stored, it removes {'; '.join(removed_words)}.")
+        if any(s.treatments for s in recorded):
+            lead.append("Some personal data is kept only in another form, replaced by a pseudonym or made "
+                        "less precise, as said for each kind of event below.")
+            if any("pseudonym" in t for s in recorded for t in s.treatments + s.retention):
+                lead.append(policy_words.PSEUDONYM_WORDS)
+        for sink in d.sinks:
+            if sink.kept_for:
+                lead.append(f"Events stored by {sink.name} are {sink.kept_for}.")
     if not_recorded:
         lead.append(f"It does not record {_join([s.label for s in not_recorded])}: "
                     f"{'these are' if len(not_recorded) > 1 else 'this is'} registered, but not on the "
@@ -514,6 +591,7 @@ def _summary(d: Description) -> _Summary:
     per_schema = []
     removed: dict[str, list[str]] = {}
     kept: dict[str, list[str]] = {}
+    changed: dict[str, list[str]] = {}
     for s in recorded:
         top = [p for p in s.properties if not p.why.startswith("inside")]
         kept_phrases = [_phrase(p) for p in top if p.stored]
@@ -522,13 +600,16 @@ def _summary(d: Description) -> _Summary:
         sentence = f"For {s.label}, this service records: {'; '.join(kept_phrases) or 'no properties'}."
         if removed_phrases:
             sentence += f" It does not record: {'; '.join(removed_phrases)}."
-        per_schema.append(sentence)
+        per_schema.append(" ".join([sentence, *s.treatments, *s.retention]))
         for p in s.properties:
             for cat in p.categories:
+                if p.changed:
+                    changed.setdefault(cat, []).append(f"{p.path} ({s.label}): {p.changed}")
+                    continue
                 target = kept if p.stored else removed
                 if p.stored or not p.why.startswith("inside"):
                     target.setdefault(cat, []).append(f"{p.path} ({s.label})")
-    return _Summary(lead, per_schema, sorted(removed.items()), sorted(kept.items()))
+    return _Summary(lead, per_schema, sorted(removed.items()), sorted(kept.items()), sorted(changed.items()))
 
 
 # --------------------------------------------------------------------------- HTML
@@ -572,6 +653,15 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _stored_text(p: PropertyInfo, recorded: bool) -> str:
+    """The "Stored" cell of a property: yes, yes changed, or no with the reason."""
+    if p.changed:
+        return f"yes, {p.changed}"
+    if p.stored:
+        return "yes" + (f" ({p.why})" if p.why else "")
+    return f"no, removed ({p.why})" if recorded else "no"
+
+
 def _html_schema(s: SchemaInfo) -> str:
     anchor = "schema-" + re.sub(r"[^A-Za-z0-9_-]+", "-", s.id).strip("-")
     badge = ('<span class="badge yes">recorded</span>' if s.recorded
@@ -590,6 +680,10 @@ def _html_schema(s: SchemaInfo) -> str:
         out.append(f"<p>{policy}</p>")
         where = "; ".join(s.sinks) or "nowhere: no sink is configured"
         out.append(f"<p>These events go to: {_e(where)}.</p>")
+        if s.treatments or s.retention:
+            out.append("<p>What happens to personal data:</p><ul>")
+            out.extend(f"<li>{_e(sentence)}</li>" for sentence in [*s.treatments, *s.retention])
+            out.append("</ul>")
     else:
         out.append("<p>The operator does not record this kind of event: none of these properties "
                    "is stored.</p>")
@@ -600,12 +694,7 @@ def _html_schema(s: SchemaInfo) -> str:
                    "<th>Personal data category</th><th>Stored</th></tr></thead><tbody>")
         for p in s.properties:
             cats = ", ".join(p.categories) or "unrestricted"
-            if p.stored:
-                stored = "yes" + (f" ({p.why})" if p.why else "")
-            elif s.recorded:
-                stored = f"no, removed ({p.why})"
-            else:
-                stored = "no"
+            stored = _stored_text(p, s.recorded)
             pad = f' style="padding-left:{10 + 22 * p.depth}px"' if p.depth else ""
             out.append(f'<tr class="{"kept" if p.stored else "removed"}"><td{pad}><code>{_e(p.path)}'
                        f"</code></td><td>{_e(p.description) or _DASH}</td>"
@@ -652,6 +741,12 @@ def describe_html(
                          f"(<code>{_e(cat)}</code>, {_e(_category_words(cat))}): removed from "
                          f"{_e(', '.join(where))}</li>")
         parts.append("</ul>")
+    if summary.changed_categories:
+        parts.append("<p>These categories of personal data are kept only in another form:</p><ul>")
+        for cat, where in summary.changed_categories:
+            parts.append(f"<li><strong>{_e(_category_short(cat))}</strong> (<code>{_e(cat)}</code>, "
+                         f"{_e(_category_words(cat))}): {_e('; '.join(where))}</li>")
+        parts.append("</ul>")
     if summary.kept_categories:
         parts.append("<p>These categories of personal data are <strong>kept</strong>, because the "
                      "operator allows them:</p><ul>")
@@ -659,7 +754,7 @@ def describe_html(
             parts.append(f"<li><strong>{_e(_category_short(cat))}</strong> (<code>{_e(cat)}</code>, "
                          f"{_e(_category_words(cat))}): kept in {_e(', '.join(where))}</li>")
         parts.append("</ul>")
-    if not summary.removed_categories and not summary.kept_categories:
+    if not (summary.removed_categories or summary.kept_categories or summary.changed_categories):
         parts.append("<p>None of the recorded kinds of events declares a property as personal data.</p>")
 
     parts.append('<h2 id="destinations">Where the events go</h2>')
@@ -668,6 +763,8 @@ def describe_html(
         parts.append("<table><thead><tr><th>Sink</th><th>Kind</th><th>Destination</th></tr></thead><tbody>")
         for sink in d.sinks:
             dest = "<br>".join(f"{_e(label)}: <code>{_e(value)}</code>" for label, value in sink.destinations)
+            if sink.kept_for:
+                dest += f"<br>events {_e(sink.kept_for)}"
             parts.append(f"<tr><td>{_e(sink.name)}</td><td>{_e(sink.kind)}</td>"
                          f"<td>{dest or _DASH}</td></tr>")
         parts.append("</tbody></table>")
@@ -731,6 +828,9 @@ def _md_schema(s: SchemaInfo) -> list[str]:
             line += f" Properties kept whole: {_m(', '.join(s.allowed_properties))}."
         where = "; ".join(s.sinks) or "nowhere: no sink is configured"
         out += [line, "", f"These events go to: {_m(where)}.", ""]
+        if s.treatments or s.retention:
+            out += ["What happens to personal data:", ""]
+            out += [f"- {_m(sentence)}" for sentence in [*s.treatments, *s.retention]] + [""]
     else:
         out += ["The operator does not record this kind of event: none of these properties is stored.", ""]
     if s.properties:
@@ -738,12 +838,8 @@ def _md_schema(s: SchemaInfo) -> list[str]:
                 "|---|---|---|---|---|"]
         for p in s.properties:
             cats = ", ".join(p.categories) or "unrestricted"
-            if p.stored:
-                stored = "yes" + (f" ({p.why})" if p.why else "")
-            elif s.recorded:
-                stored = f"**no**, removed ({p.why})"
-            else:
-                stored = "no"
+            stored = _stored_text(p, s.recorded)
+            stored = "**no**" + stored[2:] if stored.startswith("no, ") else stored
             indent = "↳ " * p.depth
             out.append(f"| {indent}{_mc(p.path)} | {_m(p.description) or '-'} | {_m(p.type)} | "
                        f"{_m(cats)} | {stored if stored.startswith('**') else _m(stored)} |")
@@ -772,13 +868,19 @@ def describe_markdown(
             out.append(f"- **{_m(_category_short(cat))}** ({_mc(cat)}, {_m(_category_words(cat))}): "
                        f"removed from {_m(', '.join(where))}")
         out.append("")
+    if summary.changed_categories:
+        out += ["These categories of personal data are kept only in another form:", ""]
+        for cat, where in summary.changed_categories:
+            out.append(f"- **{_m(_category_short(cat))}** ({_mc(cat)}, {_m(_category_words(cat))}): "
+                       f"{_m('; '.join(where))}")
+        out.append("")
     if summary.kept_categories:
         out += ["These categories of personal data are **kept**, because the operator allows them:", ""]
         for cat, where in summary.kept_categories:
             out.append(f"- **{_m(_category_short(cat))}** ({_mc(cat)}, {_m(_category_words(cat))}): "
                        f"kept in {_m(', '.join(where))}")
         out.append("")
-    if not summary.removed_categories and not summary.kept_categories:
+    if not (summary.removed_categories or summary.kept_categories or summary.changed_categories):
         out += ["None of the recorded kinds of events declares a property as personal data.", ""]
     out += ["## Where the events go", ""]
     if d.sinks:
@@ -786,6 +888,8 @@ def describe_markdown(
                 "| Sink | Kind | Destination |", "|---|---|---|"]
         for sink in d.sinks:
             dest = "; ".join(f"{_m(label)}: {_mc(value)}" for label, value in sink.destinations) or "-"
+            if sink.kept_for:
+                dest += f"; events {_m(sink.kept_for)}"
             out.append(f"| {_m(sink.name)} | {_m(sink.kind)} | {dest} |")
         out.append("")
     else:

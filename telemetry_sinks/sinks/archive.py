@@ -46,6 +46,10 @@ How it works
   start) is skipped and counted in ``duplicates``: a relay that delivers its last
   round again after a crash, or a retrying client, writes each event once.
 - One writing process per directory.
+- **Retention** (:mod:`telemetry_sinks.retention`): with ``max_age`` set, day files
+  whose day ended longer ago are deleted; with retention stages in the EventLog's
+  policy, the personal fields of days old enough are removed or replaced.  Both at
+  start and at each day close.
 
 ``telemetry-sinks archive rebuild DIR`` recomputes ``index.jsonl`` from the files
 (:func:`rebuild_index`).
@@ -68,7 +72,9 @@ from traitlets import Bool, Int, Unicode
 from ..capsule import parse_timestamp, whole_number
 from ..dedup import RecentIds
 from ..delivery.envelope import EVENT_ID_FIELD
+from ..retention import RetentionRules, purge_archive, replace_file
 from .base import Sink
+from .max_age import MaxAge
 
 __all__ = [
     "INDEX_NAME",
@@ -198,11 +204,7 @@ def read_index(directory: str | os.PathLike) -> dict[str, IndexEntry]:
 def write_index(directory: str | os.PathLike, entries: dict[str, IndexEntry]) -> str:
     """Write ``index.jsonl`` (sorted by date, ``count`` as an integer) atomically; return its path."""
     path = os.path.join(directory, INDEX_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        for date in sorted(entries):
-            out.write(json.dumps(entries[date].as_json()) + "\n")
-    os.replace(tmp, path)
+    replace_file(path, [(json.dumps(entries[date].as_json()) + "\n").encode() for date in sorted(entries)])
     return path
 
 
@@ -290,19 +292,10 @@ def _iter_lines(path: str) -> Iterator[bytes]:
 
 
 def _write_atomic(target: str, lines: Iterator[bytes] | list[bytes], gz: bool) -> None:
-    tmp = target + ".tmp"
-    with open(tmp, "wb") as raw:
-        out: Any = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
-        try:
-            for line in lines:
-                out.write(line)
-        finally:
-            if gz:
-                out.close()
-    os.replace(tmp, target)
+    replace_file(target, lines, gz)
 
 
-class ArchiveSink(Sink):
+class ArchiveSink(MaxAge, Sink):
     """Events in one ``events-YYYY-MM-DD.jsonl`` file per UTC day, with an ``index.jsonl``.
 
     The layout of the mybinder.org events archive; see the module documentation
@@ -343,10 +336,12 @@ class ArchiveSink(Sink):
         self._dirty: set[str] = set()
         self._closed = False
         self._index = read_index(self.directory)
+        self._retention: RetentionRules | None = None
         self._recover()
         self._recent = RecentIds(self.dedup_window)
         self.duplicates = 0  # events not written because their id was written already
         self._remember_last_ids()
+        self.apply_retention()
 
     # ------------------------------------------------------------------ paths
 
@@ -454,6 +449,7 @@ class ArchiveSink(Sink):
         if previous is not None:
             self._dirty.add(previous)
             self._finalize_dirty()
+            self.apply_retention()
 
     def _append_other(self, day: str, line: bytes) -> None:
         """Append ``line`` to the file of ``day``, which is not the open day."""
@@ -536,6 +532,29 @@ class ArchiveSink(Sink):
         keyed.sort(key=lambda item: (item[0], item[1]))
         return [line for _, _, line in keyed]
 
+    # ------------------------------------------------------------------ retention
+
+    def set_retention(self, rules: RetentionRules | None) -> None:
+        """Hook of the EventLog: the retention stages of its policy, applied now and at each day close."""
+        with self.lock:  # type: ignore[union-attr]
+            self._retention = rules
+            if not self._closed:
+                self.apply_retention()
+
+    def apply_retention(self) -> None:
+        """Delete the days older than ``max_age`` and apply the retention stages due (never the open day)."""
+        if not self.max_age and not self._retention:
+            return
+        try:
+            report = purge_archive(self.directory, self._retention, self.max_age_seconds,
+                                   skip_days=[self._day] if self._day and self._fd is not None else [])
+        except OSError:
+            _log.exception("retention in the archive %s failed; it is tried again at the next day close",
+                           self.directory)
+            return
+        if report.changes:
+            self._index = read_index(self.directory)
+
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self) -> None:
@@ -551,6 +570,7 @@ class ArchiveSink(Sink):
                 self._close_fd()
                 try:
                     self._finalize_dirty()
+                    self.apply_retention()
                 except OSError:
                     _log.exception("closing the archive in %s failed", self.directory)
         super().close()
