@@ -125,6 +125,8 @@ class Supervisor:
                           "(--port, c.Collector.port; 0 picks a free one)") from None  # fmt: skip
         self.port = sockets[0].getsockname()[1]
         self.sockets = sockets
+        if collector.get("hub_service", False):
+            from . import hub  # noqa: F401 - its cookie secret, made now, is shared by the forked processes
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             for index in range(1, self.processes + 1):
