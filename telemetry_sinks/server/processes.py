@@ -111,9 +111,18 @@ class Supervisor:
 
     def run(self) -> int:
         """Bind, fork, supervise until SIGTERM/SIGINT; return the exit code."""
+        from .app import Collector
+
         collector = self.config.get("Collector", {})
-        self.ip = collector.get("ip", "127.0.0.1")
-        port = collector.get("port", 8585)
+        traits = Collector.class_traits()
+        self.ip = collector.get("ip", traits["ip"].default())
+        port = collector.get("port", traits["port"].default())
+        if collector.get("hub_service", False):
+            from .hub import service_address  # and its cookie secret, shared by the forked processes
+
+            address = service_address()  # where the Hub expects the service, as Collector does
+            if address is not None:
+                self.ip, port = collector.get("ip", address[0]), collector.get("port", address[1])
         try:
             if REUSE_PORT:
                 sockets = [_reserve(self.ip, port)]
@@ -125,8 +134,6 @@ class Supervisor:
                           "(--port, c.Collector.port; 0 picks a free one)") from None  # fmt: skip
         self.port = sockets[0].getsockname()[1]
         self.sockets = sockets
-        if collector.get("hub_service", False):
-            from . import hub  # noqa: F401 - its cookie secret, made now, is shared by the forked processes
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             for index in range(1, self.processes + 1):

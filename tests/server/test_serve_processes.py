@@ -285,3 +285,44 @@ def test_per_process_config_moves_only_single_writer_paths():
     moved = per_process_config(only_base, 3)
     assert moved.RotatingFileSink.filename == "/logs/process-3/events.jsonl"
     assert moved.FileSink.filename == "/logs/events.jsonl"
+
+
+def test_hub_service_processes_accept_each_others_oauth_state_cookies(tmp_path):
+    """As a Hub service, one process sets the signed OAuth state cookie and another may receive the
+    callback: both must verify it (one cookie secret for all), else the login fails with 403."""
+    import urllib.parse
+
+    from backends import wait_for_port
+
+    port, prefix = free_port(), "/services/telemetry/"
+    env = {
+        **os.environ,
+        "JUPYTERHUB_API_TOKEN": "t" * 32,
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{free_port()}/hub/api",  # no Hub: the code exchange fails
+        "JUPYTERHUB_CLIENT_ID": "service-telemetry",
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix + "oauth_callback",
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}",
+    }
+    config = write_config(tmp_path, f"c.EventLog.sinks = ['file']\nc.FileSink.filename = "
+                                    f"{str(tmp_path / 'events.jsonl')!r}\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "telemetry_sinks", "serve", "--config", str(config),
+                             "--hub-service", "--processes", "2"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_port(port)  # where $JUPYTERHUB_SERVICE_URL says, for the supervisor as for one process
+        base = f"http://127.0.0.1:{port}{prefix}"
+        outcomes = []
+        for _ in range(12):  # each request on a new connection: the two land on either process
+            login = requests.get(base + "api/session", allow_redirects=False, timeout=10)
+            assert login.status_code == 302, login.text
+            state = urllib.parse.parse_qs(urllib.parse.urlsplit(login.headers["Location"]).query)["state"][0]
+            callback = requests.get(base + "oauth_callback", params={"code": "c", "state": state},
+                                    cookies=login.cookies, allow_redirects=False, timeout=10)  # fmt: skip
+            outcomes.append(callback.status_code)
+        # The state cookie verified every time (403: "OAuth state mismatch"); the code exchange with
+        # the absent Hub is what fails after it.
+        assert 403 not in outcomes, outcomes
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()  # type: ignore[union-attr]
