@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from backends import free_port
 from kafka_readback import consume
 from relay_process import RelayProcess, committed, create_topic, wait_until
 
@@ -229,6 +230,37 @@ def test_events_delivered_again_after_a_kill_are_written_once_into_the_archive(b
     assert sorted(ids) == sorted(index)  # each event once: the re-delivered copies were dropped by id
     assert_partition_order(archived(), index)
     assert {e["__event_id__"] for e in collector.received()} == set(index)
+
+
+def test_opensearch_gets_each_event_once_however_often_the_relay_delivers_it(bootstrap, tmp_path):
+    """The bulk sinks write each event under its id (create by _id): a second group reading the
+    whole topic again, the worst re-delivery there is, adds no document."""
+    from backends import osmem_server, search_hits
+    from opensearchpy import OpenSearch
+
+    topic, total, index = f"relay-{uuid.uuid4().hex[:8]}", 300, f"relay-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, topic, PARTITIONS)
+    produce(bootstrap, topic, range(total))
+    search = osmem_server(free_port(), tmp_path).start()
+    lines = ("c.Relay.sinks = ['opensearch']\n"
+             f"c.OpenSearchSink.hosts = 'http://127.0.0.1:{search.port}'\n"
+             f"c.OpenSearchSink.index = {index!r}\n"
+             f"c.OpenSearchSink.dead_letter_file = {str(tmp_path / 'dead.jsonl')!r}\n"
+             "c.OpenSearchSink.flush_interval = 0.05\n")  # fmt: skip
+    try:
+        for run in ("first", "again"):
+            group = f"g-{run}-{uuid.uuid4().hex[:6]}"
+            relay = RelayProcess(tmp_path / f"relay-{run}", bootstrap, topic, group, lines).start()
+            try:
+                wait_until(lambda r=relay: r.stats()["delivered"] == total, 60, f"{run}: all delivered")
+                assert relay.terminate() == 0
+            finally:
+                relay.stop()
+        hits = search_hits(OpenSearch(hosts=[f"http://127.0.0.1:{search.port}"], timeout=30), index)
+    finally:
+        search.stop()
+    assert sorted(hit["_id"] for hit in hits) == sorted(topic_index(bootstrap, topic, total))
+    assert sorted(hit["_source"]["seq"] for hit in hits) == list(range(total))
 
 
 def test_sigterm_drains_and_commits_and_bad_messages_are_dead_lettered(bootstrap, tmp_path):
