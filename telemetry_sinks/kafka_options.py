@@ -3,7 +3,7 @@
 The relay's consumer and the Kafka sink connect to the same clusters with the
 same settings, so both take these traits (``c.Relay.sasl_mechanism`` and
 ``c.KafkaSink.sasl_mechanism`` mean the same thing).  Names follow kafka-python's
-keyword arguments; :meth:`KafkaClientOptions.librdkafka_config` maps them to
+keyword arguments; :meth:`KafkaClientOptions.librdkafka_connection` maps them to
 librdkafka's configuration properties (``security.protocol``, ``sasl.username``, ...).
 """
 
@@ -60,7 +60,7 @@ class KafkaClientOptions(HasTraits):
             servers = servers.split(",")
         return [s.strip() for s in servers if s.strip()]
 
-    def librdkafka_config(self) -> dict[str, Any]:
+    def librdkafka_connection(self) -> dict[str, Any]:
         """The brokers and security options as librdkafka configuration properties."""
         config: dict[str, Any] = {"bootstrap.servers": ",".join(self.bootstrap_list())}
         for name, property_name in LIBRDKAFKA_NAMES.items():

@@ -333,7 +333,7 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
 
     def consumer_properties(self) -> dict[str, Any]:
         """The librdkafka configuration of the consumer."""
-        config = self.librdkafka_config()
+        config = self.librdkafka_connection()
         config.update({
             "group.id": self.group_id,
             "client.id": self.client_id,
