@@ -649,6 +649,13 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
 
     def _forget(self, partitions: list[Any]) -> None:
         gone = {(p.topic, p.partition) for p in partitions}
+        if self._paused and self._consumer is not None:
+            # librdkafka keeps a partition paused across a rebalance: one assigned to this relay
+            # again would never be read.
+            try:
+                self._consumer.resume(partitions)
+            except Exception as exc:
+                log.debug("relay: resuming revoked partitions failed: %s", self.mask(str(exc)))
         with self._lock:
             self._assigned -= gone
             for key in gone:

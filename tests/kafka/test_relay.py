@@ -153,6 +153,41 @@ def test_two_relays_share_the_partitions_and_one_killed_mid_stream_loses_nothing
         collector.stop()
 
 
+def test_a_rebalance_during_an_unsettled_round_commits_nothing_and_the_new_owners_deliver_it(
+    bootstrap, tmp_path
+):
+    topic, group, total = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}", 400
+    create_topic(bootstrap, topic, PARTITIONS)
+    collector = CollectorProcess(tmp_path / "collector")  # the target, down for now
+    produce(bootstrap, topic, range(total))
+    lines = http_sink_lines(collector, tmp_path)
+    first = RelayProcess(tmp_path / "relay-a", bootstrap, topic, group, lines,
+                         "c.Relay.rebalance_timeout = 1.0\n").start()  # fmt: skip
+    second = None
+    try:
+        first.wait_assigned(PARTITIONS)
+        wait_until(lambda: first.stats()["consumed"] > 0, 30, "a round read and waiting for the target")
+        # A second relay joins: the first gives up its unsettled round instead of committing it.
+        second = RelayProcess(tmp_path / "relay-b", bootstrap, topic, group, lines).start()
+        second.wait_assigned(PARTITIONS // 2)
+        first.wait_assigned(PARTITIONS // 2)
+        assert first.stats()["rebalances"] >= 2 and first.stats()["delivered"] == 0
+        assert committed(bootstrap, group, topic, PARTITIONS) == dict.fromkeys(range(PARTITIONS), -1001)
+        collector.start()
+        wait_until(lambda: {e["seq"] for e in collector.received()} == set(range(total)), 60, "all delivered")
+        index = topic_index(bootstrap, topic, total)
+        ends = defaultdict(int)
+        for partition, offset, _ in index.values():
+            ends[partition] = max(ends[partition], offset + 1)
+        wait_until(lambda: committed(bootstrap, group, topic, PARTITIONS) == dict(ends), 30, "all committed")
+        assert_partition_order(collector.received(), index)
+    finally:
+        for relay in (first, second):
+            if relay is not None:
+                relay.stop()
+        collector.stop()
+
+
 def test_relay_restarted_after_a_target_outage_resumes_from_the_committed_offsets(bootstrap, tmp_path):
     topic, group = f"relay-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic, PARTITIONS)
