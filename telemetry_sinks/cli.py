@@ -623,9 +623,9 @@ def _tail(path: str, args: argparse.Namespace, match: Callable[[bytes], bool]) -
 
 
 def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
-    from .delivery import NetworkSink
     from .delivery.replay import ReplayError, replay_dead_letters
     from .policy import policy_for
+    from .sinks.network import NetworkSink
 
     eventlog = build_eventlog(args.config, "events")
     sinks = {h.label: h for h in eventlog.all_handlers if isinstance(h, NetworkSink)}

@@ -61,7 +61,8 @@ from typing import IO, Any
 
 from traitlets import Bool, Unicode
 
-from ..capsule import parse_timestamp, whole_number
+from ..capsule import event_time, event_timestamp, parse_timestamp, whole_number
+from ..fileio import write_all
 from .base import Sink
 
 __all__ = [
@@ -92,14 +93,10 @@ _MIN = _dt.datetime.min.replace(tzinfo=_UTC)
 
 def _payload_day(payload: Any) -> str | None:
     """The UTC day (``YYYY-MM-DD``) of a payload's ``__timestamp__`` or ``timestamp``."""
-    if not isinstance(payload, dict):
-        return None
-    text = payload.get("__timestamp__", payload.get("timestamp"))
-    if not isinstance(text, str):
-        return None
-    if (text.endswith("Z") or text.endswith("+00:00")) and _DATE.match(text):
+    text = event_timestamp(payload)
+    if isinstance(text, str) and (text.endswith("Z") or text.endswith("+00:00")) and _DATE.match(text):
         return text[:10]  # the common case, already UTC
-    when = parse_timestamp(text)
+    when = event_time(payload)
     return when.date().isoformat() if when else None
 
 
@@ -113,9 +110,7 @@ def _line_key(line: bytes) -> _dt.datetime | None:
         obj = json.loads(line)
     except ValueError:
         return None
-    if isinstance(obj, dict):
-        return parse_timestamp(obj.get("__timestamp__", obj.get("timestamp")))
-    return None
+    return event_time(obj)
 
 
 def _utc_today() -> str:
@@ -378,13 +373,7 @@ class ArchiveSink(Sink):
                 self._append_other(day, line)  # a late event, or one dated in the future
                 return
             self._switch(day)
-        self._write(line)
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)  # type: ignore[arg-type]
-            view = view[written:]
+        write_all(self._fd, line)  # type: ignore[arg-type]  # _switch() opened the day
 
     def _open_day(self, day: str) -> None:
         plain = self._plain(day)

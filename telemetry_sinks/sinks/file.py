@@ -15,6 +15,7 @@ from typing import Any
 
 from traitlets import Bool, CaselessStrEnum, Int, TraitError, Unicode, validate
 
+from ..fileio import write_all
 from .base import Sink
 
 
@@ -87,25 +88,19 @@ class FileSink(Sink):
         data = line.encode("utf-8")
         self._size += len(data)
         if self.flush_each_event:
-            self._write_all(data)
+            write_all(self._fd, data)  # type: ignore[arg-type]  # opened above
             return
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= self.buffer_bytes:
             self._write_pending()
 
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)  # type: ignore[arg-type]
-            view = view[written:]
-
     def _write_pending(self) -> None:
         if self._pending and self._fd is not None:
             data = b"".join(self._pending)
             self._pending.clear()
             self._pending_bytes = 0
-            self._write_all(data)
+            write_all(self._fd, data)
 
     def before_write(self, line: str) -> None:
         """Hook for rotating subclasses; called before ``line`` is written."""

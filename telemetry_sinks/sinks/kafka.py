@@ -10,20 +10,25 @@ application.
 from __future__ import annotations
 
 import logging
-import re
-import string
 from typing import Any
 
 import kafka
 import kafka.errors as kerrors
-from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, Union, validate
+from traitlets import Bool, Dict, Float, Int, List, Unicode, Union
 
 from ..capsule import capsule_head
-from ..delivery import BatchResult, Envelope, NetworkSink
+from ..delivery import BatchResult, Envelope
+from .naming import NameOption, NameRule, name_template
+from .network import NetworkSink
 
 log = logging.getLogger("telemetry_sinks.delivery.kafka")
-_TOPIC_LEGAL = re.compile(r"[^a-zA-Z0-9._-]")
-_MAX_TOPIC_LENGTH = 249
+
+#: Kafka's rule for topic names.
+TOPIC_NAME = NameRule(
+    "Kafka topic name", r"[^a-zA-Z0-9._-]", 249, "Use at most 249 of the characters a-z A-Z 0-9 . _ -"
+)
+#: ``name`` with characters Kafka forbids in topic names replaced by ``_``.
+topic_safe = TOPIC_NAME.safe
 
 # Errors for which the same message will never be accepted.
 _PERMANENT_ERRORS: tuple[type[Exception], ...] = tuple(
@@ -41,18 +46,6 @@ _PERMANENT_ERRORS: tuple[type[Exception], ...] = tuple(
 )
 
 
-def topic_safe(name: str) -> str:
-    """``name`` with characters Kafka forbids in topic names replaced by ``_``."""
-    return _TOPIC_LEGAL.sub("_", name)[:_MAX_TOPIC_LENGTH] or "_"
-
-
-class _Fields(dict):
-    """Template fields from a capsule; a missing field renders as ``unknown``."""
-
-    def __missing__(self, key: str) -> str:
-        return "unknown"
-
-
 class KafkaSink(NetworkSink):
     """Send capsules to a Kafka topic (``pip install "telemetry-sinks[kafka]"``).
 
@@ -68,12 +61,13 @@ class KafkaSink(NetworkSink):
         default_value="localhost:9092",
         help='Brokers to bootstrap from: "host:port", "h1:p1,h2:p2" or a list.',
     ).tag(config=True)
-    topic = Unicode(
+    topic = NameOption(
+        TOPIC_NAME,
         None,
         allow_none=True,
         help='Topic name, or a template over the capsule such as "events.{__schema__}" '
         "(rendered names are made topic-safe: other characters become '_').",
-    ).tag(config=True)
+    ).tag(config=True, destination=("topic", "text"))
     key = Unicode(
         None,
         allow_none=True,
@@ -123,26 +117,10 @@ class KafkaSink(NetworkSink):
         help="Any other kafka-python KafkaProducer option, passed as it is."
     ).tag(config=True, secret=True)
 
-    @validate("topic")
-    def _check_topic(self, proposal: Any) -> Any:
-        value = proposal.value
-        if value is None:
-            return value
-        if not value.strip():
-            raise TraitError("The 'topic' trait of a KafkaSink must not be empty.")
-        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-        if not fields and (_TOPIC_LEGAL.search(value) or len(value) > _MAX_TOPIC_LENGTH):
-            raise TraitError(
-                f"The 'topic' trait of a KafkaSink is not a valid Kafka topic name: {value!r}. "
-                f"Use at most {_MAX_TOPIC_LENGTH} of the characters a-z A-Z 0-9 . _ - "
-                f"(e.g. {topic_safe(value)!r})."
-            )
-        return value
-
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._producer: Any = None
-        self._templated = "{" in (self.topic or "")
+        self._topic = name_template(self, "topic")
 
     # ------------------------------------------------------------------ adapter
 
@@ -208,9 +186,10 @@ class KafkaSink(NetworkSink):
             log.debug("sink %r: the Kafka producer did not close cleanly: %s", self.label, exc)
 
     def topic_for(self, envelope: Envelope) -> str:
-        if not self._templated:
-            return self.topic  # type: ignore[return-value]
-        return topic_safe(self.topic.format_map(_Fields(envelope.payload)))  # type: ignore[union-attr]
+        """The topic of ``envelope`` (the ``topic`` template rendered)."""
+        topic = self._topic
+        assert topic is not None  # a required option
+        return topic.template if topic.fixed else topic.render(envelope.payload)
 
     def _key_for(self, envelope: Envelope) -> bytes | None:
         if self.key is None:
@@ -236,8 +215,6 @@ class KafkaSink(NetworkSink):
         return headers
 
     def send_batch(self, batch: list[Envelope]) -> BatchResult:
-        if self._producer is None:
-            self.open()
         producer = self._producer
         result = BatchResult()
         futures = []
@@ -276,10 +253,9 @@ class KafkaSink(NetworkSink):
                     result.reject(envelope.event_id, f"{type(exc).__name__}: {exc}")
                 else:
                     result.retry(envelope.event_id, f"{type(exc).__name__}: {exc}")
-        if result.retryable:
-            # Drop the producer with whatever it still holds (a broker that restarted may
-            # have forgotten its producer id); the retry starts a fresh one.
-            self.close_backend()
+        # Drop the producer with whatever it still holds (a broker that restarted may have
+        # forgotten its producer id): the engine closes it and opens a fresh one for the retry.
+        result.reconnect = bool(result.retryable)
         return result
 
 

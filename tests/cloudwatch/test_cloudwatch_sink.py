@@ -18,6 +18,7 @@ from telemetry_sinks.capsule import format_timestamp, make_capsule
 from telemetry_sinks.delivery import Envelope
 from telemetry_sinks.sinks.cloudwatch import (
     CloudWatchSink,
+    _Event,
     _requests,
     group_safe,
     rejected_indices,
@@ -440,7 +441,7 @@ def test_rejected_log_events_info_both_index_conventions():
 
 def test_requests_respect_count_bytes_and_span_limits():
     def items(count, size=2, step=0):
-        return [(i * step, i, Envelope(f"e{i}", "x" * size)) for i in range(count)]
+        return [_Event(i * step, i, Envelope(f"e{i}", "x" * size), "g", "s") for i in range(count)]
 
     assert [len(c) for c in _requests(items(10_001))] == [10_000, 1]
     big = list(_requests(items(9, size=200_000)))  # 5 x 200,026 bytes fit in 1 MiB

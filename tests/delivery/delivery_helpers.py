@@ -10,7 +10,8 @@ from typing import Any
 
 from traitlets import Unicode
 
-from telemetry_sinks.delivery import BatchResult, Envelope, NetworkSink
+from telemetry_sinks.delivery import BatchResult, Envelope
+from telemetry_sinks.sinks.network import NetworkSink
 
 Behavior = Callable[[list[Envelope]], "BatchResult | None"]
 
