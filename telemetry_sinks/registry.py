@@ -21,6 +21,8 @@ ENTRY_POINT_GROUP = "telemetry_sinks.sinks"
 DIST_NAME = "telemetry-sinks"
 
 #: Sinks that ship with telemetry-sinks: name -> (class path, extra to install or None).
+#: The one list of them: the package's entry points (pyproject.toml, checked by a test), the lazy
+#: ``telemetry_sinks.<Class>`` attributes and ``telemetry-sinks sinks`` all follow it.
 known_sinks: dict[str, tuple[str, str | None]] = {
     "file": ("telemetry_sinks.sinks.file:FileSink", None),
     "rotating_file": ("telemetry_sinks.sinks.file:RotatingFileSink", None),
@@ -35,6 +37,14 @@ known_sinks: dict[str, tuple[str, str | None]] = {
     "elasticsearch": ("telemetry_sinks.sinks.elasticsearch:ElasticsearchSink", "elasticsearch"),
     "opensearch": ("telemetry_sinks.sinks.opensearch:OpenSearchSink", "opensearch"),
 }
+
+
+def sink_name_of_class(class_name: str) -> str | None:
+    """The first name in ``known_sinks`` of the class called ``class_name`` (None if none)."""
+    for name, (path, _extra) in known_sinks.items():
+        if path.rpartition(":")[2] == class_name:
+            return name
+    return None
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ class BulkIndexSink(NetworkSink):
         [Unicode(), List(Unicode())],
         default_value="http://localhost:9200",
         help='Nodes to connect to: "https://host:9200", "https://h1:9200,https://h2:9200" or a list.',
-    ).tag(config=True)
+    ).tag(config=True, destination=("hosts", "hosts"))
     index = NameOption(
         INDEX_NAME,
         "events-{__schema__}-%Y.%m.%d",

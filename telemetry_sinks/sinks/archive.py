@@ -300,7 +300,7 @@ class ArchiveSink(Sink):
     required_options = ("directory",)
 
     directory = Unicode(None, allow_none=True, help="Directory of the day files and index.jsonl.").tag(
-        config=True
+        config=True, destination=("directory", "path")
     )
     compress = Bool(
         False,

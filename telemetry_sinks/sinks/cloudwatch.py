@@ -295,13 +295,13 @@ class CloudWatchSink(NetworkSink):
         allow_none=True,
         help="AWS region, e.g. us-east-1. None: from the environment or profile (AWS_REGION, "
         "AWS_DEFAULT_REGION, ~/.aws/config).",
-    ).tag(config=True)
+    ).tag(config=True, destination=("region", "text"))
     endpoint_url = Unicode(
         None,
         allow_none=True,
         help="CloudWatch Logs endpoint, e.g. a VPC endpoint or LocalStack "
         "(http://localhost:4566). None: AWS's (or AWS_ENDPOINT_URL).",
-    ).tag(config=True)
+    ).tag(config=True, destination=("endpoint host", "url"))
     profile_name = Unicode(
         None, allow_none=True, help="Profile of the shared AWS config and credentials files."
     ).tag(config=True)

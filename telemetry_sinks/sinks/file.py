@@ -25,7 +25,9 @@ class FileSink(Sink):
     sink_name = "file"
     required_options = ("filename",)
 
-    filename = Unicode(None, allow_none=True, help="Path of the JSONL file.").tag(config=True)
+    filename = Unicode(None, allow_none=True, help="Path of the JSONL file.").tag(
+        config=True, destination=("file", "path")
+    )
     delay = Bool(False, help="Open the file on the first event instead of at start.").tag(
         config=True
     )

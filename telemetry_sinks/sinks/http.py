@@ -40,7 +40,9 @@ class HTTPSink(NetworkSink):
     sink_name = "http"
     required_options = ("url",)
 
-    url = Unicode(None, allow_none=True, help="Endpoint to POST batches to.").tag(config=True)
+    url = Unicode(None, allow_none=True, help="Endpoint to POST batches to.").tag(
+        config=True, destination=("URL host", "url")
+    )
     format = CaselessStrEnum(
         ["json", "ndjson"], default_value="json", help="JSON array or newline-delimited JSON."
     ).tag(config=True)

@@ -60,7 +60,7 @@ class KafkaSink(NetworkSink):
         [Unicode(), List(Unicode())],
         default_value="localhost:9092",
         help='Brokers to bootstrap from: "host:port", "h1:p1,h2:p2" or a list.',
-    ).tag(config=True)
+    ).tag(config=True, destination=("servers", "hosts"))
     topic = NameOption(
         TOPIC_NAME,
         None,

@@ -12,7 +12,7 @@ A network sink is the traitlets front end of the delivery core
     class MySink(NetworkSink):
         sink_name = "my"                      # the registry name
 
-        url = Unicode(None, allow_none=True).tag(config=True, destination="URL host:url")
+        url = Unicode(None, allow_none=True).tag(config=True, destination=("URL host", "url"))
 
         def open(self):                       # connect (in the worker; retried until it works)
             self.client = make_client(self.url)

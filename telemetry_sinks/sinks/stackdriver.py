@@ -146,7 +146,7 @@ class StackdriverSink(NetworkSink):
         allow_none=True,
         help="Google Cloud project the entries are written to. None: the client's, from the "
         "credentials or GOOGLE_CLOUD_PROJECT.",
-    ).tag(config=True)
+    ).tag(config=True, destination=("project", "text"))
     resource_type = Unicode(
         "global", help='Monitored resource type, e.g. "global", "gce_instance", "k8s_container".'
     ).tag(config=True)
@@ -167,7 +167,7 @@ class StackdriverSink(NetworkSink):
         None,
         allow_none=True,
         help="API endpoint, e.g. a private endpoint. None: logging.googleapis.com.",
-    ).tag(config=True)
+    ).tag(config=True, destination=("endpoint host", "url"))
     use_grpc = Bool(
         False, help="Use the gRPC transport instead of REST (JSON over HTTP/1.1)."
     ).tag(config=True)

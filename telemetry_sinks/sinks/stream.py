@@ -18,7 +18,7 @@ class StreamSink(Sink):
 
     stream = AnyTrait(
         "stderr", help='"stdout", "stderr", or (from Python) any object with write().'
-    ).tag(config=True)
+    ).tag(config=True, destination=("stream", "text"))
 
     @validate("stream")
     def _check_stream(self, proposal: Any) -> Any:
