@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from telemetry_sinks import get_sink
+from telemetry_sinks.archive_index import read_index, rebuild_index
+from telemetry_sinks.capsule import parse_timestamp
 from telemetry_sinks.errors import SinkConfigError
-from telemetry_sinks.sinks.archive import ArchiveSink, parse_timestamp, read_index, rebuild_index
+from telemetry_sinks.sinks.archive import ArchiveSink
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -45,7 +45,7 @@ from .adapter import Adapter
 from .deadletter import DeadLetterFile
 from .envelope import BatchResult, Envelope, PermanentError, RetryableError, next_event_id
 from .options import DeliveryOptions
-from .retry import Backoff
+from .retry import Backoff, error_text
 from .spool import Spool
 from .toolkit import split_requests
 
@@ -304,7 +304,7 @@ class DeliveryEngine:
                 except Exception as exc:  # a bug; keep the worker alive, and lose nothing
                     log.exception("delivery worker of sink %r failed", self.label)
                     with self._lock:
-                        self._last_error = self._adapter.mask(f"{type(exc).__name__}: {exc}")
+                        self._last_error = self._adapter.mask(error_text(exc))
                         self._retry_stranded_locked()
                         self._work.wait(0.1)
         finally:
@@ -486,11 +486,11 @@ class DeliveryEngine:
                 self._opened = True
             result = self._adapter.send_batch(batch)
         except PermanentError as exc:
-            return BatchResult.reject_all(batch, _describe(exc))
+            return BatchResult.reject_all(batch, error_text(exc))
         except RetryableError as exc:
-            return BatchResult.retry_all(batch, _describe(exc), exc.retry_after)
+            return BatchResult.retry_all(batch, error_text(exc), exc.retry_after)
         except Exception as exc:
-            return BatchResult.retry_all(batch, _describe(exc))
+            return BatchResult.retry_all(batch, error_text(exc))
         if result is None:
             return BatchResult.ok()
         if not isinstance(result, BatchResult):  # an adapter bug: keep the events, say why
@@ -669,11 +669,6 @@ def _check_spool_dir_unused(directory: str) -> None:
                 f"spool_dir {directory!r} is already used by sink {engine.label!r}: "
                 "give each sink its own spool_dir."
             )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------- process hooks

@@ -63,7 +63,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError,
 
 from ..capsule import event_time, format_timestamp
 from ..delivery import BatchResult, Envelope, PermanentError, RequestRefused, RetryableError, send_requests
-from ..delivery.retry import is_retryable_status
+from ..delivery.retry import error_text, is_retryable_status
 from ..errors import SinkConfigError
 from ..masking import mask_url_password
 from .naming import TEMPLATE_ERRORS, NameOption, NameRule, name_template
@@ -281,7 +281,7 @@ class BulkIndexSink(NetworkSink):
                 self.close()
                 raise SinkConfigError(
                     f"{type(self).__name__} cannot build its {self.backend_name} client from "
-                    f"these options: {self.mask(f'{type(exc).__name__}: {exc}')}"
+                    f"these options: {self.mask(error_text(exc))}"
                 ) from None
 
     def __repr__(self) -> str:

@@ -76,6 +76,7 @@ from ..delivery import (
     split_requests,
 )
 from ..delivery.envelope import EVENT_ID_FIELD, with_event_id
+from ..delivery.retry import error_text
 from ..errors import SinkConfigError
 from .naming import TEMPLATE_ERRORS, NameOption, NameRule, name_template
 from .network import NetworkSink
@@ -205,11 +206,6 @@ def _error_code(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Event:
@@ -519,7 +515,7 @@ class CloudWatchSink(NetworkSink):
     def _classify(self, exc: BaseException, group: str, stream: str) -> Exception:
         """A failed request: RetryableError, or RequestRefused (the events are searched)."""
         code = _error_code(exc)
-        reason = self.mask(_describe(exc))
+        reason = self.mask(error_text(exc))
         if code == "ResourceNotFoundException":
             return RetryableError(
                 f"{reason} (log group {group!r}, stream {stream!r}; retried until it exists)"
@@ -585,7 +581,7 @@ class CloudWatchSink(NetworkSink):
                 self.label,
                 group,
                 days,
-                self.mask(_describe(exc)),
+                self.mask(error_text(exc)),
             )
 
     @staticmethod

@@ -30,7 +30,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, Union
 
 from ..delivery import BatchResult, Envelope, PermanentError, RequestRefused, RetryableError, send_requests
 from ..delivery.envelope import EVENT_ID_FIELD, with_event_id
-from ..delivery.retry import is_retryable_status, parse_retry_after
+from ..delivery.retry import error_text, is_retryable_status, parse_retry_after
 from .network import NetworkSink
 
 
@@ -130,7 +130,7 @@ class HTTPSink(NetworkSink):
                 timeout=(self.connect_timeout, self.read_timeout),
             )
         except requests.RequestException as exc:
-            raise RetryableError(self.mask(f"{type(exc).__name__}: {exc}")) from None
+            raise RetryableError(self.mask(error_text(exc))) from None
         status = response.status_code
         results = _per_event_results(response, len(request))
         if 200 <= status < 300 or (status == 400 and results is not None):

@@ -18,6 +18,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode, Union
 
 from ..capsule import capsule_head
 from ..delivery import BatchResult, Envelope
+from ..delivery.retry import error_text
 from .naming import NameOption, NameRule, name_template
 from .network import NetworkSink
 
@@ -234,10 +235,10 @@ class KafkaSink(NetworkSink):
                     headers=self._headers_for(envelope),
                 )
             except _PERMANENT_ERRORS as exc:
-                result.reject(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                result.reject(envelope.event_id, error_text(exc))
                 continue
             except Exception as exc:  # buffer full, broker gone, ...
-                result.retry(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                result.retry(envelope.event_id, error_text(exc))
                 continue
             futures.append((envelope, future))
         try:
@@ -250,9 +251,9 @@ class KafkaSink(NetworkSink):
             elif future.failed():
                 exc = future.exception
                 if isinstance(exc, _PERMANENT_ERRORS):
-                    result.reject(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                    result.reject(envelope.event_id, error_text(exc))
                 else:
-                    result.retry(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                    result.retry(envelope.event_id, error_text(exc))
         # Drop the producer with whatever it still holds (a broker that restarted may have
         # forgotten its producer id): the engine closes it and opens a fresh one for the retry.
         result.reconnect = bool(result.retryable)

@@ -53,7 +53,7 @@ from ..delivery import (
     send_requests,
     split_requests,
 )
-from ..delivery.retry import is_retryable_status, parse_retry_after
+from ..delivery.retry import error_text, is_retryable_status, parse_retry_after
 from ..errors import SinkConfigError
 from .naming import TEMPLATE_ERRORS, NameOption, NameRule, name_template
 from .network import NetworkSink
@@ -267,7 +267,7 @@ class StackdriverSink(NetworkSink):
                 raise
             raise RuntimeError(
                 "StackdriverSink has no project and none could be found: set project=... "
-                f"(c.StackdriverSink.project) or GOOGLE_CLOUD_PROJECT ({_describe(exc)})"
+                f"(c.StackdriverSink.project) or GOOGLE_CLOUD_PROJECT ({_api_error_text(exc)})"
             ) from None
 
     def close_backend(self) -> None:
@@ -354,7 +354,7 @@ class StackdriverSink(NetworkSink):
         except Exception as exc:
             partial = _partial_errors(exc)
             if partial is None:
-                reason = self.mask(_describe(exc))
+                reason = self.mask(_api_error_text(exc))
                 if _is_retryable(exc):
                     raise RetryableError(reason, retry_after=_retry_delay(exc)) from None
                 raise PermanentError(reason) from None
@@ -434,15 +434,14 @@ def _load_credentials(path: str, scopes: list[str]) -> tuple[Any, str | None]:
 _REST_PREFIX = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE) \S+: ")
 
 
-def _describe(exc: BaseException) -> str:
+def _api_error_text(exc: BaseException) -> str:
     if isinstance(exc, gexc.GoogleAPICallError):
         status = getattr(exc, "grpc_status_code", None)
         name = getattr(status, "name", None) or _CODE_NAMES.get(_http_to_grpc(exc.code), "")
         message = _REST_PREFIX.sub("", str(exc.message))
         prefix = " ".join(str(part) for part in (exc.code, name) if part)
         return f"{prefix}: {message}" if prefix else message
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return error_text(exc)
 
 
 def _http_to_grpc(status: Any) -> int:
