@@ -24,9 +24,7 @@ from .capsule import CAPSULE_FIELDS, format_timestamp, make_capsule
 from .errors import EventValidationError, SchemaError, UnknownSchemaError
 from .policy import apply_plan, check_allowed_schemas, compile_plan, policy_for
 from .registry import load_sinks
-from .schema import CIRCULAR, Schema, iter_schema_files, load_schema_file, nesting_depth
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+from .schema import Schema, iter_schema_files, load_schema_file
 
 SCHEMA_ENTRY_POINT_GROUP = "telemetry_sinks.schemas"
 _DENY = object()  # cached "this schema is not allowed"
@@ -233,19 +231,14 @@ class EventLog(LoggingConfigurable):
         Sends nothing; :meth:`record_event` is ``prepare`` followed by ``dispatch``.
         """
         key = (schema_id, version if version is not None else self._latest.get(schema_id))
-        schema = self._schemas.get(key)  # type: ignore[arg-type]
-        if schema is None:
+        schema = self._schemas.get(key)  # type: ignore[arg-type]  # a missing latest is looked up below
+        if schema is None:  # another spelling of the version ("1"), or an unknown schema
             schema = self.schema(schema_id, version)
+            key = (schema.id, schema.version)
         plan = self._plans[key] if key in self._plans else self._plan(schema)
         if plan is _DENY or not self._targets:
             return None
-        if not isinstance(event, Mapping):
-            schema._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
-        schema.validate(event)
-        for value in event.values():
-            if type(value) not in _SCALARS:  # nested data (any container): check how deep
-                self._check_depth(schema, event)
-                break
+        schema.check(event, self.max_event_depth)
         if plan is not _NO_REDACTION:
             event = apply_plan(event, plan)  # type: ignore[arg-type]
         if timestamp_override is None:
@@ -268,18 +261,6 @@ class EventLog(LoggingConfigurable):
                 reason="reserved property name",
             )
         return capsule
-
-    def _check_depth(self, schema: Schema, event: Mapping[str, Any]) -> None:
-        limit = self.max_event_depth
-        depth = nesting_depth(event, limit)
-        if depth == CIRCULAR:
-            schema._raise([], "the event contains a circular reference (a container inside itself)")
-        if depth > limit:
-            schema._raise(
-                [],
-                f"the event nests objects or arrays more than {limit} levels deep "
-                "(c.EventLog.max_event_depth)",
-            )
 
     def dispatch(self, capsule: dict[str, Any]) -> None:
         """Hand ``capsule`` to every handler and sink.  Never raises."""

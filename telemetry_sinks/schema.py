@@ -313,6 +313,32 @@ class Schema:
             self._py = cls(self.body)
         return self._py
 
+    def check(self, event: Any, max_depth: int) -> None:
+        """Raise :class:`EventValidationError` unless ``event`` may be recorded under this schema.
+
+        ``event`` must be a JSON object (a Mapping) that :meth:`validate` accepts, and
+        nest objects and arrays at most ``max_depth`` levels deep, without a cycle.
+        """
+        if not isinstance(event, Mapping):
+            self._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
+        self.validate(event)
+        for value in event.values():
+            if type(value) not in _SCALARS:  # nested data (any container): check how deep
+                self.check_depth(event, max_depth)
+                return
+
+    def check_depth(self, event: Any, limit: int) -> None:
+        """Raise :class:`EventValidationError` if ``event`` nests deeper than ``limit`` or in a cycle."""
+        depth = nesting_depth(event, limit)
+        if depth == CIRCULAR:
+            self._raise([], "the event contains a circular reference (a container inside itself)")
+        if depth > limit:
+            self._raise(
+                [],
+                f"the event nests objects or arrays more than {limit} levels deep "
+                "(c.EventLog.max_event_depth)",
+            )
+
     def validate(self, event: Any) -> None:
         """Raise :class:`EventValidationError` if ``event`` does not match this schema."""
         rs = self._rs

@@ -84,10 +84,10 @@ class FileSink(Sink):
         """Write one encoded line (ending in a newline)."""
         if self._fd is None:
             self._open()  # first, so that before_write() sees the size of an existing file
-        self.before_write(line)
+        data = line.encode("utf-8")
+        self.before_write(data)
         if self._fd is None:
             self._open()
-        data = line.encode("utf-8")
         self._size += len(data)
         if self.flush_each_event:
             write_all(self._fd, data)  # type: ignore[arg-type]  # opened above
@@ -104,8 +104,8 @@ class FileSink(Sink):
             self._pending_bytes = 0
             write_all(self._fd, data)
 
-    def before_write(self, line: str) -> None:
-        """Hook for rotating subclasses; called before ``line`` is written."""
+    def before_write(self, data: bytes) -> None:
+        """Hook for rotating subclasses; called before ``data`` (one encoded line) is written."""
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -157,12 +157,12 @@ class RotatingFileSink(FileSink):
             raise TraitError(f"The '{name}' trait must be 0 or more, not {proposal.value}.")
         return proposal.value
 
-    def before_write(self, line: str) -> None:
+    def before_write(self, data: bytes) -> None:
         if (
             self.max_bytes
             and self.backup_count
             and self._size
-            and self._size + len(line) > self.max_bytes
+            and self._size + len(data) > self.max_bytes
         ):
             self.rollover()
 
@@ -252,7 +252,7 @@ class TimedRotatingFileSink(FileSink):
         fmt = "%Y-%m-%d" if self._unit.startswith("W") else _WHEN_SUFFIX[self._unit]
         return time.strftime(fmt, time.gmtime(self._period_start))
 
-    def before_write(self, line: str) -> None:
+    def before_write(self, data: bytes) -> None:
         now = time.time()
         if now >= self._rollover_at:
             self.rollover(now)
