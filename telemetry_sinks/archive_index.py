@@ -78,7 +78,7 @@ def read_index(directory: str | os.PathLike) -> dict[str, IndexEntry]:
     path = os.path.join(directory, INDEX_NAME)
     entries: dict[str, IndexEntry] = {}
     try:
-        stream = open(path, encoding="utf-8")  # noqa: SIM115
+        stream = open(path, encoding="utf-8")
     except FileNotFoundError:
         return entries
     with stream:
@@ -110,9 +110,9 @@ def write_index(directory: str | os.PathLike, entries: dict[str, IndexEntry]) ->
 
 def _open_read(path: str) -> tuple[IO[bytes], IO[bytes]]:
     """``(reader, raw)``: lines of ``path`` (decompressed if ``.gz``) and the raw file (for progress)."""
-    raw = open(path, "rb")  # noqa: SIM115
+    raw = open(path, "rb")
     if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]  # a binary file like any
     return raw, raw
 
 

@@ -51,7 +51,7 @@ from uuid import UUID
 try:
     import orjson
 except ImportError:  # pragma: no cover - a platform without orjson wheels: json only
-    orjson = None  # type: ignore[assignment]
+    orjson = None  # type: ignore[assignment]  # the getattr() below read it as absent
 
 METADATA_VERSION = 1
 CAPSULE_FIELDS = ("__timestamp__", "__schema__", "__schema_version__", "__metadata_version__")

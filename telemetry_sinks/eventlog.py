@@ -161,7 +161,7 @@ class EventLog(LoggingConfigurable):
             version = self._latest.get(schema_id)
         elif not isinstance(version, int) or isinstance(version, bool):
             version = int(version) if str(version).isdigit() else version
-        compiled = self._schemas.get((schema_id, version))  # type: ignore[arg-type]
+        compiled = self._schemas.get((schema_id, version))  # type: ignore[arg-type]  # a str: not found
         if compiled is None:
             raise self._unknown(schema_id, version)
         return compiled
@@ -222,7 +222,7 @@ class EventLog(LoggingConfigurable):
     def prepare(
         self,
         schema_id: str,
-        version: int | None,
+        version: int | str | None,
         event: Mapping[str, Any],
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
@@ -240,7 +240,7 @@ class EventLog(LoggingConfigurable):
             return None
         schema.check(event, self.max_event_depth)
         if plan is not _NO_REDACTION:
-            event = apply_plan(event, plan)  # type: ignore[arg-type]
+            event = apply_plan(event, plan)
         if timestamp_override is None:
             timestamp = None
         elif isinstance(timestamp_override, str):
@@ -283,7 +283,7 @@ class EventLog(LoggingConfigurable):
     def record_event(
         self,
         schema_id: str,
-        version: int,
+        version: int | str | None,
         event: Mapping[str, Any],
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
@@ -306,7 +306,7 @@ class EventLog(LoggingConfigurable):
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
         """jupyter_events-style call; ``version=None`` means the newest registered version."""
-        return self.record_event(schema_id, version, data, timestamp_override)  # type: ignore[arg-type]
+        return self.record_event(schema_id, version, data, timestamp_override)
 
     # ------------------------------------------------------------------ lifecycle
 

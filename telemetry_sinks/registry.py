@@ -71,14 +71,16 @@ def _entry_point_sinks() -> dict[str, tuple[str, str | None, str | None]]:
     """Sinks registered by installed packages: name -> (class path, extra, distribution)."""
     found: dict[str, tuple[str, str | None, str | None]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if getattr(ep, "dist", None) else None
+        dist = ep.dist.name if ep.dist is not None else None
         extra = ep.extras[0] if ep.extras else None
         found[ep.name] = (ep.value.split("[")[0].strip(), extra, dist)
     return found
 
 
 def _table() -> dict[str, tuple[str, str | None, str | None]]:
-    table = {name: (path, extra, DIST_NAME) for name, (path, extra) in known_sinks.items()}
+    table: dict[str, tuple[str, str | None, str | None]] = {
+        name: (path, extra, DIST_NAME) for name, (path, extra) in known_sinks.items()
+    }
     for name, (path, extra, dist) in _entry_point_sinks().items():
         if name in table and dist == DIST_NAME:
             continue  # our own entry points: the table above also knows the extra
@@ -164,7 +166,7 @@ def load_sinks(names: list[str] | tuple[str, ...], config: Any = None) -> list[l
     ``jupyter_server_config.py``:
     ``c.EventLogger.handlers = load_sinks(["rotating_file"], config=c)``.
     """
-    handlers = []
+    handlers: list[logging.Handler] = []
     for name in names:
         cls = sink_class(name)
         if config is not None and issubclass(cls, Sink):

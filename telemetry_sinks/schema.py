@@ -290,6 +290,7 @@ class Schema:
         self.body = dict(body)
         self.source = source
         rs_cls = _RS_VALIDATORS.get(_draft_key(body), jsonschema_rs.Draft7Validator)
+        self._rs: Any
         try:
             self._rs = rs_cls(self.body, validate_formats=False)
         except Exception:  # a schema the Rust validator cannot compile: use jsonschema

@@ -117,7 +117,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _open_input(path: str | None) -> Any:
     if path is None or path == "-":
         return _NoClose(sys.stdin)
-    return open(path, encoding="utf-8")  # noqa: SIM115
+    return open(path, encoding="utf-8")
 
 
 class _NoClose:

@@ -95,14 +95,16 @@ def _tail(path: str, args: argparse.Namespace, match: Callable[[bytes], bool]) -
         import collections
         import gzip
 
-        with gzip.open(path, "rb") as stream:
-            last = collections.deque((line.rstrip(b"\n") for line in stream if line.strip() and match(line)),
-                                     maxlen=max(args.lines, 0))
+        with gzip.open(path, "rb") as compressed:
+            last = collections.deque(
+                (line.rstrip(b"\n") for line in compressed if line.strip() and match(line)),
+                maxlen=max(args.lines, 0),
+            )
         _write_lines(list(last))
         return EXIT_OK
     if not args.follow:
-        with open(path, "rb") as stream:
-            lines, _ = _last_lines(stream, os.fstat(stream.fileno()).st_size, args.lines, match)
+        with open(path, "rb") as whole:
+            lines, _ = _last_lines(whole, os.fstat(whole.fileno()).st_size, args.lines, match)
         _write_lines(lines)
         return EXIT_OK
 
@@ -118,7 +120,7 @@ def _tail(path: str, args: argparse.Namespace, match: Callable[[bytes], bool]) -
         nonlocal waited
         while True:
             try:
-                return open(path, "rb")  # noqa: SIM115
+                return open(path, "rb")
             except FileNotFoundError:
                 if announce:
                     print(f"telemetry-sinks tail: waiting for {path} to appear", file=sys.stderr, flush=True)
@@ -140,7 +142,7 @@ def _tail(path: str, args: argparse.Namespace, match: Callable[[bytes], bool]) -
         def drain() -> None:
             nonlocal buffer
             while True:
-                chunk = stream.read(64 * 1024)  # type: ignore[union-attr]
+                chunk = stream.read(64 * 1024)
                 if not chunk:
                     return
                 *complete, buffer = (buffer + chunk).split(b"\n")

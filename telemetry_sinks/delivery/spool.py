@@ -59,7 +59,7 @@ from .toolkit import split_requests
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: one process per spool_dir
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no fcntl on Windows: the checks below test for None
 
 log = logging.getLogger("telemetry_sinks.delivery")
 
@@ -437,7 +437,7 @@ class Spool:
     def ack(self, envelopes: Sequence[Envelope]) -> None:
         """Mark replayed records as delivered; delete segments with nothing left to deliver."""
         with self._lock:
-            touched = []
+            touched: list[Segment] = []
             for env in envelopes:
                 segment = env.segment
                 segment.outstanding -= 1
@@ -450,6 +450,7 @@ class Spool:
                     self._delete_locked(segment)
 
     def _claim_next_locked(self) -> Segment | None:
+        segment: Segment | None
         while self._orphans:
             segment = self._orphans.pop(0)
             if segment.records:

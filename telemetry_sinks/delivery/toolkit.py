@@ -181,8 +181,8 @@ def _bisect(
         _reject_all(result, request, refused[0][1].reason)
         return None
     if refused:
-        (half, exc), = refused
-        return _bisect(half, exc, send, result)
+        ((half, refusal),) = refused
+        return _bisect(half, refusal, send, result)
     return None
 
 

@@ -9,6 +9,7 @@ Only those options are ever shown, and never one tagged ``secret``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -124,7 +125,7 @@ def sinks_from_handlers(handlers: Iterable[logging.Handler]) -> list[SinkDescrip
         cls = type(handler)
         name = getattr(handler, "sink_name", "") or handler.get_name() or cls.__name__
         if isinstance(handler, Sink):
-            dest = _destinations(cls, lambda option, h=handler: getattr(h, option, None))
+            dest = _destinations(cls, functools.partial(getattr, handler))
         else:
             dest = _stdlib_destination(handler)
         out.append(SinkDescription(name, cls.__name__, dest))
@@ -148,7 +149,7 @@ def _config_value(config: Any, cls: type, option: str) -> Any:
         value = value.get_value([] if option in ("hosts", "bootstrap_servers") else None)
     if found:
         return value
-    trait = cls.class_traits().get(option)
+    trait = cls.class_traits().get(option)  # type: ignore[attr-defined]  # a Sink class
     default = trait.default() if trait is not None else None
     return None if type(default).__name__ == "Sentinel" else default
 
@@ -169,7 +170,7 @@ def sinks_from_config(config: Any) -> list[SinkDescription]:
     out = []
     for name in names or []:
         cls = sink_class(name)
-        dest = _destinations(cls, lambda option, cls=cls: _config_value(config, cls, option))
+        dest = _destinations(cls, functools.partial(_config_value, config, cls))
         out.append(SinkDescription(name, cls.__name__, dest))
     return out
 

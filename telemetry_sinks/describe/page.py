@@ -238,12 +238,10 @@ def _categories(d: Description, stored: bool) -> list[tuple[str, list[str]]]:
 def _personal_data(d: Description) -> list[Block]:
     blocks: list[Block] = [Heading(2, ["Personal data"], "personal-data")]
     removed, kept = _categories(d, stored=False), _categories(d, stored=True)
-    for found, intro, verb in (
-        (removed, ["These categories of personal data are removed before anything is stored:"],
-         "removed from"),
-        (kept, ["These categories of personal data are ", Strong("kept"),
-                ", because the operator allows them:"], "kept in"),
-    ):
+    removed_intro: Runs = ["These categories of personal data are removed before anything is stored:"]
+    kept_intro: Runs = ["These categories of personal data are ", Strong("kept"),
+                        ", because the operator allows them:"]
+    for found, intro, verb in ((removed, removed_intro, "removed from"), (kept, kept_intro, "kept in")):
         if found:
             blocks.append(Para(intro))
             blocks.append(Bullets([

@@ -286,7 +286,7 @@ class ArchiveSink(Sink):
     @staticmethod
     def _sorted_lines(source: str) -> list[bytes]:
         """The lines of ``source`` in timestamp order (stable; untimed lines follow their predecessor)."""
-        keyed = []
+        keyed: list[tuple[_dt.datetime, int, bytes]] = []
         previous = _MIN
         for line in iter_lines(source):
             if not line.strip():
@@ -306,7 +306,7 @@ class ArchiveSink(Sink):
 
     def close(self) -> None:
         """Close the open day (sorted, counted, indexed; compressed if its day is over)."""
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             if not self._closed and getattr(self, "_index", None) is not None:
                 self._closed = True
                 if self._day is not None:

@@ -134,7 +134,7 @@ class Sink(logging.Handler, Configurable):
             )
             self.handle(record)
             return
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             try:
                 self.write_payload(capsule)
             except Exception:

@@ -108,11 +108,11 @@ class FileSink(Sink):
         """Hook for rotating subclasses; called before ``data`` (one encoded line) is written."""
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             self._write_pending()
 
     def close(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             self._close_stream()
         super().close()
 
@@ -279,9 +279,9 @@ class TimedRotatingFileSink(FileSink):
         """Rotated files of this sink, oldest first."""
         directory, base = os.path.split(self.filename)
         pattern = re.compile(re.escape(base) + r"\.(\d{4}-\d{2}-\d{2}[\d_-]*)(\.\d+)?(\.gz)?$")
-        found = [name for name in os.listdir(directory or ".") if pattern.match(name)]
-        found.sort(key=lambda n: (pattern.match(n).group(1), n))  # type: ignore[union-attr]
-        return [os.path.join(directory, n) for n in found]
+        found = [(match.group(1), name) for name in os.listdir(directory or ".")
+                 if (match := pattern.match(name))]
+        return [os.path.join(directory, name) for _, name in sorted(found)]
 
     def _delete_old_files(self) -> None:
         if self.backup_count <= 0:

@@ -249,11 +249,11 @@ class KafkaSink(NetworkSink):
             if not future.is_done:
                 result.retry(envelope.event_id, "no acknowledgement from the broker in time")
             elif future.failed():
-                exc = future.exception
-                if isinstance(exc, _PERMANENT_ERRORS):
-                    result.reject(envelope.event_id, error_text(exc))
+                failure = future.exception
+                if isinstance(failure, _PERMANENT_ERRORS):
+                    result.reject(envelope.event_id, error_text(failure))
                 else:
-                    result.retry(envelope.event_id, error_text(exc))
+                    result.retry(envelope.event_id, error_text(failure))
         # Drop the producer with whatever it still holds (a broker that restarted may have
         # forgotten its producer id): the engine closes it and opens a fresh one for the retry.
         result.reconnect = bool(result.retryable)

@@ -81,7 +81,7 @@ class _Fields:
 
     def __getitem__(self, key: str) -> Any:
         if key in self.extra:
-            return self.extra[key](self.when)  # type: ignore[arg-type]  # set when extra is
+            return self.extra[key](self.when)  # type: ignore[arg-type]  # render() sets a time when there are extra fields
         value = self.payload.get(key)
         return "unknown" if value is None else value
 
@@ -112,13 +112,13 @@ class NameTemplate:
             return self.template
         if when is None and (self.has_time or self.extra):
             when = _dt.datetime.now(_UTC)
-        name = when.strftime(self.template) if self.has_time else self.template  # type: ignore[union-attr]  # set above
+        name = when.strftime(self.template) if self.has_time else self.template  # type: ignore[union-attr]  # set just above
         if self.has_fields:
             name = name.format_map(_Fields(payload, when, self.extra))
         return self.rule.safe(name)
 
 
-class NameOption(Unicode):  # type: ignore[type-arg]  # traitlets' generic parameters are its own
+class NameOption(Unicode):
     """A destination name option: a fixed name or a template, checked against a :class:`NameRule`."""
 
     def __init__(

@@ -48,7 +48,7 @@ class StreamSink(Sink):
             flush()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             flush = getattr(self._target(), "flush", None)
             if flush is not None:
                 flush()
