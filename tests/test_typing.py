@@ -28,7 +28,7 @@ def test_the_package_ships_its_type_hints():
     assert re.search(r'telemetry_sinks = \[[^\]]*"py\.typed"', pyproject)
 
 
-#: ``# type: ignore[code]  # reason`` and ``# noqa: CODE - reason``: what is silenced, and why.
+#: A type-ignore comment names its codes then ``# reason``; a no-qa comment its codes then ``- reason``.
 _IGNORE = re.compile(r"#\s*type:\s*ignore(?P<rest>.*)$")
 _NOQA = re.compile(r"#\s*noqa(?P<rest>.*)$")
 
