@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import backends as test_backends  # tests/ is on sys.path (see common.py)
+import helpers.servers as test_backends  # tests/ is on sys.path (see common.py)
 
 from .common import REPO
 

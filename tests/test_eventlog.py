@@ -7,9 +7,9 @@ import io
 import json
 import logging
 import re
-from pathlib import Path
 
 import pytest
+from helpers.paths import FIXTURES
 from traitlets import TraitError
 from traitlets.config import Config
 
@@ -22,7 +22,6 @@ from telemetry_sinks import (
     UnknownSchemaError,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LAUNCH = FIXTURES / "binderhub" / "launch-history"
 LAUNCH_ID = "binderhub.jupyter.org/launch"
 EVENT = {"provider": "GitHub", "spec": "org/repo/main", "status": "success"}

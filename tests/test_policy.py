@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import io
 import json
-from pathlib import Path
 
 import pytest
+from helpers.paths import FIXTURES
 
 from telemetry_sinks import EventLog, StreamSink
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SID = "https://example.org/policy-test"
 
 SCHEMA = {

@@ -60,7 +60,7 @@ class FileSink(Sink):
             self._open()
 
     @property
-    def baseFilename(self) -> str:  # noqa: N802 - the stdlib FileHandler attribute name
+    def baseFilename(self) -> str:  # the stdlib FileHandler attribute name
         return self.filename
 
     def _open(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from delivery_helpers import wait_until
+from helpers.waiting import wait_until
 
 from telemetry_sinks.delivery import (
     Adapter,

@@ -15,8 +15,8 @@ import json
 import logging
 
 import pytest
-from backends import wait_delivered
-from privacy_helpers import (
+from helpers.harness import CollectorServer, available_backends
+from helpers.privacy import (
     ALLOWED,
     CATEGORIES,
     FORBIDDEN,
@@ -28,7 +28,7 @@ from privacy_helpers import (
     local_kinds,
     private_event,
 )
-from sink_harness import CollectorServer, available_backends
+from helpers.servers import wait_delivered
 
 from telemetry_sinks import EventLog
 from telemetry_sinks.errors import EventValidationError

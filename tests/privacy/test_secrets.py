@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from privacy_helpers import POLICY, PSID, SCHEMA, private_event
-from sink_harness import BACKENDS, CollectorServer, available_backends, free_port
+from helpers.harness import BACKENDS, CollectorServer, available_backends, free_port
+from helpers.privacy import POLICY, PSID, SCHEMA, private_event
 
 from telemetry_sinks import EventLog, SinkConfigError
 

@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
-from backends import assert_never_blocked, wait_delivered
-from sink_harness import SCHEMA, SID, BoundsMonitor, available_backends, check_at_least_once
+from helpers.harness import SCHEMA, SID, BoundsMonitor, available_backends, check_at_least_once
+from helpers.servers import assert_never_blocked, wait_delivered
 
 from telemetry_sinks import EventLog
 
