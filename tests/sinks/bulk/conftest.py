@@ -6,7 +6,8 @@ cases (``test_bulk_contract.py``) run once against each; a backend's own module
 ``bulk_backend`` itself.  The other fixtures are neutral:
 
 * ``bulk_sink_class``: ``ElasticsearchSink`` or ``OpenSearchSink``;
-* ``bulk_url``: the server shared by a module's tests, and ``bulk_client`` on it;
+* ``bulk_url``: the server shared by a module's tests, and ``bulk_client`` on it
+  (``bulk_client_for(url)`` on another);
 * ``proxy``: a fault-injecting :class:`helpers.servers.HTTPProxy` in front of that server;
 * ``bulk_server``: a :class:`helpers.bulk.LocalBulkServer` the test owns and may stop and start;
 * ``make_bulk_sink``: a sink of the backend's class with short delays.
@@ -43,6 +44,12 @@ def bulk_sink_class(bulk_backend):
 def bulk_url(shared_bulk_server):
     """URL of the server shared by a module's tests (through the compat proxy for osmem)."""
     return shared_bulk_server[0]
+
+
+@pytest.fixture(scope="module")
+def bulk_client_for(bulk_backend):
+    """``url -> client`` of the backend's Python client, to read back what a sink wrote."""
+    return bulk_backend.client
 
 
 @pytest.fixture(scope="module")

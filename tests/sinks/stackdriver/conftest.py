@@ -7,9 +7,8 @@ started and stopped by these fixtures.  No Google credentials are ever looked up
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers import fake_logging_api
 from helpers.fake_logging_api import FakeLoggingAPI
 from helpers.servers import free_port, python_server
 
@@ -44,7 +43,7 @@ def fake_grpc_api():
 @pytest.fixture
 def fake_api_process(tmp_path):
     """The fake Logging API in its own process (killed and restarted by outage tests)."""
-    script = str(Path(__file__).with_name("fake_logging_api.py"))
+    script = fake_logging_api.__file__
     port = free_port()
     server = python_server("fake-logging-api", [script, "--port", str(port)], port, tmp_path)
     server.start()
