@@ -47,6 +47,7 @@ from traitlets.traitlets import MetaHasTraits
 
 from ..capsule import encode
 from ..delivery.engine import DeliveryEngine
+from ..delivery.envelope import BatchResult, Envelope
 from ..delivery.options import OPTION_NAMES, DeliveryOptions, OptionError
 from ..errors import SinkConfigError
 from ..masking import mask, strings_in
@@ -153,7 +154,7 @@ class NetworkSink(Sink, metaclass=_StartsWhenBuilt):
     def open(self) -> None:
         """Connect to the backend; called in the worker before the first send (optional)."""
 
-    def send_batch(self, batch: list[Any]) -> Any:
+    def send_batch(self, batch: list[Envelope]) -> BatchResult | None:
         """Send ``batch``; return None if all were acknowledged, else a ``BatchResult``.
 
         Raise ``PermanentError`` if the backend will never take the batch,
