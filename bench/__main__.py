@@ -40,6 +40,8 @@ SCENARIOS = {
     "throughput": "bench.scenario_throughput",
     "memory": "bench.scenario_memory",
     "recovery": "bench.scenario_recovery",
+    "instrumentation": "bench.scenario_instrumentation",
+    "lake": "bench.scenario_lake",
 }
 
 

@@ -9,6 +9,7 @@ from .errors import (
     UnknownSinkError,
 )
 from .eventlog import EventLog, EventRouter
+from .instrumentation import Instrumented, instrument, record
 from .registry import available_sinks, get_sink, known_sinks, load_sinks, sink_class
 from .sinks import FileSink, RotatingFileSink, Sink, StreamSink, TimedRotatingFileSink
 
@@ -29,6 +30,12 @@ def __getattr__(name: str) -> type:
 __all__ = [
     "EventLog",
     "EventRouter",
+    "Instrumented",
+    "instrument",
+    "record",
+    "Instrumented",
+    "instrument",
+    "record",
     "available_sinks",
     "get_sink",
     "load_sinks",

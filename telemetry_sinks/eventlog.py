@@ -48,11 +48,12 @@ class EventLog(LoggingConfigurable):
     ).tag(config=True)
 
     allowed_schemas = Union(
-        [List(Unicode()), Dict()],
+        [List(), Dict()],  # items checked by check_allowed_schemas, with precise messages
         default_value=[],
         help="Schema ids to record: a list (unrestricted properties only), or a dict "
         '{schema_id: {"allowed_categories": [...], "allowed_properties": [...]}}. '
-        "Nothing is recorded by default.",
+        "The list may also hold (schema_id, allowed_categories, allowed_properties) "
+        "tuples, meaning what the dict's entries mean. Nothing is recorded by default.",
     ).tag(config=True)
 
     schema_paths = List(
@@ -77,7 +78,13 @@ class EventLog(LoggingConfigurable):
             raise TraitError(problem)
         return proposal.value
 
+    #: Grows whenever a schema is registered or the policy is replaced: what is cached
+    #: about this EventLog (which schemas it records, against which schema) holds while
+    #: it stays the same.
+    generation: int
+
     def __init__(self, **kwargs: Any) -> None:
+        self.generation = 0
         self._schemas: dict[tuple[str, int], Schema] = {}
         self._latest: dict[str, int] = {}
         self._plans: dict[tuple[str, int], Any] = {}
@@ -112,6 +119,7 @@ class EventLog(LoggingConfigurable):
         if compiled.version > self._latest.get(compiled.id, -1):
             self._latest[compiled.id] = compiled.version
         self._plans.clear()
+        self.generation += 1
         return compiled
 
     def register_schema_file(self, path: str | os.PathLike) -> list[Schema]:
@@ -189,10 +197,20 @@ class EventLog(LoggingConfigurable):
     @observe("allowed_schemas")
     def _policy_changed(self, change: Any) -> None:
         self._plans.clear()
+        self.generation += 1
 
     def _update_targets(self) -> None:
         handlers = [*self.handlers, *self._sink_handlers]
         self._targets = [(h, getattr(h, "handle_capsule", None)) for h in handlers]
+        for handler in handlers:
+            use_schemas = getattr(handler, "use_schemas", None)
+            if callable(use_schemas):  # sinks that type their output from the schemas (parquet)
+                use_schemas(self.schema_body)
+
+    def schema_body(self, schema_id: str, version: int) -> dict[str, Any] | None:
+        """The JSON Schema registered as ``(schema_id, version)``, or None."""
+        found = self._schemas.get((schema_id, version))
+        return found.body if found is not None else None
 
     @property
     def all_handlers(self) -> list[logging.Handler]:
@@ -297,6 +315,18 @@ class EventLog(LoggingConfigurable):
             self.dispatch(capsule)
         return capsule
 
+    def record(
+        self,
+        schema_id: str,
+        version: int | str | None,
+        data: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> dict[str, Any] | None:
+        """:meth:`record_event` under the name of the Jupyter telemetry documentation
+        ("record event data using ``EventLog.record(...)``"): same arguments, result and errors.
+        """
+        return self.record_event(schema_id, version, data, timestamp_override)
+
     def emit(
         self,
         *,
@@ -348,6 +378,16 @@ class EventRouter:
             if capsule is not None:
                 log.dispatch(capsule)
         return capsules
+
+    def record(
+        self,
+        schema_id: str,
+        version: int | None,
+        data: Mapping[str, Any],
+        timestamp_override: _dt.datetime | str | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """:meth:`record_event` under the name of the Jupyter telemetry documentation."""
+        return self.record_event(schema_id, version, data, timestamp_override)
 
     def emit(
         self, *, schema_id: str, data: Mapping[str, Any], version: int | None = None

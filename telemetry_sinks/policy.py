@@ -3,6 +3,9 @@
 ``allowed_schemas`` is either a list of schema ids (each allowed with the
 ``unrestricted`` category only) or a dict
 ``{schema_id: {"allowed_categories": [...], "allowed_properties": [...]}}``.
+The list may also hold jupyter_telemetry's tuples
+``(schema_id, allowed_categories, allowed_properties)`` (lists of three from a
+JSON or YAML config), which mean what the dict's entries mean.
 A property is kept when all of its categories are allowed, or when it is named
 in ``allowed_properties`` (then it is kept whole).  Nested objects and arrays of
 objects are filtered by the categories declared at their own level.
@@ -30,9 +33,26 @@ class SchemaPolicy:
 def check_allowed_schemas(value: Any) -> str | None:
     """Return a message describing what is wrong with ``value``, or None if it is valid."""
     if isinstance(value, (list, tuple)):
+        seen: dict[str, Any] = {}
         for item in value:
-            if not isinstance(item, str):
-                return f"allowed_schemas list items must be schema ids (strings), not {item!r}."
+            if isinstance(item, (list, tuple)):
+                problem = _check_triple(item)
+                if problem:
+                    if len(value) == 3 and isinstance(value[0], str):
+                        problem += (" A single (schema_id, allowed_categories, allowed_properties) "
+                                    "entry goes inside the list: allowed_schemas = [(...)].")  # fmt: skip
+                    return problem
+                schema_id, entry = item[0], _triple_entry(item)
+            elif isinstance(item, str):
+                schema_id, entry = item, None
+            else:
+                return (
+                    "allowed_schemas list items must be schema ids (strings) or "
+                    f"(schema_id, allowed_categories, allowed_properties) tuples, not {item!r}."
+                )
+            meaning = policy_for({schema_id: entry}, schema_id)
+            if seen.setdefault(schema_id, meaning) != meaning:
+                return f"allowed_schemas lists {schema_id!r} twice with different policies; keep one."
         return None
     if isinstance(value, Mapping):
         for schema_id, entry in value.items():
@@ -57,25 +77,57 @@ def check_allowed_schemas(value: Any) -> str | None:
                     return f"allowed_schemas[{schema_id!r}][{key!r}] must be a list of strings."
         return None
     return (
-        "allowed_schemas must be a list of schema ids or a dict "
+        "allowed_schemas must be a list of schema ids (or (schema_id, allowed_categories, "
+        "allowed_properties) tuples) or a dict "
         "{schema_id: {'allowed_categories': [...], 'allowed_properties': [...]}}, "
         f"not {type(value).__name__}."
     )
 
 
+def _check_triple(item: list | tuple) -> str | None:
+    if len(item) != 3:
+        return (
+            f"allowed_schemas item {item!r} must be (schema_id, allowed_categories, "
+            f"allowed_properties): 3 items, not {len(item)}."
+        )
+    schema_id = item[0]
+    if not isinstance(schema_id, str):
+        return (
+            f"allowed_schemas item {item!r}: the first item must be the schema id (a string), "
+            f"not {schema_id!r}."
+        )
+    for key, items in zip(POLICY_KEYS, item[1:]):
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            return f"allowed_schemas item for {schema_id!r}: {key} must be a list of strings, not {items!r}."
+    return None
+
+
+def _triple_entry(item: list | tuple) -> dict[str, list[str]]:
+    return {"allowed_categories": list(item[1]), "allowed_properties": list(item[2])}
+
+
+def schema_entries(allowed_schemas: Any) -> Mapping[str, Mapping[str, Any] | None]:
+    """``allowed_schemas`` in its dict form, ``{schema_id: entry or None}``, whichever form it has."""
+    if isinstance(allowed_schemas, Mapping):
+        return allowed_schemas
+    return {
+        item[0] if isinstance(item, (list, tuple)) else item: (
+            _triple_entry(item) if isinstance(item, (list, tuple)) else None
+        )
+        for item in allowed_schemas
+    }
+
+
 def policy_for(allowed_schemas: Any, schema_id: str) -> SchemaPolicy | None:
     """The policy for ``schema_id``, or None when the schema is not allowed at all."""
-    if isinstance(allowed_schemas, Mapping):
-        if schema_id not in allowed_schemas:
-            return None
-        entry = allowed_schemas[schema_id] or {}
-        cats = {normalize_category(c) for c in entry.get("allowed_categories", ())}
-        return SchemaPolicy(
-            frozenset(cats | {UNRESTRICTED}), frozenset(entry.get("allowed_properties", ()))
-        )
-    if schema_id in allowed_schemas:
-        return SchemaPolicy()
-    return None
+    entries = schema_entries(allowed_schemas)
+    if schema_id not in entries:
+        return None
+    entry = entries[schema_id] or {}
+    cats = {normalize_category(c) for c in entry.get("allowed_categories", ())}
+    return SchemaPolicy(
+        frozenset(cats | {UNRESTRICTED}), frozenset(entry.get("allowed_properties", ()))
+    )
 
 
 @dataclass(frozen=True)

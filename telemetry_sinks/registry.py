@@ -29,6 +29,7 @@ known_sinks: dict[str, tuple[str, str | None]] = {
     "timed_rotating_file": ("telemetry_sinks.sinks.file:TimedRotatingFileSink", None),
     "stream": ("telemetry_sinks.sinks.stream:StreamSink", None),
     "archive": ("telemetry_sinks.sinks.archive:ArchiveSink", None),
+    "parquet": ("telemetry_sinks.sinks.parquet:ParquetSink", "parquet"),
     "kafka": ("telemetry_sinks.sinks.kafka:KafkaSink", "kafka"),
     "http": ("telemetry_sinks.sinks.http:HTTPSink", "http"),
     "cloudwatch": ("telemetry_sinks.sinks.cloudwatch:CloudWatchSink", "cloudwatch"),

@@ -15,10 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "telemetry_sinks"
 ROOMS = [
     ("leaves", ["capsule", "errors", "masking", "fileio"]),
     ("delivery", ["delivery"]),
-    ("core", ["schema", "policy", "config", "archive_index"]),
+    ("core", ["schema", "policy", "config", "archive_index", "lake"]),
     ("sinks", ["sinks"]),
     ("registry", ["registry"]),
-    ("eventlog", ["eventlog"]),
+    ("eventlog", ["eventlog", "instrumentation"]),
     ("describe", ["describe"]),
     ("entry points", ["server", "cli", "__init__", "__main__"]),
 ]

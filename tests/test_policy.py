@@ -142,3 +142,101 @@ def test_changing_the_policy_takes_effect_immediately():
     assert log.record_event(SID, 1, EVENT)["user"] == "alice"
     log.allowed_schemas = []
     assert log.record_event(SID, 1, EVENT) is None
+
+
+# --------------------------------------------------------------------------- the tuple form
+
+
+@pytest.mark.parametrize(
+    ("as_tuple", "as_dict"),
+    [
+        ((SID, ["user-identifier"], []), {"allowed_categories": ["user-identifier"]}),
+        ((SID, [], ["ip", "session"]), {"allowed_categories": [], "allowed_properties": ["ip", "session"]}),
+        (
+            [SID, ["category.jupyter.org/user-identifier", "user-identifiable-information"], ["client"]],
+            {"allowed_categories": ["user-identifier", "user-identifiable-information"],
+             "allowed_properties": ["client"]},
+        ),
+        ((SID, (), ()), None),
+    ],
+)
+def test_a_tuple_means_what_the_dict_entry_means(as_tuple, as_dict):
+    assert record(["https://example.org/other", as_tuple]) == record({SID: as_dict})
+
+
+def test_tuples_with_categories_and_properties_mixed_with_plain_ids():
+    got = record(["https://example.org/other", (SID, ["user-identifier"], ["ip"])])
+    assert got["user"] == "alice" and got["ip"] == "192.0.2.1"
+    assert "both" not in got  # needs user-identifiable-information too
+    assert got["session"]["owner"] == "alice" and "city" not in got["session"]["geo"]
+    # The plain id next to it is recorded with unrestricted properties only.
+    out = io.StringIO()
+    log = EventLog(handlers=[StreamSink(stream=out)], load_schema_entry_points=False,
+                   allowed_schemas=[("https://example.org/other", [], []), SID])  # fmt: skip
+    log.register_schema(SCHEMA)
+    assert "user" not in log.record_event(SID, 1, EVENT)
+
+
+def test_the_tuple_form_from_a_json_config_file(tmp_path):
+    from telemetry_sinks.config import load_config_file
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"EventLog": {"allowed_schemas": [
+        [SID, ["user-identifier"], ["ip"]], "https://example.org/other"]}}))  # fmt: skip
+    out = io.StringIO()
+    log = EventLog(config=load_config_file(path), handlers=[StreamSink(stream=out)],
+                   load_schema_entry_points=False)  # fmt: skip
+    log.register_schema(SCHEMA)
+    capsule = log.record_event(SID, 1, EVENT)
+    assert capsule["user"] == "alice" and capsule["ip"] == "192.0.2.1" and "both" not in capsule
+
+
+def test_the_describe_page_reads_the_tuple_form():
+    from telemetry_sinks.describe import collect
+
+    allowed = [(SID, ["user-identifier"], ["ip"]), ("https://example.org/unknown", [], [])]
+    log = EventLog(load_schema_entry_points=False, allowed_schemas=allowed)
+    log.register_schema(SCHEMA)
+    description = collect(log)
+    [schema] = description.schemas
+    assert schema.recorded and schema.allowed_categories == ["user-identifier"]
+    assert schema.allowed_properties == ["ip"]
+    assert description.allowed_not_registered == ["https://example.org/unknown"]
+
+
+TRIPLE = "(schema_id, allowed_categories, allowed_properties)"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([(SID, ["user-identifier"])],
+         f"allowed_schemas item ('{SID}', ['user-identifier']) must be {TRIPLE}: 3 items, not 2."),
+        ([(1, [], [])],
+         "allowed_schemas item (1, [], []): the first item must be the schema id (a string), not 1."),
+        ([(SID, "user-identifier", [])],
+         f"allowed_schemas item for '{SID}': allowed_categories must be a list of strings, "
+         "not 'user-identifier'."),
+        ([(SID, [], [3])],
+         f"allowed_schemas item for '{SID}': allowed_properties must be a list of strings, not [3]."),
+        ([SID, (SID, ["user-identifier"], [])],
+         f"allowed_schemas lists '{SID}' twice with different policies"),
+        ((SID, ["user-identifier"], []),
+         f"A single {TRIPLE} entry goes inside the list: allowed_schemas = [(...)]."),
+        ([{SID: {}}],
+         f"allowed_schemas list items must be schema ids (strings) or {TRIPLE} tuples, not {{"),
+    ],
+)  # fmt: skip
+def test_a_malformed_tuple_is_a_precise_trait_error(value, message):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError) as info:
+        EventLog(allowed_schemas=value, load_schema_entry_points=False)
+    assert message in str(info.value)
+
+
+def test_the_same_policy_twice_is_not_an_error():
+    log = EventLog(allowed_schemas=[SID, (SID, [], []), [SID, [], []]], load_schema_entry_points=False)
+    log.register_schema(SCHEMA)
+    log.handlers = [StreamSink(stream=io.StringIO())]
+    assert "user" not in log.record_event(SID, 1, EVENT)

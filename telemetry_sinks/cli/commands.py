@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from ..config import EXAMPLE_EVENTS, default_config, load_config_file
-from ..errors import EventValidationError, SchemaError, UnknownSchemaError
+from ..errors import EventValidationError, MissingExtraError, SchemaError, UnknownSchemaError
 from ..schema import Schema, load_schema_file
 from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from .terminal import Progress, color_enabled, file_size, paint, progress_wanted, table
@@ -275,6 +275,26 @@ def cmd_archive_rebuild(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"rebuilt {path}: {days} days, {events:,} events ({len(result.changed)} entries changed)")
     return EXIT_OK
+
+
+def cmd_archive_export(args: argparse.Namespace) -> int:
+    """The Parquet layout of a JSONL archive (telemetry_sinks.lake.export)."""
+    try:
+        from ..lake.export import export_archive, load_schemas
+    except ImportError as exc:
+        raise MissingExtraError(f"archive export needs pyarrow ({exc.name or exc}). Install it with: "
+                                'pip install "telemetry-sinks[parquet]"') from None
+    from ..archive_index import archive_bytes
+
+    schemas = load_schemas(args.schema or [])
+    total = archive_bytes(args.archive_dir) if os.path.isdir(args.archive_dir) else None
+    with Progress("export", total, unit="events", enabled=progress_wanted(args)) as progress:
+        result = export_archive(args.archive_dir, args.out_dir, schemas, row_group_size=args.row_group_size,
+                                compression=args.compression, on_progress=progress.update)
+    for line in result.warnings():
+        print(f"warning: {line}", file=sys.stderr)
+    print(result.summary())
+    return EXIT_INVALID if result.bad_line_count else EXIT_OK
 
 
 # --------------------------------------------------------------------------- dead letters

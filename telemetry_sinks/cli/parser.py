@@ -19,6 +19,7 @@ import sys
 
 from ..errors import MissingExtraError, SchemaError, SinkConfigError, UnknownSinkError
 from .commands import (
+    cmd_archive_export,
     cmd_archive_rebuild,
     cmd_dead_letters_replay,
     cmd_describe,
@@ -190,6 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only compare: write nothing, exit 1 when the index is out of date")
     q.add_argument("--progress", action="store_true", help=progress_help)
     q.set_defaults(func=cmd_archive_rebuild)
+    q = archive.add_parser(
+        "export",
+        help="write the archive as Parquet, typed from the schemas (for DuckDB, pandas, Spark)",
+        description="Export the events-YYYY-MM-DD.jsonl(.gz) files of ARCHIVE_DIR into OUT_DIR as the "
+        "layout of the parquet sink: schema=<$id>/version=<n>/date=<day>/part-*.parquet, one typed, "
+        "documented table per schema version derived from the JSON Schemas given with --schema "
+        "(events of other schemas keep their properties in an __extra__ JSON column), and "
+        "_index.jsonl with the count of each day, schema and version. A day exported again replaces "
+        "its partitions. Needs pyarrow (the parquet extra).",
+        epilog=_epilog("  telemetry-sinks archive export /srv/archive /srv/lake --schema event-schemas/\n"
+                       "  telemetry-sinks archive export archive lake --schema launch-v5.json "
+                       "--schema launch-v6.json"),
+        formatter_class=raw,
+    )
+    q.add_argument("archive_dir", help="the JSONL archive directory")
+    q.add_argument("out_dir", help="the Parquet layout's directory (created if missing)")
+    q.add_argument("--schema", action="append", metavar="PATH",
+                   help="JSON Schema file, or directory of them, to type the columns from; repeatable")
+    q.add_argument("--compression", default="zstd", help="Parquet compression (default zstd)",
+                   choices=("zstd", "snappy", "gzip", "lz4", "brotli", "none"))
+    q.add_argument("--row-group-size", type=int, default=128 * 1024, metavar="ROWS",
+                   help="rows per row group (default 131072)")
+    q.add_argument("--progress", action="store_true", help=progress_help)
+    q.set_defaults(func=cmd_archive_export)
 
     p = sub.add_parser(
         "tail",

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..policy import SchemaPolicy, policy_for
+from ..policy import SchemaPolicy, policy_for, schema_entries
 from ..schema import UNRESTRICTED, normalize_category
 from .destinations import SinkDescription, sinks_from_handlers
 
@@ -218,8 +218,7 @@ def collect(
                    for sink in sinks] if policy is not None else [],
         ))
     schemas.sort(key=lambda s: (not s.recorded, s.label.lower(), s.id))
-    allowed = eventlog.allowed_schemas
-    listed = list(allowed.keys()) if isinstance(allowed, Mapping) else list(allowed)
+    listed = list(schema_entries(eventlog.allowed_schemas))
     missing = [sid for sid in listed if sid not in by_id]
     return Description(title, schemas, list(sinks), missing)
 
