@@ -42,6 +42,7 @@ SCENARIOS = {
     "recovery": "bench.scenario_recovery",
     "instrumentation": "bench.scenario_instrumentation",
     "lake": "bench.scenario_lake",
+    "browser": "bench.scenario_browser",
 }
 
 

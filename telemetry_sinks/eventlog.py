@@ -22,7 +22,7 @@ from traitlets.config import LoggingConfigurable
 
 from .capsule import CAPSULE_FIELDS, format_timestamp, make_capsule
 from .errors import EventValidationError, SchemaError, UnknownSchemaError
-from .policy import apply_plan, check_allowed_schemas, compile_plan, policy_for
+from .policy import CONSENT_MODES, apply_plan, check_allowed_schemas, compile_plan, policy_for
 from .registry import load_sinks
 from .schema import Schema, iter_schema_files, load_schema_file
 
@@ -56,6 +56,14 @@ class EventLog(LoggingConfigurable):
         "tuples, meaning what the dict's entries mean. Nothing is recorded by default.",
     ).tag(config=True)
 
+    default_consent = Unicode(
+        "opt-out",
+        help="Consent mode of the allowed schemas whose allowed_schemas entry has no 'consent' key: "
+        "'required' (people are informed, no opt-out), 'opt-out' (recorded unless they say no or "
+        "send Global Privacy Control) or 'opt-in' (recorded only once they say yes). Enforced by the "
+        "collector for events from browsers.",
+    ).tag(config=True)
+
     schema_paths = List(
         Unicode(),
         help="Schema files or directories to register at start.",
@@ -77,6 +85,22 @@ class EventLog(LoggingConfigurable):
         if problem:
             raise TraitError(problem)
         return proposal.value
+
+    @validate("default_consent")
+    def _check_default_consent(self, proposal: Any) -> str:
+        if proposal.value not in CONSENT_MODES:
+            raise TraitError(
+                f"EventLog.default_consent must be one of {', '.join(map(repr, CONSENT_MODES))}, "
+                f"not {proposal.value!r}."
+            )
+        return proposal.value
+
+    def consent_mode(self, schema_id: str) -> str | None:
+        """The consent mode of ``schema_id`` (its policy's, else ``default_consent``); None if not allowed."""
+        policy = policy_for(self.allowed_schemas, schema_id)
+        if policy is None:
+            return None
+        return policy.consent or self.default_consent
 
     #: Grows whenever a schema is registered or the policy is replaced: what is cached
     #: about this EventLog (which schemas it records, against which schema) holds while

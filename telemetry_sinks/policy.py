@@ -2,13 +2,20 @@
 
 ``allowed_schemas`` is either a list of schema ids (each allowed with the
 ``unrestricted`` category only) or a dict
-``{schema_id: {"allowed_categories": [...], "allowed_properties": [...]}}``.
+``{schema_id: {"allowed_categories": [...], "allowed_properties": [...], "consent": MODE}}``.
 The list may also hold jupyter_telemetry's tuples
 ``(schema_id, allowed_categories, allowed_properties)`` (lists of three from a
 JSON or YAML config), which mean what the dict's entries mean.
 A property is kept when all of its categories are allowed, or when it is named
 in ``allowed_properties`` (then it is kept whole).  Nested objects and arrays of
 objects are filtered by the categories declared at their own level.
+
+``consent`` is what the people the events are about may say about a schema:
+``"required"`` (they are informed and cannot opt out, e.g. audit logging),
+``"opt-out"`` (recorded unless they say no, or their browser sends Global Privacy
+Control) or ``"opt-in"`` (recorded only once they say yes).  A schema without the
+key takes ``EventLog.default_consent``.  Consent is enforced where the person is
+known: the collector, for events that browsers send.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from typing import Any
 
 from .schema import UNRESTRICTED, RedactionNode, normalize_category
 
-POLICY_KEYS = ("allowed_categories", "allowed_properties")
+POLICY_KEYS = ("allowed_categories", "allowed_properties", "consent")
+CONSENT_MODES = ("required", "opt-out", "opt-in")
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class SchemaPolicy:
 
     allowed_categories: frozenset[str] = frozenset({UNRESTRICTED})
     allowed_properties: frozenset[str] = frozenset()
+    consent: str | None = None  # None: the EventLog's default_consent
 
 
 def check_allowed_schemas(value: Any) -> str | None:
@@ -69,8 +78,13 @@ def check_allowed_schemas(value: Any) -> str | None:
                 if key not in POLICY_KEYS:
                     return (
                         f"allowed_schemas[{schema_id!r}] has unknown key {key!r}; the keys are "
-                        "'allowed_categories' and 'allowed_properties'."
+                        "'allowed_categories', 'allowed_properties' and 'consent'."
                     )
+                if key == "consent":
+                    problem = check_consent_mode(items, f"allowed_schemas[{schema_id!r}]['consent']")
+                    if problem:
+                        return problem
+                    continue
                 if not isinstance(items, (list, tuple)) or not all(
                     isinstance(i, str) for i in items
                 ):
@@ -82,6 +96,13 @@ def check_allowed_schemas(value: Any) -> str | None:
         "{schema_id: {'allowed_categories': [...], 'allowed_properties': [...]}}, "
         f"not {type(value).__name__}."
     )
+
+
+def check_consent_mode(value: Any, where: str) -> str | None:
+    """A message if ``value`` is not one of :data:`CONSENT_MODES`, else None."""
+    if value in CONSENT_MODES:
+        return None
+    return f"{where} must be one of {', '.join(repr(m) for m in CONSENT_MODES)}, not {value!r}."
 
 
 def _check_triple(item: list | tuple) -> str | None:
@@ -126,7 +147,9 @@ def policy_for(allowed_schemas: Any, schema_id: str) -> SchemaPolicy | None:
     entry = entries[schema_id] or {}
     cats = {normalize_category(c) for c in entry.get("allowed_categories", ())}
     return SchemaPolicy(
-        frozenset(cats | {UNRESTRICTED}), frozenset(entry.get("allowed_properties", ()))
+        frozenset(cats | {UNRESTRICTED}),
+        frozenset(entry.get("allowed_properties", ())),
+        entry.get("consent"),
     )
 
 

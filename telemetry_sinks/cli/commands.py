@@ -208,6 +208,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not handlers:
             print("  no sinks configured: every event will be answered 'not_recorded'")
         print(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
+        print(f"  in the browser: {collector.url}/demo "
+              f"(the module: {collector.url}/static/telemetry-sinks.js)")
         print(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: "
               + ("bearer token required" if collector.token else "none (set c.Collector.token or "
                  "TELEMETRY_SINKS_TOKEN to require a bearer token)"))

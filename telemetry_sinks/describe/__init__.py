@@ -23,10 +23,12 @@ at ``GET /``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from .consent import consent_section
 from .destinations import SinkDescription, sinks_from_config, sinks_from_handlers
-from .html import render_html
+from .html import render_html, render_section
 from .markdown import render_markdown
 from .model import DEFAULT_TITLE, Description, PropertyInfo, SchemaInfo, collect
 from .page import Page, build_page
@@ -38,11 +40,28 @@ def page(eventlog: Any, sinks: list[SinkDescription] | None = None, title: str =
 
 
 def describe_html(
-    eventlog: Any, sinks: list[SinkDescription] | None = None, title: str = DEFAULT_TITLE
+    eventlog: Any,
+    sinks: list[SinkDescription] | None = None,
+    title: str = DEFAULT_TITLE,
+    consent_html: str = "",
 ) -> str:
     """A self-contained HTML page (inline CSS, no scripts or external assets) describing
-    what ``eventlog`` records, what it removes and where events go."""
-    return render_html(page(eventlog, sinks, title))
+    what ``eventlog`` records, what it removes and where events go.
+
+    ``consent_html`` (from :func:`consent_section_html`) is placed after the summary."""
+    return render_html(page(eventlog, sinks, title), after_summary=consent_html)
+
+
+def consent_section_html(
+    default_mode: str,
+    choice: str | None,
+    gpc: bool,
+    schemas: Mapping[str, Mapping[str, str]],
+    titles: Mapping[str, str],
+    action: str,
+) -> str:
+    """The consent section (:func:`.consent.consent_section`) as an HTML fragment."""
+    return render_section(consent_section(default_mode, choice, gpc, schemas, titles, action))
 
 
 def describe_markdown(
@@ -82,6 +101,7 @@ __all__ = [
     "SchemaInfo",
     "SinkDescription",
     "collect",
+    "consent_section_html",
     "describe",
     "describe_html",
     "describe_markdown",

@@ -15,6 +15,7 @@ from .page import (
     Code,
     Dash,
     Footer,
+    Form,
     Heading,
     Page,
     Para,
@@ -52,6 +53,8 @@ tr.removed td.stored { color: #7f1d1d; font-weight: 600; }
 ul { margin: 0.3em 0 0.8em; padding-left: 1.4em; }
 section.schema { border: 1px solid #e3e7ec; border-radius: 6px; padding: 4px 18px 8px; margin: 1em 0; }
 footer { margin-top: 2.5em; font-size: 0.85em; color: #5b6470; }
+section.consent { border: 2px solid #2f6fb3; border-radius: 6px; padding: 4px 18px 12px; margin: 1.2em 0; }
+section.consent button { font: inherit; padding: 4px 14px; margin-right: 8px; }
 """
 
 
@@ -118,25 +121,37 @@ def _block(block: Block) -> list[str]:
         return ["<ul>", *(f"<li>{_runs(item)}</li>" for item in block.items), "</ul>"]
     if isinstance(block, Table):
         return _table(block)
+    if isinstance(block, Form):
+        buttons = [f'<button type="submit" name="{_e(block.name)}" value="{_e(value)}">{_e(label)}</button>'
+                   for value, label in block.buttons]
+        return [f'<form method="post" action="{_e(block.action)}">', *buttons, "</form>"]
     if isinstance(block, Section):
         tag = "div" if block.kind == "summary" else "section"
         inner = [line for child in block.blocks for line in _block(child)]
-        return [f'<{tag} class="{_e(block.kind)}" id="{_e(block.anchor)}">', *inner, f"</{tag}>"]
+        labelled = f' aria-labelledby="{_e(block.labelled_by)}"' if block.labelled_by else ""
+        return [f'<{tag} class="{_e(block.kind)}" id="{_e(block.anchor)}"{labelled}>', *inner, f"</{tag}>"]
     if isinstance(block, Footer):
         return [f"<footer>{_runs(block.runs)}</footer>"]
     raise TypeError(f"not a block: {block!r}")
 
 
-def render_html(page: Page) -> str:
-    """``page`` as a complete HTML document."""
+def render_section(section: Section) -> str:
+    """One section of a page as an HTML fragment (the consent section, rendered per request)."""
+    return "\n".join(_block(section))
+
+
+def render_html(page: Page, after_summary: str = "") -> str:
+    """``page`` as a complete HTML document; ``after_summary`` (HTML) follows the summary box."""
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              '<meta name="referrer" content="no-referrer">',
              f"<title>{_e(page.title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", "<main>"]
     for block in page.blocks:
         parts += _block(block)
+        if after_summary and isinstance(block, Section) and block.kind == "summary":
+            parts.append(after_summary)
     parts += ["</main>", "</body>", "</html>", ""]
     return "\n".join(parts)
 
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "render_section"]

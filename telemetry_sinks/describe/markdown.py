@@ -16,6 +16,7 @@ from .page import (
     Code,
     Dash,
     Footer,
+    Form,
     Heading,
     Page,
     Para,
@@ -78,6 +79,8 @@ def _block(block: Block) -> list[str]:
         return [*(f"- {_runs(item)}" for item in block.items), ""]
     if isinstance(block, Table):
         return _table(block)
+    if isinstance(block, Form):
+        return []  # a form needs a browser: the HTML page has it
     if isinstance(block, Section):
         return [line for child in block.blocks for line in _block(child)]
     if isinstance(block, Footer):

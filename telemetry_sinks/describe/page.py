@@ -105,12 +105,23 @@ class Table:
 
 
 @dataclass
-class Section:
-    """A group of blocks: the summary box, or one schema."""
+class Form:
+    """Buttons that post ``name=<value>`` to ``action`` (HTML only: Markdown has no forms)."""
 
-    kind: str  # "summary" or "schema"
+    action: str
+    name: str
+    buttons: list[tuple[str, str]]  # (value, label)
+
+
+@dataclass
+class Section:
+    """A group of blocks: the summary box, one schema, the consent choice."""
+
+    kind: str  # "summary", "schema" or "consent"
     anchor: str
     blocks: list[Block]
+    #: The anchor of the heading that names the section, if it has one.
+    labelled_by: str | None = None
 
 
 @dataclass
@@ -118,7 +129,7 @@ class Footer:
     runs: Runs
 
 
-Block = Heading | Para | Bullets | Table | Section | Footer
+Block = Heading | Para | Bullets | Table | Form | Section | Footer
 
 
 @dataclass
@@ -349,6 +360,7 @@ __all__ = [
     "Code",
     "Dash",
     "Footer",
+    "Form",
     "Heading",
     "Page",
     "Para",

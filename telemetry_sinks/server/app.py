@@ -27,11 +27,13 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from traitlets import Float, Instance, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Instance, Int, List, TraitError, Unicode, Union, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..eventlog import EventLog
-from .handlers import RecentIds, make_app
+from .browser import check_browser_sinks, check_sample_rates
+from .handlers import ApiError, RecentIds, make_app
+from .ratelimit import ClientRateLimiter
 
 TOKEN_ENV = "TELEMETRY_SINKS_TOKEN"
 
@@ -83,6 +85,41 @@ class Collector(LoggingConfigurable):
         config=True
     )
 
+    browser_events = Bool(
+        False,
+        help="With a token set: also accept events without it, from browsers (no static secret in "
+        "pages), under the users' consent and the per-client rate limit. Without a token every "
+        "request is treated this way.",
+    ).tag(config=True)
+    client_rate_limit = Float(
+        50.0,
+        help="Requests per second each client address may make on average to POST /api/events and "
+        "POST /api/consent without the bearer token (429 with Retry-After above; 0: no limit).",
+    ).tag(config=True)
+    client_rate_burst = Int(
+        500, help="Requests a client may make at once before client_rate_limit applies."
+    ).tag(config=True)
+    trust_forwarded_headers = Bool(
+        False,
+        help="Take the client address (for rate limits) and scheme from X-Forwarded-For / X-Real-Ip "
+        "and X-Forwarded-Proto: set it behind a reverse proxy, never when clients reach the "
+        "collector directly.",
+    ).tag(config=True)
+    browser_sinks = List(
+        Union([Unicode(), Dict()]),
+        default_value=["collector"],
+        help="Where the browser module sends events, besides page-defined sinks: 'collector' (this "
+        "collector), 'console' (the browser console), {'type': 'http', 'url': URL, 'format': 'json' "
+        "| 'ndjson'} (any URL that accepts them, with CORS for the page's origin).",
+    ).tag(config=True)
+    browser_sample_rates = Dict(
+        help="Share of page sessions (0 to 1) that record a schema in the browser, by schema id "
+        "(default 1: every session). Deterministic per session.",
+    ).tag(config=True)
+    consent_cookie_days = Int(
+        365, help="How long the browser keeps a user's consent choice (days)."
+    ).tag(config=True)
+
     eventlog = Instance(EventLog, help="The EventLog events go to (default: built from config).")
 
     @default("token")
@@ -105,7 +142,27 @@ class Collector(LoggingConfigurable):
             raise TraitError(f"Collector.{proposal.trait.name} must be positive, not {proposal.value}.")
         return proposal.value
 
-    @validate("dedup_window", "retry_after")
+    @validate("browser_sinks")
+    def _check_browser_sinks(self, proposal: Any) -> list[dict[str, Any]]:
+        try:
+            return check_browser_sinks(proposal.value)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("browser_sample_rates")
+    def _check_sample_rates(self, proposal: Any) -> dict[str, float]:
+        try:
+            return check_sample_rates(proposal.value)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("client_rate_burst", "consent_cookie_days")
+    def _check_at_least_one(self, proposal: Any) -> int:
+        if proposal.value < 1:
+            raise TraitError(f"Collector.{proposal.trait.name} must be at least 1, not {proposal.value}.")
+        return proposal.value
+
+    @validate("dedup_window", "retry_after", "client_rate_limit")
     def _check_non_negative(self, proposal: Any) -> Any:
         if proposal.value < 0:
             raise TraitError(f"Collector.{proposal.trait.name} must be >= 0, not {proposal.value}.")
@@ -126,7 +183,10 @@ class Collector(LoggingConfigurable):
         super().__init__(**kwargs)
         self.eventlog  # noqa: B018 - build it now, so that configuration errors show at start
         self.recent_ids = RecentIds(self.dedup_window)
+        self.rate_limiter = ClientRateLimiter(self.client_rate_limit, self.client_rate_burst)
+        self.browser_sinks = check_browser_sinks(self.browser_sinks)  # the default, normalized
         self.counters: Counter[str] = Counter(accepted=0, not_recorded=0, duplicate=0, rejected=0)
+        self.rate_limited = 0  # requests answered 429
         self.bound_port: int | None = None
         self._server: HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -158,6 +218,16 @@ class Collector(LoggingConfigurable):
                 return getattr(handler, "sink_name", "") or type(handler).__name__
         return None
 
+    def check_rate(self, request: Any) -> None:
+        """Raise a 429 :class:`ApiError` with Retry-After when ``request``'s client is over its limit."""
+        wait = self.rate_limiter.acquire(request.remote_ip or "")
+        if wait:
+            after = self.rate_limiter.retry_after(wait)
+            self.rate_limited += 1
+            raise ApiError(429, f"too many requests from this client (c.Collector.client_rate_limit = "
+                           f"{self.client_rate_limit:g} per second, burst {self.client_rate_burst}); "
+                           f"retry after {after} seconds", {"Retry-After": after})
+
     # ------------------------------------------------------------------ in the caller's loop
 
     async def listen(self) -> int:
@@ -168,6 +238,7 @@ class Collector(LoggingConfigurable):
             body_timeout=self.body_timeout,
             idle_connection_timeout=self.body_timeout,
             decompress_request=True,  # Content-Encoding: gzip bodies, e.g. from HTTPSink(gzip=True)
+            xheaders=self.trust_forwarded_headers,
         )
         try:
             sockets = bind_sockets(self.port, address=self.ip or None)

@@ -15,10 +15,16 @@ Endpoints:
 ``GET /api/health``
     ``{"status": "ok", "sinks": [...]}`` with each sink's ``stats()``.
 ``GET /``
-    A public, read-only HTML page for the people the events are about: what is
+    A public HTML page for the people the events are about: what is
     recorded and what is not, which personal data is removed, where events go
-    (:mod:`telemetry_sinks.describe`; ``GET /?format=md`` for Markdown).  It shows
-    the operator's policy, never event data, so it needs no token.
+    (:mod:`telemetry_sinks.describe`; ``GET /?format=md`` for Markdown), and their
+    consent choice with a plain form to change it.  It shows the operator's policy,
+    never event data, so it needs no token.
+
+The endpoints for browsers (policy, consent, the JavaScript module, the demo page)
+are in :mod:`.browser`.  Requests without the bearer token are browser requests:
+the user's consent (cookie, ``Sec-GPC``) is enforced on their events and the
+per-client rate limit applies.
 
 Every error answer is JSON ``{"error": "..."}`` naming the problem and the fix.
 The request body is streamed (``@stream_request_body``) so that its size limit is
@@ -41,9 +47,11 @@ from ..capsule import format_timestamp, parse_timestamp, to_json_data
 from ..errors import EventValidationError, UnknownSchemaError
 from ..policy import policy_for
 from ..schema import json_path, parse_version
+from . import consent
 
 if TYPE_CHECKING:
     from .app import Collector
+    from .consent import UserConsent
 
 access_log = logging.getLogger("telemetry_sinks.server.access")
 _log = logging.getLogger("telemetry_sinks.server")
@@ -52,7 +60,8 @@ MAX_EVENT_ID_LENGTH = 256
 _JSON_TYPES = {dict: "object", list: "list", str: "string", int: "number", float: "number",
                bool: "boolean", type(None): "null"}
 _BODY_SHAPE = '{"schema_id": ID, "version": N, "data": {...}}'
-_ENDPOINTS = "GET / (what is recorded), POST /api/events, GET /api/schemas, GET /api/health"
+_ENDPOINTS = ("GET / (what is recorded), POST /api/events, GET /api/schemas, GET /api/health, "
+              "GET /api/policy, GET|POST /api/consent, GET /static/telemetry-sinks.js, GET /demo")
 
 
 class ApiError(tornado.web.HTTPError):
@@ -183,12 +192,18 @@ def _unpack(item: Any) -> _Event:
     return ev
 
 
-def _process_one(collector: Collector, item: Any, batch_ids: set[str]) -> dict[str, Any]:
+def _process_one(
+    collector: Collector, item: Any, batch_ids: set[str], user: UserConsent | None
+) -> dict[str, Any]:
     eventlog = collector.eventlog
     try:
         ev = _unpack(item)
         if ev.event_id is not None and (ev.event_id in batch_ids or collector.recent_ids.seen(ev.event_id)):
             return {"status": "duplicate"}
+        if user is not None:
+            mode = eventlog.consent_mode(ev.schema_id)
+            if mode is not None and not user.permits(mode):
+                return {"status": "not_recorded", "reason": f"consent {user.state(mode)} ({mode})"}
         try:
             capsule = eventlog.prepare(ev.schema_id, ev.version, ev.data, ev.timestamp)
         except EventValidationError as exc:
@@ -213,17 +228,21 @@ def _process_one(collector: Collector, item: Any, batch_ids: set[str]) -> dict[s
     return {"status": "accepted"}
 
 
-def process_events(collector: Collector, items: list[Any]) -> dict[str, Any]:
+def process_events(
+    collector: Collector, items: list[Any], user: UserConsent | None = None
+) -> dict[str, Any]:
     """Validate, filter and dispatch ``items``; return the response body (without ``error``).
 
     ``{"accepted", "not_recorded", "duplicate", "rejected", "results": [{"index",
-    "status", "error"?}]}``.  Ids of accepted events are remembered for deduplication.
+    "status", "error"?, "reason"?}]}``.  Ids of accepted events are remembered for
+    deduplication.  With ``user`` (a browser request), events of schemas the user's
+    consent does not permit are ``not_recorded`` with a ``reason``.
     """
     counts = dict.fromkeys(("accepted", "not_recorded", "duplicate", "rejected"), 0)
     results = []
     batch_ids: set[str] = set()
     for index, item in enumerate(items):
-        result = _process_one(collector, item, batch_ids)
+        result = _process_one(collector, item, batch_ids, user)
         counts[result["status"]] += 1
         results.append({"index": index, **result})
     for status, n in counts.items():
@@ -295,6 +314,7 @@ class BaseHandler(tornado.web.RequestHandler):
             origin = self.request.headers.get("Origin")
             if origin and origin in origins:
                 self.set_header("Access-Control-Allow-Origin", origin)
+                self.set_header("Access-Control-Allow-Credentials", "true")  # the consent cookie
                 self.set_header("Access-Control-Expose-Headers", "Retry-After")
 
     def auth_error(self) -> ApiError | None:
@@ -315,6 +335,16 @@ class BaseHandler(tornado.web.RequestHandler):
                             {"WWW-Authenticate": 'Bearer realm="telemetry-sinks", error="invalid_token"'})
         return ApiError(401, f"authentication required; {how}",
                         {"WWW-Authenticate": 'Bearer realm="telemetry-sinks"'})
+
+    def is_browser_request(self) -> bool:
+        """No bearer token configured, or none sent while ``browser_events`` accepts such requests.
+
+        Browser requests are subject to the user's consent and to the per-client rate limit.
+        """
+        collector = self.collector
+        if not collector.token:
+            return True
+        return collector.browser_events and "Authorization" not in self.request.headers
 
     def prepare(self) -> None:
         if self.request.method != "OPTIONS":
@@ -386,14 +416,14 @@ class DescribeHandler(BaseHandler):
     so no token is required even when ``c.Collector.token`` is set.
     """
 
-    _CSP = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+    _CSP = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; "
             "frame-ancestors 'none'")
 
     def prepare(self) -> None:
         pass  # public: no bearer token for this page
 
     def get(self) -> None:
-        from ..describe import describe_html, describe_markdown
+        from ..describe import consent_section_html, describe_html, describe_markdown
 
         fmt = self.get_query_argument("format", "html").lower()
         if fmt not in ("html", "md", "markdown"):
@@ -402,7 +432,13 @@ class DescribeHandler(BaseHandler):
         if fmt == "html":
             self.set_header("Content-Type", "text/html; charset=UTF-8")
             self.set_header("Content-Security-Policy", self._CSP)
-            self.finish(describe_html(self.collector.eventlog))
+            eventlog = self.collector.eventlog
+            user = consent.from_request(self.request)
+            section = consent_section_html(
+                eventlog.default_consent, user.choice, user.gpc, consent.schema_states(eventlog, user),
+                {sid: s.title for (sid, _), s in eventlog.schemas.items()}, "/api/consent")
+            self.set_header("Vary", "Origin, Cookie, Sec-GPC")
+            self.finish(describe_html(eventlog, consent_html=section))
         else:
             self.set_header("Content-Type", "text/markdown; charset=UTF-8")
             self.finish(describe_markdown(self.collector.eventlog))
@@ -423,7 +459,8 @@ class HealthHandler(BaseHandler):
                 except Exception as exc:
                     entry["stats_error"] = f"{type(exc).__name__}: {exc}"
             sinks.append(entry)
-        self.write_json(200, {"status": "ok", "sinks": sinks, "events": dict(self.collector.counters)})
+        self.write_json(200, {"status": "ok", "sinks": sinks, "events": dict(self.collector.counters),
+                              "rate_limited_requests": self.collector.rate_limited})
 
 
 @tornado.web.stream_request_body
@@ -431,6 +468,7 @@ class EventsHandler(BaseHandler):
     """``POST /api/events``; the body is streamed so that its size limit holds as it arrives."""
 
     _deferred: ApiError | None = None
+    _browser = False
 
     def prepare(self) -> None:
         self._chunks: list[bytes] = []
@@ -442,7 +480,8 @@ class EventsHandler(BaseHandler):
         connection: Any = self.request.connection
         if hasattr(connection, "set_max_body_size"):
             connection.set_max_body_size(2**62)
-        error = self.auth_error() or self._content_type_error()
+        self._browser = self.is_browser_request()
+        error = (None if self._browser else self.auth_error()) or self._content_type_error()
         length = self.request.headers.get("Content-Length")
         if length is not None:
             if not length.strip().isdigit():
@@ -487,6 +526,8 @@ class EventsHandler(BaseHandler):
         if self._deferred is not None:
             raise self._deferred
         collector = self.collector
+        if self._browser:
+            collector.check_rate(self.request)
         busy = collector.busy_sink()
         if busy is not None:
             raise ApiError(503, f"the sink {busy} cannot keep up; nothing was recorded. Retry after "
@@ -494,7 +535,8 @@ class EventsHandler(BaseHandler):
         ndjson = self.request.headers.get("Content-Type", "").lower().startswith(_NDJSON)
         items = parse_body(b"".join(self._chunks), collector.max_events_per_request, ndjson)
         self._chunks = []
-        result = process_events(collector, items)
+        user = consent.from_request(self.request) if self._browser else None
+        result = process_events(collector, items, user)
         if result["rejected"]:
             first = next(r for r in result["results"] if r["status"] == "rejected")
             err = first["error"]
@@ -517,12 +559,15 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 def make_app(collector: Collector) -> tornado.web.Application:
     """The tornado Application of ``collector`` (without a server; see ``Collector.start``)."""
+    from .browser import routes
+
     return tornado.web.Application(
         [
             (r"/", DescribeHandler),
             (r"/api/events/?", EventsHandler),
             (r"/api/schemas/?", SchemasHandler),
             (r"/api/health/?", HealthHandler),
+            *routes(),
         ],
         default_handler_class=NotFoundHandler,
         collector=collector,

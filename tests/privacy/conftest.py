@@ -1,4 +1,4 @@
-"""Fixtures of the privacy tests: the real backends of ``tests/reliability/sink_harness.py``."""
+"""Fixtures of the privacy tests: the real backends of ``tests/helpers/harness.py``."""
 
 from __future__ import annotations
 

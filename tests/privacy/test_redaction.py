@@ -1,6 +1,6 @@
 """Redaction by category is exact, in every sink's output, the spool, dead letters and errors.
 
-The schema (``privacy_helpers.SCHEMA``) declares personal data at every level: top
+The schema (``helpers.privacy.SCHEMA``) declares personal data at every level: top
 level, a nested object, an object nested in that, objects in an array, and a whole
 object property.  The policy allows ``user-identifier`` only.  Proves: no value of
 a disallowed category appears anywhere a sink writes (local files, stream, every

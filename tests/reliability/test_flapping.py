@@ -4,7 +4,7 @@
 
 The collector (``http``) is killed with SIGKILL and restarted; the other backends
 keep their data in memory, so the network in front of them is cut instead (see
-``sink_harness``).  Proves, per sink: nothing is lost, duplicates are identical to
+``helpers.harness``).  Proves, per sink: nothing is lost, duplicates are identical to
 their first copy and no more than the retries and replays, emit() never waits for
 the backend, and memory and spool stay within their bounds all along.
 """
