@@ -20,7 +20,7 @@ ROOMS = [
     ("registry", ["registry"]),
     ("eventlog", ["eventlog", "instrumentation"]),
     ("describe", ["describe"]),
-    ("entry points", ["server", "cli", "__init__", "__main__"]),
+    ("entry points", ["server", "cli", "jupyter", "__init__", "__main__"]),
 ]
 RANK = {top: rank for rank, (_, tops) in enumerate(ROOMS) for top in tops}
 

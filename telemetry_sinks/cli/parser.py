@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, "traitlets config file (.py or .json); c.Collector.* options")
     p.add_argument("--port", type=int, help="port (default 8585; 0 picks a free port)")
     p.add_argument("--ip", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--hub-service", action="store_true",
+                   help="run as a JupyterHub service: Hub authentication (OAuth cookie or Hub API "
+                        "token) on every request, under $JUPYTERHUB_SERVICE_PREFIX")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

@@ -336,6 +336,10 @@ class BaseHandler(tornado.web.RequestHandler):
         return ApiError(401, f"authentication required; {how}",
                         {"WWW-Authenticate": 'Bearer realm="telemetry-sinks"'})
 
+    #: True where every request must pass ``auth_error()``, browser requests included
+    #: (the collector as a JupyterHub service: the Hub vouches for each user and server).
+    authenticates_every_request = False
+
     def is_browser_request(self) -> bool:
         """No bearer token configured, or none sent while ``browser_events`` accepts such requests.
 
@@ -481,7 +485,8 @@ class EventsHandler(BaseHandler):
         if hasattr(connection, "set_max_body_size"):
             connection.set_max_body_size(2**62)
         self._browser = self.is_browser_request()
-        error = (None if self._browser else self.auth_error()) or self._content_type_error()
+        skip_auth = self._browser and not self.authenticates_every_request
+        error = (None if skip_auth else self.auth_error()) or self._content_type_error()
         length = self.request.headers.get("Content-Length")
         if length is not None:
             if not length.strip().isdigit():
