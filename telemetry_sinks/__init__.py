@@ -3,6 +3,7 @@
 from .errors import (
     EventValidationError,
     MissingExtraError,
+    PolicyError,
     SchemaError,
     SinkConfigError,
     UnknownSchemaError,
@@ -42,6 +43,7 @@ __all__ = [
     "sink_class",
     "EventValidationError",
     "MissingExtraError",
+    "PolicyError",
     "SchemaError",
     "SinkConfigError",
     "UnknownSchemaError",

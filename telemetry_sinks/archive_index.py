@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .capsule import whole_number
+from .fileio import replace_file
 
 INDEX_NAME = "index.jsonl"
 DAY_FILE = re.compile(r"^events-(\d{4}-\d{2}-\d{2})\.jsonl(\.gz)?$")
@@ -100,11 +101,7 @@ def read_index(directory: str | os.PathLike) -> dict[str, IndexEntry]:
 def write_index(directory: str | os.PathLike, entries: dict[str, IndexEntry]) -> str:
     """Write ``index.jsonl`` (sorted by date, ``count`` as an integer) atomically; return its path."""
     path = os.path.join(directory, INDEX_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        for date in sorted(entries):
-            out.write(json.dumps(entries[date].as_json()) + "\n")
-    os.replace(tmp, path)
+    replace_file(path, [(json.dumps(entries[date].as_json()) + "\n").encode() for date in sorted(entries)])
     return path
 
 

@@ -363,20 +363,27 @@ class Schema:
         if error is not None:
             self._raise(list(error.absolute_path), error.message, event)
 
-    def _raise(self, path: list, reason: str, event: Any = None) -> None:
+    def error(self, path: list, reason: str, event: Any = None) -> EventValidationError:
+        """The error for ``event`` being invalid at ``path`` because of ``reason``.
+
+        The reason never quotes a value of a property with a personal-data category.
+        """
         where = json_path(path)
         value = _value_at(event, path)
         if isinstance(value, float) and not math.isfinite(value):
             reason = f"{value!r} is not a JSON number; send a finite number or null"
         if self.redaction is not None and event is not None:
-            reason = _scrub(reason, _personal_values(event, self.redaction))
-        raise EventValidationError(
+            reason = scrub_values(reason, _personal_values(event, self.redaction))
+        return EventValidationError(
             f"Event for schema {self.id!r} version {self.version} is invalid at {where}: {reason}",
             schema_id=self.id,
             version=self.version,
             path=where,
             reason=reason,
         )
+
+    def _raise(self, path: list, reason: str, event: Any = None) -> None:
+        raise self.error(path, reason, event)
 
     def same_content(self, other: Mapping[str, Any]) -> bool:
         return _canonical(self.body) == _canonical(other)
@@ -414,7 +421,7 @@ def _leaf_texts(value: Any, found: list[str], depth: int = 0) -> None:
         found.append(value if isinstance(value, str) else json.dumps(value, default=str))
 
 
-def _scrub(message: str, values: list[str]) -> str:
+def scrub_values(message: str, values: list[str]) -> str:
     """``message`` without any of ``values`` (raw or JSON-escaped): errors must not leak personal data."""
     for text in sorted({v for v in values if v}, key=len, reverse=True):
         for form in (text, json.dumps(text)[1:-1]):

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "telemetry_sinks"
 ROOMS = [
     ("leaves", ["capsule", "errors", "masking", "fileio"]),
     ("delivery", ["delivery"]),
-    ("core", ["schema", "policy", "config", "archive_index", "lake"]),
+    ("core", ["schema", "actions", "pseudonym", "policy", "policy_words", "retention", "config",
+              "archive_index", "lake"]),
     ("sinks", ["sinks"]),
     ("registry", ["registry"]),
     ("eventlog", ["eventlog", "instrumentation"]),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import MissingExtraError, SchemaError, SinkConfigError, UnknownSinkError
+from ..errors import MissingExtraError, PolicyError, SchemaError, SinkConfigError, UnknownSinkError
 from .commands import (
     cmd_archive_export,
     cmd_archive_rebuild,
@@ -29,6 +29,7 @@ from .commands import (
     cmd_validate,
 )
 from .common import EXIT_CODES, EXIT_USAGE
+from .purge import add_purge_command
 from .tail import cmd_tail
 
 
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only compare: write nothing, exit 1 when the index is out of date")
     q.add_argument("--progress", action="store_true", help=progress_help)
     q.set_defaults(func=cmd_archive_rebuild)
+    add_purge_command(archive, _epilog, raw)
     q = archive.add_parser(
         "export",
         help="write the archive as Parquet, typed from the schemas (for DuckDB, pandas, Spark)",
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (SinkConfigError, UnknownSinkError, MissingExtraError, SchemaError, OSError) as exc:
+    except (SinkConfigError, UnknownSinkError, MissingExtraError, SchemaError, PolicyError, OSError) as exc:
         print(f"telemetry-sinks: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # traitlets errors from config files

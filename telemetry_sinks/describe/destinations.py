@@ -27,6 +27,7 @@ class SinkDescription:
     name: str
     kind: str
     destinations: list[tuple[str, str]] = field(default_factory=list)
+    kept_for: str = ""  # "deleted 90 days after their newest event" (its max_age), or ""
 
     @property
     def destination_text(self) -> str:
@@ -128,8 +129,19 @@ def sinks_from_handlers(handlers: Iterable[logging.Handler]) -> list[SinkDescrip
             dest = _destinations(cls, functools.partial(getattr, handler))
         else:
             dest = _stdlib_destination(handler)
-        out.append(SinkDescription(name, cls.__name__, dest))
+        out.append(SinkDescription(name, cls.__name__, dest, _kept_for(getattr(handler, "max_age", ""))))
     return out
+
+
+def _kept_for(max_age: Any) -> str:
+    """A sink's ``max_age`` in words, or "" when it keeps its files."""
+    from .. import policy_words
+    from ..policy import parse_age
+
+    try:
+        return policy_words.kept_for_words(parse_age(max_age)) if max_age else ""
+    except Exception:
+        return ""
 
 
 def _config_value(config: Any, cls: type, option: str) -> Any:
@@ -171,7 +183,9 @@ def sinks_from_config(config: Any) -> list[SinkDescription]:
     for name in names or []:
         cls = sink_class(name)
         dest = _destinations(cls, functools.partial(_config_value, config, cls))
-        out.append(SinkDescription(name, cls.__name__, dest))
+        traits = cls.class_traits()  # type: ignore[attr-defined]  # a Sink class
+        kept_for = _kept_for(_config_value(config, cls, "max_age")) if "max_age" in traits else ""
+        out.append(SinkDescription(name, cls.__name__, dest, kept_for))
     return out
 
 

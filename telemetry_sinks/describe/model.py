@@ -8,13 +8,16 @@ for readers beyond a property's type and why it is kept or removed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..policy import SchemaPolicy, policy_for, schema_entries
+from .. import policy_words
+from ..actions import DROP, Action
+from ..policy import SchemaPolicy, compile_plan, policy_for, schema_entries
 from ..schema import UNRESTRICTED, normalize_category
 from .destinations import SinkDescription, sinks_from_handlers
+from .words import category_words, phrase
 
 DEFAULT_TITLE = "What this service records"
 
@@ -34,6 +37,7 @@ class PropertyInfo:
     categories: tuple[str, ...]  # normalized; () means unrestricted
     stored: bool  # kept by the policy (False for every property of a schema that is not recorded)
     why: str = ""  # why it is removed, or kept despite its categories
+    changed: str = ""  # what the policy does to it when it is stored changed ("replaced by a pseudonym")
 
 
 @dataclass
@@ -48,6 +52,8 @@ class SchemaInfo:
     properties: list[PropertyInfo]
     changes: list[str] = field(default_factory=list)
     sinks: list[str] = field(default_factory=list)  # where its events go (sink names), if recorded
+    treatments: list[str] = field(default_factory=list)  # sentences: what happens to personal data
+    retention: list[str] = field(default_factory=list)  # sentences: what happens to stored events later
 
     @property
     def latest(self) -> int:
@@ -127,42 +133,85 @@ def _walk(
     depth: int,
     removed_parent: str | None,
     whole_parent: str | None,
+    actions: Mapping[str, Action] | None = None,
 ) -> Iterator[PropertyInfo]:
+    """Every property with what the policy does to it; ``actions`` are the compiled plan's."""
     props = node.get("properties")
     if not isinstance(props, Mapping):
         return
+    actions = actions or {}
+    explicit = dict(policy.property_actions) if policy is not None else {}
     for name, sub in props.items():
         if not isinstance(sub, Mapping):
             continue
         path = f"{prefix}{name}"
         cats = _categories(sub)
-        why = ""
+        why = changed = ""
         if policy is None:
             stored = False
         elif removed_parent is not None:
-            stored, why = False, f"inside {removed_parent}, which is removed"
+            stored, why = False, removed_parent
+        elif path in actions and actions[path] is DROP:
+            stored = False
+            missing = [c for c in cats if c not in policy.allowed_categories]
+            why = ("the operator removes it" if path in explicit or not missing
+                   else "category " + ", ".join(missing) + " is not allowed")
+        elif path in actions:
+            stored, changed = True, policy_words.action_words(actions[path]).removeprefix("is ")
         elif whole_parent is not None:
             stored, why = True, f"inside {whole_parent}, which the policy keeps whole"
         elif depth == 0 and name in policy.allowed_properties:
             stored = True
             if cats and not set(cats) <= policy.allowed_categories:
                 why = "kept whole: named in allowed_properties"
-        elif set(cats) <= policy.allowed_categories:
-            stored = True
         else:
-            missing = [c for c in cats if c not in policy.allowed_categories]
-            stored, why = False, "category " + ", ".join(missing) + " is not allowed"
+            stored = True
         description = sub.get("description") or sub.get("title") or ""
         yield PropertyInfo(path, str(name), depth, " ".join(str(description).split()),
-                           _type_text(sub), cats, stored, why)
+                           _type_text(sub), cats, stored, why, changed)
         keep_whole = whole_parent or (path if depth == 0 and policy is not None
                                       and name in policy.allowed_properties else None)
-        child_removed = removed_parent or (path if policy is not None and not stored else None)
+        child_removed = removed_parent
+        if child_removed is None and policy is not None and not stored:
+            child_removed = f"inside {path}, which is removed"
+        elif child_removed is None and changed:
+            child_removed = f"inside {path}, which is {changed}"
         if isinstance(sub.get("properties"), Mapping):
-            yield from _walk(sub, policy, path + ".", depth + 1, child_removed, keep_whole)
+            yield from _walk(sub, policy, path + ".", depth + 1, child_removed, keep_whole, actions)
         items = sub.get("items")
         if isinstance(items, Mapping) and isinstance(items.get("properties"), Mapping):
-            yield from _walk(items, policy, path + "[].", depth + 1, child_removed, keep_whole)
+            yield from _walk(items, policy, path + "[].", depth + 1, child_removed, keep_whole, actions)
+
+
+def _subject(properties: list[PropertyInfo]) -> Callable[[str], str]:
+    """What a property holds, in words: its category's words, else its description's first phrase."""
+    by_path = {p.path: p for p in properties}
+
+    def subject(path: str) -> str:
+        prop = by_path.get(path)
+        if prop is None:
+            return "the value"
+        if prop.categories:
+            return category_words(prop.categories[0])
+        return phrase(prop) if prop.description else "the value"
+
+    return subject
+
+
+def _treatments(eventlog: Any, schema: Any, policy: SchemaPolicy,
+                properties: list[PropertyInfo]) -> tuple[list[str], list[str]]:
+    """Sentences on what the plan changes (replaced or coarsened, not removed) and on retention."""
+    plan = eventlog.redaction_plan(schema.id, schema.version)
+    subject = _subject(properties)
+    out = policy_words.grouped([(path, a) for path, a in (plan.actions() if plan else ()) if a is not DROP],
+                               subject)
+    if plan is not None and plan.timestamp is not None:
+        out.append(policy_words.timestamp_words(plan.timestamp))
+    stages = []
+    for stage in policy.retention:
+        stage_plan = compile_plan(schema, stage.policy, eventlog.pseudonym_key)
+        stages.append((stage, list(stage_plan.actions()) if stage_plan else []))
+    return out, policy_words.retention_words(stages, subject)
 
 
 def _paths(body: Mapping[str, Any]) -> list[str]:
@@ -204,6 +253,10 @@ def collect(
         latest = eventlog.schema(sid, versions[-1])
         policy = policy_for(eventlog.allowed_schemas, sid)
         body = latest.body
+        plan = eventlog.redaction_plan(sid, latest.version) if policy is not None else None
+        properties = list(_walk(body, policy, "", 0, None, None, dict(plan.actions()) if plan else {}))
+        treatments, retention = (_treatments(eventlog, latest, policy, properties) if policy is not None
+                                 else ([], []))
         schemas.append(SchemaInfo(
             id=sid,
             title=" ".join(str(body.get("title") or "").split()),
@@ -212,10 +265,12 @@ def collect(
             recorded=policy is not None,
             allowed_categories=sorted(policy.allowed_categories - {UNRESTRICTED}) if policy else [],
             allowed_properties=sorted(policy.allowed_properties) if policy else [],
-            properties=list(_walk(body, policy, "", 0, None, None)),
+            properties=properties,
             changes=_changes(eventlog, sid, versions),
             sinks=[f"{sink.name} ({sink.destination_text})" if sink.destinations else sink.name
                    for sink in sinks] if policy is not None else [],
+            treatments=treatments,
+            retention=retention,
         ))
     schemas.sort(key=lambda s: (not s.recorded, s.label.lower(), s.id))
     listed = list(schema_entries(eventlog.allowed_schemas))

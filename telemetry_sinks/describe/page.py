@@ -13,24 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..schema import UNRESTRICTED
+from .. import policy_words
 from .model import Description, PropertyInfo, SchemaInfo
-
-#: Personal-data categories in plain words: (name, one item, what it means for a user).
-CATEGORY_WORDS: dict[str, tuple[str, str, str]] = {
-    UNRESTRICTED: ("no personal data", "not personal", "information that is not about you personally"),
-    "user-identifier": ("user identifiers", "a user identifier", "your user name or account identifier"),
-    "user-identifiable-information": (
-        "identifying information",
-        "identifying information",
-        "information that could identify you, such as an IP address or a file name",
-    ),
-    "action-timestamp": ("action times", "an action time", "the exact time of something you did"),
-}
-
-#: Capsule fields every recorded event carries, in plain words.
-CAPSULE_WORDS = "the time it was recorded, the kind of event (its schema) and the schema's version"
-
+from .words import CAPSULE_WORDS, category_one, category_short, category_words, join, phrase
 
 # --------------------------------------------------------------------------- runs and blocks
 
@@ -138,41 +123,6 @@ class Page:
     blocks: list[Block] = field(default_factory=list)
 
 
-# --------------------------------------------------------------------------- words
-
-_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)\.\s+(?=[A-Z])")
-
-
-def _phrase(prop: PropertyInfo) -> str:
-    """A property as a phrase: the first sentence of its description, else its name."""
-    text = _SENTENCE_END.split(prop.description.strip(), 1)[0].strip().rstrip(".").strip()
-    if not text:
-        return prop.path
-    first_word = text.split(None, 1)[0]
-    if first_word[0].isupper() and not any(c.isupper() for c in first_word[1:]):
-        text = text[0].lower() + text[1:]
-    return text
-
-
-def category_words(cat: str) -> str:
-    """What a personal-data category means for the person the event is about."""
-    return CATEGORY_WORDS.get(cat, (cat, cat, f"personal data of category {cat}"))[2]
-
-
-def _category_one(cat: str) -> str:
-    return CATEGORY_WORDS.get(cat, (cat, cat, cat))[1]
-
-
-def _category_short(cat: str) -> str:
-    return CATEGORY_WORDS.get(cat, (cat, cat, cat))[0]
-
-
-def _join(items: list[str]) -> str:
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _listed(codes: list[str]) -> Runs:
     """``a``, ``b`` as code runs separated by commas."""
     runs: Runs = []
@@ -199,7 +149,7 @@ def _lead(d: Description) -> list[str]:
         lead.append("This service stores nothing: no destination (sink) is configured, so even the "
                     "events it would record are discarded.")
     else:
-        names = _join([s.label for s in recorded])
+        names = join([s.label for s in recorded])
         lead.append(f"This service records {len(recorded)} kind{'s' if len(recorded) != 1 else ''} of "
                     f"events: {names}. Each recorded event also carries {CAPSULE_WORDS}.")
     if d.stores_anything:
@@ -212,8 +162,16 @@ def _lead(d: Description) -> list[str]:
                         removed_words.append(words)
         if removed_words:
             lead.append(f"Before anything is stored, it removes {'; '.join(removed_words)}.")
+        if any(s.treatments for s in recorded):
+            lead.append("Some personal data is kept only in another form, replaced by a pseudonym or made "
+                        "less precise, as said for each kind of event below.")
+            if any("pseudonym" in t for s in recorded for t in s.treatments + s.retention):
+                lead.append(policy_words.PSEUDONYM_WORDS)
+        for sink in d.sinks:
+            if sink.kept_for:
+                lead.append(f"Events stored by {sink.name} are {sink.kept_for}.")
     if not_recorded:
-        lead.append(f"It does not record {_join([s.label for s in not_recorded])}: "
+        lead.append(f"It does not record {join([s.label for s in not_recorded])}: "
                     f"{'these are' if len(not_recorded) > 1 else 'this is'} registered, but not on the "
                     "operator's list of events to record.")
     return lead
@@ -222,24 +180,33 @@ def _lead(d: Description) -> list[str]:
 def _per_schema(s: SchemaInfo) -> str:
     """One sentence saying what is, and is not, recorded of ``s``'s events."""
     top = [p for p in s.properties if not p.why.startswith("inside")]
-    kept = [_phrase(p) for p in top if p.stored]
-    removed = [_phrase(p) + (f" ({_category_one(p.categories[0])})" if p.categories else "")
+    kept = [phrase(p) for p in top if p.stored]
+    removed = [phrase(p) + (f" ({category_one(p.categories[0])})" if p.categories else "")
                for p in top if not p.stored]
     sentence = f"For {s.label}, this service records: {'; '.join(kept) or 'no properties'}."
     if removed:
         sentence += f" It does not record: {'; '.join(removed)}."
-    return sentence
+    return " ".join([sentence, *s.treatments, *s.retention])
 
 
-def _categories(d: Description, stored: bool) -> list[tuple[str, list[str]]]:
-    """Personal-data categories kept (``stored``) or removed, each with where ("path (schema)")."""
+def _categories(d: Description, kind: str) -> list[tuple[str, list[str]]]:
+    """Personal-data categories kept, removed or changed (``kind``), each with where: "path
+    (schema)", and for a changed one how ("path (schema): replaced by a pseudonym")."""
     found: dict[str, list[str]] = {}
     for s in d.recorded:
         for p in s.properties:
-            if p.stored != stored or (not stored and p.why.startswith("inside")):
+            if kind == "changed":
+                if not p.changed:
+                    continue
+                where = f"{p.path} ({s.label}): {p.changed}"
+            elif p.changed or p.stored != (kind == "kept"):
                 continue
+            elif kind == "removed" and p.why.startswith("inside"):
+                continue  # said of the property it is inside
+            else:
+                where = f"{p.path} ({s.label})"
             for cat in p.categories:
-                found.setdefault(cat, []).append(f"{p.path} ({s.label})")
+                found.setdefault(cat, []).append(where)
     return sorted(found.items())
 
 
@@ -248,19 +215,22 @@ def _categories(d: Description, stored: bool) -> list[tuple[str, list[str]]]:
 
 def _personal_data(d: Description) -> list[Block]:
     blocks: list[Block] = [Heading(2, ["Personal data"], "personal-data")]
-    removed, kept = _categories(d, stored=False), _categories(d, stored=True)
+    removed, changed, kept = (_categories(d, kind) for kind in ("removed", "changed", "kept"))
     removed_intro: Runs = ["These categories of personal data are removed before anything is stored:"]
+    changed_intro: Runs = ["These categories of personal data are kept only in another form:"]
     kept_intro: Runs = ["These categories of personal data are ", Strong("kept"),
                         ", because the operator allows them:"]
-    for found, intro, verb in ((removed, removed_intro, "removed from"), (kept, kept_intro, "kept in")):
+    for found, intro, verb, sep in ((removed, removed_intro, "removed from ", ", "),
+                                    (changed, changed_intro, "", "; "),
+                                    (kept, kept_intro, "kept in ", ", ")):
         if found:
             blocks.append(Para(intro))
             blocks.append(Bullets([
-                [Strong(_category_short(cat)), " (", Code(cat), f", {category_words(cat)}): "
-                 f"{verb} {', '.join(where)}"]
+                [Strong(category_short(cat)), " (", Code(cat), f", {category_words(cat)}): "
+                 f"{verb}{sep.join(where)}"]
                 for cat, where in found
             ]))
-    if not removed and not kept:
+    if not (removed or changed or kept):
         blocks.append(Para(["None of the recorded kinds of events declares a property as personal data."]))
     return blocks
 
@@ -276,12 +246,16 @@ def _destinations(d: Description) -> list[Block]:
             if where:
                 where.append(Sep())
             where += [f"{label}: ", Code(value)]
+        if sink.kept_for:
+            where += [Sep(), f"events {sink.kept_for}"] if where else [f"events {sink.kept_for}"]
         rows.append(Row([[sink.name], [sink.kind], where or [Dash()]]))
     return [*blocks, Para(["Every recorded event is written to each of these destinations:"]),
             Table(["Sink", "Kind", "Destination"], rows)]
 
 
 def _stored_text(s: SchemaInfo, p: PropertyInfo) -> Runs:
+    if p.changed:
+        return [f"yes, {p.changed}"]
     if p.stored:
         return ["yes" + (f" ({p.why})" if p.why else "")]
     if s.recorded:
@@ -304,6 +278,9 @@ def _schema(s: SchemaInfo) -> Section:
             policy += f" Properties kept whole: {', '.join(s.allowed_properties)}."
         where = "; ".join(s.sinks) or "nowhere: no sink is configured"
         blocks += [Para([policy]), Para([f"These events go to: {where}."])]
+        if s.treatments or s.retention:
+            blocks += [Para(["What happens to personal data:"]),
+                       Bullets([[sentence] for sentence in [*s.treatments, *s.retention]])]
     else:
         blocks.append(Para(["The operator does not record this kind of event: none of these properties "
                             "is stored."]))
@@ -353,7 +330,6 @@ def build_page(d: Description, version: str) -> Page:
 
 
 __all__ = [
-    "CATEGORY_WORDS",
     "Badge",
     "Block",
     "Bullets",
@@ -371,5 +347,4 @@ __all__ = [
     "Strong",
     "Table",
     "build_page",
-    "category_words",
 ]

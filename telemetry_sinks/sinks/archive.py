@@ -35,6 +35,10 @@ How it works
   day is over): this repairs what a crash left.  An existing file for the day the
   first events belong to is continued (a ``.gz`` is decompressed first).
 - One writing process per directory.
+- **Retention** (:mod:`telemetry_sinks.retention`): with ``max_age`` set, day files
+  whose day ended longer ago are deleted; with retention stages in the EventLog's
+  policy, the personal fields of days old enough are removed or replaced.  Both at
+  start and at each day close.
 
 ``telemetry-sinks archive rebuild DIR`` recomputes ``index.jsonl`` from the files
 (:func:`telemetry_sinks.archive_index.rebuild_index`).
@@ -48,15 +52,16 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from traitlets import Bool, Unicode
 
 from ..archive_index import INDEX_NAME, IndexEntry, day_files, iter_lines, read_index, write_index
 from ..capsule import event_time, event_timestamp, parse_timestamp
-from ..fileio import write_all
+from ..fileio import replace_file, write_all
+from ..retention import RetentionRules, purge_archive
 from .base import Sink
+from .max_age import MaxAge
 
 __all__ = ["ArchiveSink"]
 
@@ -99,20 +104,7 @@ def _utc_today() -> str:
 # --------------------------------------------------------------------------- the sink
 
 
-def _write_atomic(target: str, lines: Iterator[bytes] | list[bytes], gz: bool) -> None:
-    tmp = target + ".tmp"
-    with open(tmp, "wb") as raw:
-        out: Any = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
-        try:
-            for line in lines:
-                out.write(line)
-        finally:
-            if gz:
-                out.close()
-    os.replace(tmp, target)
-
-
-class ArchiveSink(Sink):
+class ArchiveSink(MaxAge, Sink):
     """Events in one ``events-YYYY-MM-DD.jsonl`` file per UTC day, with an ``index.jsonl``.
 
     The layout of the mybinder.org events archive; see the module documentation
@@ -146,7 +138,9 @@ class ArchiveSink(Sink):
         self._dirty: set[str] = set()
         self._closed = False
         self._index = read_index(self.directory)
+        self._retention: RetentionRules | None = None
         self._recover()
+        self.apply_retention()
 
     # ------------------------------------------------------------------ paths
 
@@ -202,7 +196,7 @@ class ArchiveSink(Sink):
         plain = self._plain(day)
         if not os.path.exists(plain) and os.path.exists(plain + ".gz"):
             # The day was compressed (closed earlier) and receives events again: continue it plain.
-            _write_atomic(plain, iter_lines(plain + ".gz"), gz=False)
+            replace_file(plain, iter_lines(plain + ".gz"), gz=False)
             os.remove(plain + ".gz")
             self._dirty.add(day)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -217,6 +211,7 @@ class ArchiveSink(Sink):
         if previous is not None:
             self._dirty.add(previous)
             self._finalize_dirty()
+            self.apply_retention()
 
     def _append_other(self, day: str, line: bytes) -> None:
         """Append ``line`` to the file of ``day``, which is not the open day."""
@@ -274,9 +269,9 @@ class ArchiveSink(Sink):
         target = plain + ".gz" if gz_wanted or source.endswith(".gz") else plain
         if not in_order or not clean:
             lines = self._sorted_lines(source)
-            _write_atomic(target, lines, gz=target.endswith(".gz"))
+            replace_file(target, lines, gz=target.endswith(".gz"))
         elif target != source:
-            _write_atomic(target, iter_lines(source), gz=target.endswith(".gz"))
+            replace_file(target, iter_lines(source), gz=target.endswith(".gz"))
         if target != source or (source == plain and os.path.exists(plain + ".gz")):
             stale = plain if target.endswith(".gz") else plain + ".gz"
             if os.path.exists(stale):
@@ -299,6 +294,29 @@ class ArchiveSink(Sink):
         keyed.sort(key=lambda item: (item[0], item[1]))
         return [line for _, _, line in keyed]
 
+    # ------------------------------------------------------------------ retention
+
+    def set_retention(self, rules: RetentionRules | None) -> None:
+        """Hook of the EventLog: the retention stages of its policy, applied now and at each day close."""
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
+            self._retention = rules
+            if not self._closed:
+                self.apply_retention()
+
+    def apply_retention(self) -> None:
+        """Delete the days older than ``max_age`` and apply the retention stages due (never the open day)."""
+        if not self.max_age and not self._retention:
+            return
+        try:
+            report = purge_archive(self.directory, self._retention, self.max_age_seconds,
+                                   skip_days=[self._day] if self._day and self._fd is not None else [])
+        except OSError:
+            _log.exception("retention in the archive %s failed; it is tried again at the next day close",
+                           self.directory)
+            return
+        if report.changes:
+            self._index = read_index(self.directory)
+
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self) -> None:
@@ -314,6 +332,7 @@ class ArchiveSink(Sink):
                 self._close_fd()
                 try:
                     self._finalize_dirty()
+                    self.apply_retention()
                 except OSError:
                     _log.exception("closing the archive in %s failed", self.directory)
         super().close()

@@ -1,7 +1,9 @@
 """File sinks: one JSON object per line, optionally rotated by size or by time.
 
 Rotation happens between lines, never inside one.  Rotated files can be
-gzip-compressed (``compress=True``).  Times are UTC.
+gzip-compressed (``compress=True``).  Times are UTC.  With ``max_age`` set, the
+sink's files whose last write is older than that are deleted when the sink starts
+and at each rotation (:mod:`telemetry_sinks.retention`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any
 from traitlets import Bool, CaselessStrEnum, Int, TraitError, Unicode, validate
 
 from ..fileio import write_all
+from ..retention import expire_files
 from .base import Sink
+from .max_age import MaxAge
 
 
-class FileSink(Sink):
+class FileSink(MaxAge, Sink):
     """Append each payload as a JSON line to ``filename``."""
 
     sink_name = "file"
@@ -56,6 +60,7 @@ class FileSink(Sink):
         self._size = 0
         self._pending = []
         self._pending_bytes = 0
+        self.delete_expired()
         if not self.delay:
             self._open()
 
@@ -106,6 +111,35 @@ class FileSink(Sink):
 
     def before_write(self, data: bytes) -> None:
         """Hook for rotating subclasses; called before ``data`` (one encoded line) is written."""
+
+    def rotated_files(self) -> list[str]:
+        """The rotated files beside ``filename`` (``events.jsonl.1``, ``events.jsonl.2026-11-22.gz``, ...)."""
+        directory, base = os.path.split(self.filename)
+        pattern = re.compile(re.escape(base) + r"\.\d[\d_.-]*(\.gz)?$")
+        try:
+            names = os.listdir(directory or ".")
+        except FileNotFoundError:
+            return []
+        return sorted(os.path.join(directory, n) for n in names if pattern.match(n))
+
+    def delete_expired(self) -> list[str]:
+        """Delete this sink's files whose last write is older than ``max_age``; return their paths.
+
+        The open file counts only when nothing is waiting to be written to it; it is
+        closed first, and the next event opens a new one.
+        """
+        max_age = self.max_age_seconds
+        if max_age is None:
+            return []
+        candidates = self.rotated_files()
+        if not self._pending and os.path.exists(self.filename):
+            limit = time.time() - max_age
+            if os.stat(self.filename).st_mtime < limit:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                candidates.append(self.filename)
+        return expire_files(candidates, max_age)
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
@@ -181,6 +215,7 @@ class RotatingFileSink(FileSink):
             os.replace(self.filename, first)
             if self.compress:
                 _gzip_file(first)
+        self.delete_expired()
         self._open()
 
 
@@ -273,6 +308,7 @@ class TimedRotatingFileSink(FileSink):
         self._period_start = self._period_start_for(now)
         self._rollover_at = self._next_boundary(self._period_start)
         self._delete_old_files()
+        self.delete_expired()
         self._open()
 
     def rotated_files(self) -> list[str]:
