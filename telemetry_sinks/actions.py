@@ -314,7 +314,7 @@ class Bucket(Generalize):
     def check(options: Mapping[str, Any], where: str) -> None:
         size = options.get("size")
         number = isinstance(size, (int, float)) and not isinstance(size, bool)
-        if not number or not math.isfinite(size) or size <= 0:
+        if not (number and isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
             raise PolicyError(f"{where}: bucket needs 'size', a number above 0 (e.g. 10), not {size!r}.")
 
     def apply_one(self, value: Any) -> Any:

@@ -35,9 +35,7 @@ from .policy import (
 )
 from .pseudonym import PseudonymKey, load_key
 from .registry import load_sinks
-from .schema import CIRCULAR, Schema, iter_schema_files, load_schema_file, nesting_depth
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+from .schema import Schema, iter_schema_files, load_schema_file, scrub_values
 
 SCHEMA_ENTRY_POINT_GROUP = "telemetry_sinks.schemas"
 _DENY = object()  # cached "this schema is not allowed"
@@ -237,7 +235,7 @@ class EventLog(LoggingConfigurable):
             version = self._latest.get(schema_id)
         elif not isinstance(version, int) or isinstance(version, bool):
             version = int(version) if str(version).isdigit() else version
-        compiled = self._schemas.get((schema_id, version))  # type: ignore[arg-type]
+        compiled = self._schemas.get((schema_id, version))  # type: ignore[arg-type]  # a str: not found
         if compiled is None:
             raise self._unknown(schema_id, version)
         return compiled
@@ -372,7 +370,7 @@ class EventLog(LoggingConfigurable):
     def prepare(
         self,
         schema_id: str,
-        version: int | None,
+        version: int | str | None,
         event: Mapping[str, Any],
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
@@ -381,24 +379,19 @@ class EventLog(LoggingConfigurable):
         Sends nothing; :meth:`record_event` is ``prepare`` followed by ``dispatch``.
         """
         key = (schema_id, version if version is not None else self._latest.get(schema_id))
-        schema = self._schemas.get(key)  # type: ignore[arg-type]
-        if schema is None:
+        schema = self._schemas.get(key)  # type: ignore[arg-type]  # a missing latest is looked up below
+        if schema is None:  # another spelling of the version ("1"), or an unknown schema
             schema = self.schema(schema_id, version)
+            key = (schema.id, schema.version)
         plan = self._plans[key] if key in self._plans else self._plan(schema)
         if plan is _DENY or not self._targets:
             return None
-        if not isinstance(event, Mapping):
-            schema._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
         try:
-            schema.validate(event)
+            schema.check(event, self.max_event_depth)
         except EventValidationError as exc:
             if plan is _NO_REDACTION:
                 raise
             raise self._scrubbed(exc, event, plan) from None
-        for value in event.values():
-            if type(value) not in _SCALARS:  # nested data (any container): check how deep
-                self._check_depth(schema, event)
-                break
         if timestamp_override is None:
             timestamp = None
         elif isinstance(timestamp_override, str):
@@ -407,11 +400,11 @@ class EventLog(LoggingConfigurable):
             timestamp = format_timestamp(timestamp_override)
         if plan is not _NO_REDACTION:
             try:
-                event = apply_plan(event, plan)  # type: ignore[arg-type]
+                event = apply_plan(event, plan)
                 if plan.timestamp is not None:
                     timestamp = plan.timestamp.apply_one(timestamp or format_timestamp())
             except ActionError as exc:
-                schema._raise(list(exc.path) or ["__timestamp__"], exc.reason)
+                raise schema.error(list(exc.path) or ["__timestamp__"], exc.reason) from None
         capsule = make_capsule(schema.id, schema.version, event, timestamp)
         if len(capsule) != len(event) + len(CAPSULE_FIELDS):
             # The event named a capsule field and would have overwritten it.
@@ -430,26 +423,12 @@ class EventLog(LoggingConfigurable):
     @staticmethod
     def _scrubbed(exc: EventValidationError, event: Mapping[str, Any], plan: Any) -> EventValidationError:
         """``exc`` without the values the plan would have removed or replaced (they are personal)."""
-        from .schema import _scrub
-
         values = touched_values(event, plan)
         if not values:
             return exc
-        reason = _scrub(exc.reason, values)
-        return EventValidationError(_scrub(str(exc), values), schema_id=exc.schema_id,
+        reason = scrub_values(exc.reason, values)
+        return EventValidationError(scrub_values(str(exc), values), schema_id=exc.schema_id,
                                     version=exc.version, path=exc.path, reason=reason)
-
-    def _check_depth(self, schema: Schema, event: Mapping[str, Any]) -> None:
-        limit = self.max_event_depth
-        depth = nesting_depth(event, limit)
-        if depth == CIRCULAR:
-            schema._raise([], "the event contains a circular reference (a container inside itself)")
-        if depth > limit:
-            schema._raise(
-                [],
-                f"the event nests objects or arrays more than {limit} levels deep "
-                "(c.EventLog.max_event_depth)",
-            )
 
     def dispatch(self, capsule: dict[str, Any]) -> None:
         """Hand ``capsule`` to every handler and sink.  Never raises."""
@@ -472,7 +451,7 @@ class EventLog(LoggingConfigurable):
     def record_event(
         self,
         schema_id: str,
-        version: int,
+        version: int | str | None,
         event: Mapping[str, Any],
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
@@ -489,14 +468,14 @@ class EventLog(LoggingConfigurable):
     def record(
         self,
         schema_id: str,
-        version: int | None,
+        version: int | str | None,
         data: Mapping[str, Any],
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
         """:meth:`record_event` under the name of the Jupyter telemetry documentation
         ("record event data using ``EventLog.record(...)``"): same arguments, result and errors.
         """
-        return self.record_event(schema_id, version, data, timestamp_override)  # type: ignore[arg-type]
+        return self.record_event(schema_id, version, data, timestamp_override)
 
     def emit(
         self,
@@ -507,7 +486,7 @@ class EventLog(LoggingConfigurable):
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
         """jupyter_events-style call; ``version=None`` means the newest registered version."""
-        return self.record_event(schema_id, version, data, timestamp_override)  # type: ignore[arg-type]
+        return self.record_event(schema_id, version, data, timestamp_override)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -52,21 +52,22 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from traitlets import CaselessStrEnum, Dict, Float, Instance, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .capsule import encode, to_json_data
-from .delivery import NetworkSink
 from .delivery.deadletter import DeadLetterFile
 from .delivery.envelope import EVENT_ID_FIELD, Envelope
 from .delivery.metrics import register_collector
 from .errors import MissingExtraError, SinkConfigError
 from .kafka_options import KafkaClientOptions
+from .masking import mask, strings_in
 from .registry import load_sinks
-from .sinks.base import Sink, mask_url_password
+from .sinks.base import Sink
+from .sinks.network import NetworkSink
 
 log = logging.getLogger("telemetry_sinks.relay")
 
@@ -99,18 +100,20 @@ class _Target:
 
     def __init__(self, handler: logging.Handler) -> None:
         self.handler = handler
-        self.network = isinstance(handler, NetworkSink)
-        self.sink = isinstance(handler, Sink)
-        self.label = (
-            handler.label if self.network else getattr(handler, "sink_name", "") or type(handler).__name__
+        #: The handler as a network sink (queued, settled by flush), a file-like sink, or neither.
+        self.queued: NetworkSink | None = handler if isinstance(handler, NetworkSink) else None
+        self.sink: Sink | None = handler if isinstance(handler, Sink) else None
+        self.network = self.queued is not None
+        self.label = self.queued.label if self.queued else (
+            getattr(handler, "sink_name", "") or type(handler).__name__
         )
         # What was handed to a network sink since it last settled (its queue holds no more).
         self.unsettled_events = 0
         self.unsettled_bytes = 0
         self.max_events = self.max_bytes = 0
-        if self.network:
-            self.max_events = max(1, int(handler.max_queue_events * QUEUE_SHARE))
-            self.max_bytes = max(1, int(handler.max_queue_bytes * QUEUE_SHARE))
+        if self.queued is not None:
+            self.max_events = max(1, int(self.queued.max_queue_events * QUEUE_SHARE))
+            self.max_bytes = max(1, int(self.queued.max_queue_bytes * QUEUE_SHARE))
 
     def full(self, size: int) -> bool:
         """True when one more event of ``size`` bytes must wait until this sink has settled."""
@@ -121,35 +124,35 @@ class _Target:
 
     def put(self, text: str, payload: dict[str, Any], event_id: str, size: int) -> None:
         """Hand one event over; raises if a synchronous sink could not write it."""
-        if self.network:
-            self.handler.resend(text, event_id)  # type: ignore[attr-defined]
+        if self.queued is not None:
+            self.queued.resend(text, event_id)
             self.unsettled_events += 1
             self.unsettled_bytes += size
             return
         if EVENT_ID_FIELD not in payload:
             payload = {EVENT_ID_FIELD: event_id, **payload}
-        if self.sink:
-            with self.handler.lock:  # type: ignore[union-attr]
-                self.handler.write_payload(payload)  # type: ignore[attr-defined]
+        if self.sink is not None:
+            with self.sink.lock:  # type: ignore[union-attr]  # logging.Handler's lock, made in __init__
+                self.sink.write_payload(payload)
             return
         record = logging.LogRecord("telemetry_sinks.relay", logging.INFO, __file__, 0, payload, None, None)
         self.handler.handle(record)
 
     def flush(self, timeout: float) -> bool:
         """True once everything handed over is acknowledged, spooled or dead-lettered."""
-        if not self.network:
+        if self.queued is None:
             self.handler.flush()
             return True
-        if self.handler.flush(timeout):
+        if self.queued.flush(timeout):
             self.unsettled_events = self.unsettled_bytes = 0
             return True
         return False
 
     def dropped(self) -> int:
-        return self.handler.stats()["dropped"] if self.network else 0  # type: ignore[attr-defined]
+        return int(self.queued.stats()["dropped"]) if self.queued is not None else 0
 
     def last_error(self) -> str | None:
-        return self.handler.stats()["last_error"] if self.network else None  # type: ignore[attr-defined]
+        return self.queued.stats()["last_error"] if self.queued is not None else None
 
 
 class _Round:
@@ -315,7 +318,7 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
         own = {t for t in self.topics if not t.startswith("^")}
         for target in self.targets:
             handler = target.handler
-            if target.network and handler.dead_letter_path is None:  # type: ignore[attr-defined]
+            if target.queued is not None and target.queued.dead_letter_path is None:
                 cls = type(handler).__name__
                 raise SinkConfigError(
                     f"The relay's sink {target.label!r} has no dead-letter file: an event its backend "
@@ -353,11 +356,7 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
 
     def mask(self, text: str) -> str:
         """``text`` without the relay's secrets (SASL and key passwords, consumer_config values)."""
-        secrets = [*self.secret_values(), *(v for v in self.consumer_config.values() if isinstance(v, str))]
-        for value in sorted(set(secrets), key=len, reverse=True):
-            if len(value) >= 3:
-                text = text.replace(value, "***")
-        return mask_url_password(text)[:1000]
+        return mask(text, [*self.secret_values(), *strings_in(self.consumer_config)])
 
     def _on_error(self, error: Any) -> None:
         text = self.mask(str(error))
@@ -495,15 +494,13 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
         if "\n" in text or "\r" in text:  # one event is one line in files, spools and dead letters
             text = encode(payload)
         event_id = payload.get(EVENT_ID_FIELD)
-        if not _usable_id(event_id):
-            event_id = None
-            for name, header in message.headers() or ():
-                if name == "event_id" and header:
-                    event_id = header.decode("ascii", "replace")
-                    break
-            if not _usable_id(event_id):
-                event_id = fallback
-        return text, payload, event_id  # type: ignore[return-value]
+        if _usable_id(event_id):
+            return text, payload, event_id
+        for name, header in message.headers() or ():
+            if name == "event_id" and header:
+                event_id = header.decode("ascii", "replace")
+                break
+        return text, payload, event_id if _usable_id(event_id) else fallback
 
     def _invalid(self, message: Any, event_id: str, reason: str) -> None:
         where = f"{message.topic()}[{message.partition()}] offset {message.offset()}"
@@ -723,8 +720,9 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
         sinks = []
         for target in self.targets:
             entry: dict[str, Any] = {"name": target.label, "class": type(target.handler).__name__}
-            if callable(getattr(target.handler, "stats", None)):
-                entry["stats"] = to_json_data(target.handler.stats())  # type: ignore[attr-defined]
+            stats = getattr(target.handler, "stats", None)
+            if callable(stats):
+                entry["stats"] = to_json_data(stats())
             sinks.append(entry)
         return {"status": "ok", "relay": self.stats(), "sinks": sinks}
 
@@ -766,7 +764,7 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
         threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
 
 
-def _usable_id(value: Any) -> bool:
+def _usable_id(value: Any) -> TypeGuard[str]:
     return (
         isinstance(value, str) and 0 < len(value) <= MAX_EVENT_ID_LENGTH and value.isascii()
         and value.isprintable()

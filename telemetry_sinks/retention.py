@@ -59,6 +59,7 @@ from typing import Any
 
 from .actions import ActionError
 from .capsule import encode, whole_number
+from .fileio import replace_file
 from .policy import RedactionPlan, apply_plan, compile_plan, parse_age, parse_entry, schema_entries
 from .pseudonym import PseudonymKey
 
@@ -70,7 +71,6 @@ __all__ = [
     "expire_files",
     "parse_age",
     "purge_archive",
-    "replace_file",
 ]
 
 STATE_NAME = "retention.json"
@@ -106,41 +106,6 @@ def _now() -> float:
 def _age_text(seconds: float) -> str:
     days = seconds / _DAY
     return f"{days:g} days" if days >= 1 else f"{seconds / 3600:g} hours"
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def replace_file(target: str, chunks: Iterable[bytes], gz: bool = False) -> None:
-    """Write ``chunks`` to ``target`` atomically: a temporary file, fsync, rename, fsync of the directory.
-
-    A crash at any moment leaves the old ``target`` or the complete new one.
-    """
-    import gzip
-
-    tmp = target + ".tmp"
-    with open(tmp, "wb") as raw:
-        out: Any = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
-        try:
-            for chunk in chunks:
-                out.write(chunk)
-        finally:
-            if gz:
-                out.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, target)
-    _fsync_directory(os.path.dirname(os.path.abspath(target)))
 
 
 # --------------------------------------------------------------------------- the rules
@@ -317,7 +282,7 @@ def _write_state(directory: str, state: dict[str, str]) -> None:
 
 def _remove_leftovers(directory: str) -> None:
     """Remove the temporary files a rewrite killed before its rename left (one writer per archive)."""
-    from .sinks.archive import DAY_FILE, INDEX_NAME
+    from .archive_index import DAY_FILE, INDEX_NAME
 
     for name in os.listdir(directory):
         if name.endswith(".tmp") and (DAY_FILE.match(name[:-4]) or name[:-4] in (INDEX_NAME, STATE_NAME)):
@@ -380,9 +345,9 @@ def _apply_line(obj: Any, plans: list[RedactionPlan]) -> tuple[Any, int]:
 
 def _rewrite_day(path: str, rules: RetentionRules, age: float, change: DayChange) -> Iterator[bytes]:
     """The lines of a day file with the stages due applied (a generator: the file is read as written)."""
-    from .sinks.archive import _iter_lines
+    from .archive_index import iter_lines
 
-    for line in _iter_lines(path):
+    for line in iter_lines(path):
         if not line.strip():
             continue
         change.events += 1
@@ -423,7 +388,7 @@ def purge_archive(
     ``skip_days`` are not touched (the open day of a sink).  With ``dry_run``
     nothing is written; the report says what would change.
     """
-    from .sinks.archive import IndexEntry, count_lines, day_files, read_index, write_index
+    from .archive_index import IndexEntry, count_lines, day_files, read_index, write_index
 
     directory = os.fspath(directory)
     if not os.path.isdir(directory):

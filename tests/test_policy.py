@@ -6,15 +6,14 @@ import copy
 import io
 import json
 import logging
-from pathlib import Path
 
 import pytest
+from helpers.paths import FIXTURES
 from traitlets import TraitError
 
 from telemetry_sinks import EventLog, EventValidationError, StreamSink
 from telemetry_sinks.errors import PolicyError
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SID = "https://example.org/policy-test"
 
 SCHEMA = {

@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 
 from telemetry_sinks import EventLog, FileSink, RotatingFileSink, SinkConfigError, TimedRotatingFileSink
+from telemetry_sinks.archive_index import read_index, rebuild_index
 from telemetry_sinks.retention import STATE_NAME, RetentionRules, purge_archive
-from telemetry_sinks.sinks.archive import ArchiveSink, read_index, rebuild_index
+from telemetry_sinks.sinks.archive import ArchiveSink
 
 pytestmark = pytest.mark.timeout(120)
 

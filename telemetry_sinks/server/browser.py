@@ -246,7 +246,7 @@ class ModuleHandler(tornado.web.StaticFileHandler):
         origin = self.request.headers.get("Origin")
         if collector.cors_allowed_origins:
             self.set_header("Vary", "Origin")
-            if origin in collector.cors_allowed_origins:
+            if origin is not None and origin in collector.cors_allowed_origins:
                 self.set_header("Access-Control-Allow-Origin", origin)
         self.set_header("Cross-Origin-Resource-Policy", "cross-origin")
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -306,7 +306,8 @@ class DemoHandler(PublicHandler):
         self.finish(demo_page(examples))
 
 
-def routes() -> list[tuple[str, Any, dict[str, Any] | None]]:
+def routes() -> list[Any]:
+    """The browser endpoints, as tornado rules ``(pattern, handler, kwargs)``."""
     return [
         (r"/api/policy/?", PolicyHandler, None),
         (r"/api/consent/?", ConsentHandler, None),

@@ -107,6 +107,14 @@ def _parse_timestamp(value: Any, path: str) -> str:
 class _Event:
     __slots__ = ("schema_id", "version", "data", "timestamp", "event_id", "data_path", "keys")
 
+    schema_id: Any
+    version: Any
+    data: Any
+    timestamp: str | None
+    event_id: str | None
+    data_path: str
+    keys: tuple[str, ...]
+
 
 def _unpack(item: Any) -> _Event:
     """Read one item of a request: Jupyter Server's body shape or a capsule."""
@@ -446,7 +454,7 @@ class EventsHandler(BaseHandler):
             super().prepare()
             return
         # The server-wide max_body_size would answer a bare 400; this handler answers 413 itself.
-        connection = self.request.connection
+        connection: Any = self.request.connection
         if hasattr(connection, "set_max_body_size"):
             connection.set_max_body_size(2**62)
         self._browser = self.is_browser_request()

@@ -194,6 +194,7 @@ class Supervisor:
         if REUSE_PORT:  # a listening socket of this process's own, in the port's group
             for sock in self.sockets:
                 sock.close()
+            assert self.port is not None  # bound in run()
             sockets = bind_sockets(self.port, address=self.ip or None, reuse_port=True)
         else:
             sockets = self.sockets

@@ -115,7 +115,7 @@ class LibrdkafkaProducer:
                 result.retry(event_id, "no acknowledgement from the broker in time")
             elif reports[index] is not None:
                 self._classify(result, event_id, reports[index])
-        result.reconnect = bool(result.retryable)  # type: ignore[attr-defined]
+        result.reconnect = bool(result.retryable)
         return result
 
     def _classify(self, result: BatchResult, event_id: str, error: Any) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from backends import ServerProcess, free_port
+from helpers.servers import ServerProcess, free_port
 
 from telemetry_sinks.config import EXAMPLE_SCHEMAS_DIR
 

@@ -13,7 +13,6 @@ import sys
 import time
 
 import pytest
-from backends import free_port, wait_for_port
 from browser_env import (
     BINDER,
     CHROMIUM_ARGS,
@@ -24,6 +23,7 @@ from browser_env import (
     app_page,
     chromium_path,
 )
+from helpers.servers import free_port, wait_for_port
 from traitlets.config import Config
 
 from telemetry_sinks import EventLog

@@ -1,6 +1,6 @@
 """Redaction by category is exact, in every sink's output, the spool, dead letters and errors.
 
-The schema (``privacy_helpers.SCHEMA``) declares personal data at every level: top
+The schema (``helpers.privacy.SCHEMA``) declares personal data at every level: top
 level, a nested object, an object nested in that, objects in an array, and a whole
 object property.  The policy allows ``user-identifier`` only.  Proves: no value of
 a disallowed category appears anywhere a sink writes (local files, stream, every
@@ -15,8 +15,8 @@ import json
 import logging
 
 import pytest
-from backends import wait_delivered
-from privacy_helpers import (
+from helpers.harness import CollectorServer, available_backends
+from helpers.privacy import (
     ALLOWED,
     CATEGORIES,
     FORBIDDEN,
@@ -28,7 +28,7 @@ from privacy_helpers import (
     local_kinds,
     private_event,
 )
-from sink_harness import CollectorServer, available_backends
+from helpers.servers import wait_delivered
 
 from telemetry_sinks import EventLog
 from telemetry_sinks.errors import EventValidationError

@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from privacy_helpers import POLICY, PSID, SCHEMA, private_event
-from sink_harness import BACKENDS, CollectorServer, available_backends, free_port
+from helpers.harness import BACKENDS, CollectorServer, available_backends, free_port
+from helpers.privacy import POLICY, PSID, SCHEMA, private_event
 
 from telemetry_sinks import EventLog, SinkConfigError
 
@@ -228,7 +228,7 @@ def test_the_introspection_finds_the_key_options():
 def test_the_pseudonym_key_never_shows_anywhere(option, debug_logs, tmp_path, monkeypatch):
     import json
 
-    from privacy_helpers import ALLOWED, LocalSinks, local_kinds
+    from helpers.privacy import ALLOWED, LocalSinks, local_kinds
 
     from telemetry_sinks import EventValidationError, HTTPSink
     from telemetry_sinks.describe import describe

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from backends import free_port
+from helpers.servers import free_port
 from traitlets.config import Config
 
 from telemetry_sinks.config import EXAMPLE_SCHEMAS_DIR

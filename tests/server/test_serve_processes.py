@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from backends import free_port
+from helpers.collector_process import SCHEMA, CollectorProcess
+from helpers.servers import free_port
 
 from telemetry_sinks.delivery.spool import parse_records
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "http"))
-from collector_process import SCHEMA, CollectorProcess  # noqa: E402 - a helper of the HTTP tests
 
 pytestmark = [
     pytest.mark.integration,
@@ -292,7 +290,7 @@ def test_hub_service_processes_accept_each_others_oauth_state_cookies(tmp_path):
     callback: both must verify it (one cookie secret for all), else the login fails with 403."""
     import urllib.parse
 
-    from backends import wait_for_port
+    from helpers.servers import wait_for_port
 
     port, prefix = free_port(), "/services/telemetry/"
     env = {
