@@ -33,7 +33,7 @@ class KafkaClientOptions(HasTraits):
         [Unicode(), List(Unicode())],
         default_value="localhost:9092",
         help='Brokers to bootstrap from: "host:port", "h1:p1,h2:p2" or a list.',
-    ).tag(config=True)
+    ).tag(config=True, destination=("servers", "hosts"))
     security_protocol = Unicode(
         "PLAINTEXT", help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
     ).tag(config=True)
