@@ -45,12 +45,12 @@ def producer_options(sink: Any) -> dict[str, Any]:
         "bootstrap_servers": sink.bootstrap_list(),
         "acks": acks,
         "linger_ms": sink.linger_ms,
-        "batch_size": sink.batch_size,
         "max_request_size": sink.max_request_size,
         "security_protocol": sink.security_protocol,
         "client_id": "telemetry-sinks",
     }
     optional = {
+        "batch_size": sink.batch_size,
         "compression_type": sink.compression_type,
         "sasl_mechanism": sink.sasl_mechanism,
         "sasl_plain_username": sink.sasl_plain_username,
@@ -110,7 +110,7 @@ class KafkaPythonProducer:
         futures = []
         for event_id, topic, value, key, headers in messages:
             try:
-                future = producer.send(topic, value=value, key=key, headers=headers)
+                future = producer.send(topic, value=value.encode("utf-8"), key=key, headers=headers)
             except PERMANENT_ERRORS as exc:
                 result.reject(event_id, error_text(exc))
                 continue
