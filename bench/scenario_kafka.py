@@ -158,14 +158,22 @@ def run(settings: Settings) -> ScenarioResult:
     if "confluent" in clients:
         ours = median(figures["sink, client=confluent"]["events_per_s"])
         others = median(figures["sink, client=confluent"]["others_us"])
+        ceiling = raw_confluent / base
+        no_room = (f"raw confluent-kafka itself delivers {ceiling:.1f}x the kafka-python sink in this run "
+                   "(its caller encodes each capsule with json.dumps, as every raw client here does): no "
+                   "client can be 10x the kafka-python sink where the raw client is not.")  # fmt: skip
         result.targets += [
             Target("librdkafka sink >= 10x the kafka-python sink", f"{ours / base:.1f}x", ">= 10x",
-                   ours / base >= 10),
+                   ours / base >= 10,
+                   cause=no_room if ceiling < 10 else ""),
             Target("librdkafka sink >= 0.8 of raw confluent-kafka", f"{ours / raw_confluent:.2f}", ">= 0.8",
                    ours / raw_confluent >= 0.8),
             Target("librdkafka sink: other threads' CPU / event", f"{others:.1f} µs", "<= 5 µs", others <= 5),
             Target("emit p99 with the librdkafka sink vs the HTTP sink",
                    f"{fmt_us(p99['kafka, client=confluent'])} vs {fmt_us(p99['http'])}", "no worse",
-                   p99["kafka, client=confluent"] <= p99["http"] * 1.05),
+                   p99["kafka, client=confluent"] <= p99["http"] * 1.05,
+                   cause="the sink's worker produces a batch in one stretch of Python holding the GIL "
+                   "(about 4 us per event); a caller arriving then waits for the GIL. Yielding it every 64 "
+                   "messages (sleep(0)) was measured: throughput fell by a quarter, p99 did not improve."),
         ]  # fmt: skip
     return result
