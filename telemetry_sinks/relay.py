@@ -64,7 +64,7 @@ from .delivery.envelope import EVENT_ID_FIELD, Envelope
 from .delivery.metrics import register_collector
 from .errors import MissingExtraError, SinkConfigError
 from .kafka_options import KafkaClientOptions
-from .masking import mask, strings_in
+from .masking import MaskingLogger, mask, strings_in
 from .registry import load_sinks
 from .sinks.base import Sink
 from .sinks.network import NetworkSink
@@ -352,7 +352,8 @@ class Relay(LoggingConfigurable, KafkaClientOptions):
         kafka = _confluent()
         config = self.consumer_properties()
         config["error_cb"] = self._on_error
-        return kafka.Consumer(config, logger=logging.getLogger("telemetry_sinks.relay.librdkafka"))
+        librdkafka_log = MaskingLogger(logging.getLogger("telemetry_sinks.relay.librdkafka"), self.mask)
+        return kafka.Consumer(config, logger=librdkafka_log)
 
     def mask(self, text: str) -> str:
         """``text`` without the relay's secrets (SASL and key passwords, consumer_config values)."""

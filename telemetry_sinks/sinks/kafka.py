@@ -190,7 +190,7 @@ class KafkaSink(NetworkSink, KafkaClientOptions):
 
     def open(self) -> None:
         if self.chosen_client == "confluent":
-            self._producer = LibrdkafkaProducer(self.librdkafka_properties(), self.ack_timeout)
+            self._producer = LibrdkafkaProducer(self.librdkafka_properties(), self.ack_timeout, self.mask)
         else:
             from .kafka_python import KafkaPythonProducer
 

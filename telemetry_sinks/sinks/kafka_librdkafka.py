@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..delivery import BatchResult
+from ..masking import MaskingLogger
 
 log = logging.getLogger("telemetry_sinks.delivery.kafka")
 
@@ -51,20 +52,21 @@ def permanent_codes(kafka_error: Any) -> frozenset[int]:
 class LibrdkafkaProducer:
     """Produce batches through one ``confluent_kafka.Producer`` and classify their delivery reports."""
 
-    def __init__(self, config: dict[str, Any], ack_timeout: float) -> None:
+    def __init__(self, config: dict[str, Any], ack_timeout: float, mask: Callable[[str], str]) -> None:
         import confluent_kafka
 
         self._kafka = confluent_kafka
         self._config = config
         self._ack_timeout = ack_timeout
+        self._mask = mask
         self._permanent = permanent_codes(confluent_kafka.KafkaError)
         self._producer: Any = None
 
     def open(self) -> None:
         """Create the producer (it connects in its own threads; nothing here waits for a broker)."""
         config = dict(self._config)
-        config["error_cb"] = _log_error
-        self._producer = self._kafka.Producer(config, logger=log)
+        config["error_cb"] = self._log_error
+        self._producer = self._kafka.Producer(config, logger=self._producer_logger())
 
     def close(self) -> None:
         """Drop the producer at once: what it still holds was not acknowledged, and the delivery
@@ -133,6 +135,13 @@ class LibrdkafkaProducer:
         result.reconnect = bool(result.retryable)
         return result
 
+    def _producer_logger(self) -> MaskingLogger:
+        """Where librdkafka's log lines go: the sink's logger, secrets masked."""
+        return MaskingLogger(log, self._mask)
+
+    def _log_error(self, error: Any) -> None:
+        log.warning("Kafka: %s", self._mask(str(error)))
+
     def _classify(self, result: BatchResult, event_id: str, error: Any) -> None:
         code = error.code() if hasattr(error, "code") else None
         text = f"KafkaError {error.name()}: {error.str()}" if hasattr(error, "name") else str(error)
@@ -140,10 +149,6 @@ class LibrdkafkaProducer:
             result.reject(event_id, text)
         else:
             result.retry(event_id, text)
-
-
-def _log_error(error: Any) -> None:
-    log.warning("Kafka: %s", error)
 
 
 __all__ = ["LibrdkafkaProducer", "Message", "permanent_codes"]
