@@ -376,12 +376,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.Collector.port = args.port
     if args.ip is not None:
         config.Collector.ip = args.ip
+    if args.hub_service:
+        config.Collector.hub_service = True
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     collector = Collector(config=config)
 
     def ready(port: int) -> None:
-        print(f"telemetry-sinks collector listening on {collector.url} (POST /api/events)")
+        prefix = "/"
+        if collector.hub_service:
+            from .server.hub import service_prefix
+
+            prefix = service_prefix()
+        print(f"telemetry-sinks collector listening on {collector.url} (POST {prefix}api/events)")
         handlers = collector.eventlog.all_handlers
         for handler in handlers:
             name = getattr(handler, "sink_name", "") or type(handler).__name__
@@ -392,9 +399,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
         print(f"  in the browser: {collector.url}/demo "
               f"(the module: {collector.url}/static/telemetry-sinks.js)")
-        print(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: "
-              + ("bearer token required" if collector.token else "none (set c.Collector.token or "
-                 "TELEMETRY_SINKS_TOKEN to require a bearer token)"))
+        if collector.hub_service:
+            auth = "JupyterHub (OAuth cookie or Hub API token)"
+        elif collector.token:
+            auth = "bearer token required"
+        else:
+            auth = "none (set c.Collector.token or TELEMETRY_SINKS_TOKEN to require a bearer token)"
+        print(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: {auth}")
         sys.stdout.flush()
 
     collector.run(on_ready=ready)
@@ -761,6 +772,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p, "traitlets config file (.py or .json); c.Collector.* options")
     p.add_argument("--port", type=int, help="port (default 8585; 0 picks a free port)")
     p.add_argument("--ip", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--hub-service", action="store_true",
+                   help="run as a JupyterHub service: Hub authentication (OAuth cookie or Hub API "
+                        "token) on every request, under $JUPYTERHUB_SERVICE_PREFIX")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

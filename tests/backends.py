@@ -110,6 +110,20 @@ def tansu_broker(port: int, log_dir: Path) -> ServerProcess:
     return ServerProcess("tansu", argv, port, log_dir)
 
 
+@contextlib.contextmanager
+def kafka_bootstrap(log_dir: Path):
+    """Bootstrap servers of a Kafka-protocol broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else Tansu."""
+    external = env("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    server = tansu_broker(free_port(), log_dir).start()
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
 def python_server(name: str, module_argv: Sequence[str], port: int, log_dir: Path) -> ServerProcess:
     return ServerProcess(name, [sys.executable, *module_argv], port, log_dir)
 

@@ -110,11 +110,8 @@ def test_handler_level_filters_records(tree, tmp_path):
 # --------------------------------------------------------------------------- dictConfig
 
 
-@pytest.fixture(autouse=True)
-def keep_other_handlers(monkeypatch):
-    """A non-incremental dictConfig closes every handler in the process; other tests'
-    long-lived handlers (session fixtures) must survive this module."""
-    monkeypatch.setattr(logging.config, "_clearExistingHandlers", lambda: None, raising=False)
+# These tests call the real dictConfig, which closes every handler of the process; the
+# sinks of other tests' long-lived fixtures reopen on their next event.
 
 
 def _dict_config(logger_name: str, handler: dict) -> dict:

@@ -18,6 +18,13 @@ the spool (it shows in ``last_error``).
 
 Every open engine is closed by an ``atexit`` hook and reset in a forked child
 (empty queue, fresh locks, a new worker on first use, ``open()`` called again).
+
+A closed engine that is handed an event opens again (:meth:`DeliveryEngine.reopen`),
+as ``logging.FileHandler`` reopens its file: ``logging.shutdown()`` and every
+non-incremental ``dictConfig`` (traitlets calls one when an application configures
+its logging) close every handler of the process, and the sinks built before must go
+on working.  Once the ``atexit`` hook has run, a closed engine stays closed and
+counts what it is handed as dropped.
 """
 
 from __future__ import annotations
@@ -103,6 +110,7 @@ class DeliveryEngine:
             dead_letter_file = os.path.join(backend.spool_dir, "dead_letters.jsonl")
         self._dead = DeadLetterFile(dead_letter_file) if dead_letter_file else None
         self._closed = False
+        self._close_done = False  # close() has finished: reopen() may start over
         self._reset_state()
         _open_engines.add(self)
         metrics.observe(self)
@@ -154,14 +162,18 @@ class DeliveryEngine:
 
     def put(self, data: str, event_id: str | None = None) -> None:
         """Enqueue one encoded event (a new id unless ``event_id``).  Never touches the network."""
+        due = False
         with self._lock:
             self._counts["emitted"] += 1
+            reopened = self._closed and self._close_done and not _exiting and self._reopen_locked()
             if not self._closed:
                 self._enqueue_locked(Envelope(event_id or next_event_id(), data))
-                return
-            self._drop_locked(1, "sink closed")
-            due = time.monotonic() >= self._next_report
-        if due:  # there is no worker any more: warn from here, still once per interval
+            else:
+                self._drop_locked(1, "sink closed")
+                due = time.monotonic() >= self._next_report
+        if reopened:
+            self._log_reopened()
+        elif due:  # closed, so no worker: warn from here, still once per interval
             self._report_drops()
 
     def _enqueue_locked(self, env: Envelope) -> None:
@@ -299,13 +311,17 @@ class DeliveryEngine:
                         self._work.wait(0.1)
         finally:
             with self._lock:
-                abandoned = self._abandoned
+                abandoned = self._retired_locked()
                 self._done.notify_all()
             if self._opened and not abandoned:
                 try:
                     self._backend.close_backend()
                 except Exception:
                     log.exception("sink %r: close_backend() failed", self.label)
+
+    def _retired_locked(self) -> bool:
+        """True in the worker thread once close() gave up on it (a new one may have taken over)."""
+        return self._abandoned or threading.current_thread() is not self._worker
 
     def _retry_stranded_locked(self) -> None:
         """After an unexpected error, retry the in-memory events the failed action held.
@@ -325,7 +341,7 @@ class DeliveryEngine:
     def _next_action_locked(self) -> Action | None:
         """Decide what the worker does next, waiting until there is something to do."""
         while True:
-            if self._abandoned:
+            if self._retired_locked():
                 return None
             now = time.monotonic()
             queue, spool = self._queue, self._spool
@@ -511,7 +527,7 @@ class DeliveryEngine:
             self._spool.ack(done)
         now = time.monotonic()
         with self._lock:
-            if self._abandoned:
+            if self._retired_locked():
                 return
             acked = len(done) - len(rejected)
             self._counts["sent"] += acked
@@ -600,11 +616,51 @@ class DeliveryEngine:
             self._work.notify()
             self._done.notify_all()
             last_error = self._last_error
-        if leftovers:
-            self._keep_leftovers(leftovers, last_error)
-        self._report_drops()
+        try:
+            if leftovers:
+                self._keep_leftovers(leftovers, last_error)
+            self._report_drops()
+            if self._spool is not None:
+                self._spool.close()
+        finally:
+            with self._lock:
+                self._close_done = True
+
+    def reopen(self) -> bool:
+        """Open a closed engine again: new worker on the next event, spool reopened and replayed.
+
+        Counters go on from where they were.  Returns False if the engine is open, still
+        closing, or the process is exiting.  :meth:`put` calls this on a closed engine.
+        """
+        with self._lock:
+            if not (self._closed and self._close_done and not _exiting and self._reopen_locked()):
+                return False
+        self._log_reopened()
+        return True
+
+    def _reopen_locked(self) -> bool:
         if self._spool is not None:
-            self._spool.close()
+            self._spool.reopen()
+        self._closed = self._close_done = self._stopping = self._abandoned = False
+        self._opened = False  # close_backend() ran: the adapter connects again
+        self._worker = self._worker_ident = None  # a worker stuck in a send stays retired
+        self._inflight, self._pending = [], []  # spooled ones are read again from the spool
+        self._retry_at, self._attempt = 0.0, 0
+        self._next_scan = time.monotonic() + RESCAN_INTERVAL
+        _open_engines.add(self)
+        if self._spool is not None and self._spool.has_backlog():
+            self._start_worker_locked()
+        return True
+
+    def _log_reopened(self) -> None:
+        spool = self._spool
+        backlog = f"; spool {spool.directory} reopened ({spool.size} bytes to replay)" if spool else ""
+        log.info(
+            "sink %r was closed (logging.shutdown() or a logging reconfiguration such as dictConfig "
+            "closes every handler) and received an event: reopened, worker restarted%s",
+            self.label,
+            backlog,
+        )
 
     def _keep_leftovers(self, leftovers: list[Envelope], last_error: str | None) -> None:
         """Events still undelivered at close: to the spool, else the dead-letter file."""
@@ -656,7 +712,13 @@ def _describe(exc: BaseException) -> str:
 _open_engines: weakref.WeakSet[DeliveryEngine] = weakref.WeakSet()
 
 
+#: Set by the atexit hook: from then on a closed engine stays closed.
+_exiting = False
+
+
 def _close_all_at_exit() -> None:
+    global _exiting
+    _exiting = True
     for engine in list(_open_engines):
         try:
             engine.close()

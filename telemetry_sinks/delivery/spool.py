@@ -452,7 +452,9 @@ class Spool:
             if self._closed:
                 return
             for segment in touched:
-                if segment.outstanding <= 0 and segment.cursor >= len(segment.records):
+                # ``in self._claimed``: not a segment of before a close() (its file is closed).
+                done = segment.outstanding <= 0 and segment.cursor >= len(segment.records)
+                if done and segment in self._claimed:
                     self._delete_locked(segment)
 
     def _claim_next_locked(self) -> Segment | None:
@@ -564,6 +566,12 @@ class Spool:
             head, self._head = self._head, None
             if head is not None:
                 os.close(head.fd)
+
+    def reopen(self) -> None:
+        """Open again after :meth:`close`: the segments in the directory become replayable."""
+        with self._lock:
+            self._closed = False
+        self.scan()
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's files.  Closing our copies keeps the parent's locks held."""

@@ -84,6 +84,17 @@ class Collector(LoggingConfigurable):
     retry_after = Int(5, help="Retry-After (seconds) of a 503 when a sink cannot keep up.").tag(
         config=True
     )
+    hub_service = Bool(
+        False,
+        help="Run as a JupyterHub service: serve under $JUPYTERHUB_SERVICE_PREFIX on the address of "
+        "$JUPYTERHUB_SERVICE_URL and accept only requests the Hub authenticates (a user's OAuth "
+        "cookie, or a Hub API token such as a single-user server's); see telemetry_sinks.server.hub.",
+    ).tag(config=True)
+    hub_scopes = List(
+        Unicode(),
+        help="With hub_service: the Hub scopes a request's identity must hold, e.g. "
+        "['access:services!service=telemetry']. Empty: any identity the Hub authenticates.",
+    ).tag(config=True)
 
     browser_events = Bool(
         False,
@@ -181,6 +192,8 @@ class Collector(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if self.hub_service:
+            self._use_service_address()
         self.eventlog  # noqa: B018 - build it now, so that configuration errors show at start
         self.recent_ids = RecentIds(self.dedup_window)
         self.rate_limiter = ClientRateLimiter(self.client_rate_limit, self.client_rate_burst)
@@ -192,6 +205,20 @@ class Collector(LoggingConfigurable):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+
+    def _use_service_address(self) -> None:
+        """As a Hub service, listen where $JUPYTERHUB_SERVICE_URL says, unless ip/port were set."""
+        from .hub import service_address
+
+        address = service_address()
+        if address is None:
+            return
+        ip, port = address
+        mine = self.config.Collector if "Collector" in self.config else {}
+        if "ip" not in mine:
+            self.ip = ip
+        if "port" not in mine:
+            self.port = port
 
     # ------------------------------------------------------------------ state
 
@@ -232,8 +259,14 @@ class Collector(LoggingConfigurable):
 
     async def listen(self) -> int:
         """Start serving on the running event loop; return the bound port."""
+        if self.hub_service:
+            from .hub import make_hub_app
+
+            app = make_hub_app(self)
+        else:
+            app = make_app(self)
         server = HTTPServer(
-            make_app(self),
+            app,
             max_body_size=self.max_body_bytes,
             body_timeout=self.body_timeout,
             idle_connection_timeout=self.body_timeout,

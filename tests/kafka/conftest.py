@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from backends import env, free_port, tansu_broker
+from backends import free_port, kafka_bootstrap, tansu_broker
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +26,8 @@ def local_broker(tmp_path):
 @pytest.fixture(scope="module")
 def bootstrap(tmp_path_factory):
     """Bootstrap servers of a broker shared by a module's tests."""
-    external = env("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    server = tansu_broker(free_port(), tmp_path_factory.mktemp("tansu")).start()
-    yield f"127.0.0.1:{server.port}"
-    server.stop()
+    with kafka_bootstrap(tmp_path_factory.mktemp("tansu")) as servers:
+        yield servers
 
 
 @pytest.fixture
