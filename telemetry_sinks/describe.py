@@ -56,6 +56,8 @@ CATEGORY_WORDS: dict[str, tuple[str, str, str]] = {
         "information that could identify you, such as an IP address or a file name",
     ),
     "action-timestamp": ("action times", "an action time", "the exact time of something you did"),
+    "content": ("content", "content", "what you write and compute, such as the code of a notebook cell and "
+                "its outputs"),
 }
 
 #: Capsule fields every recorded event carries, in plain words.
@@ -625,16 +627,18 @@ def describe_html(
     sinks: list[SinkDescription] | None = None,
     title: str = DEFAULT_TITLE,
     consent_html: str = "",
+    referrer_policy: str = "no-referrer",
 ) -> str:
     """A self-contained HTML page (inline CSS, no scripts or external assets) describing
     what ``eventlog`` records, what it removes and where events go.
 
-    ``consent_html`` (from :func:`consent_section_html`) is placed after the summary."""
+    ``consent_html`` (from :func:`consent_section_html`) is placed after the summary;
+    ``referrer_policy`` is the page's (``same-origin`` where its form must send its origin)."""
     d = collect(eventlog, sinks, title)
     summary = _summary(d)
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             '<meta name="referrer" content="no-referrer">',
+             f'<meta name="referrer" content="{_e(referrer_policy)}">',
              f"<title>{_e(d.title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", "<main>",
              f"<h1>{_e(d.title)}</h1>", '<div class="summary" id="summary">']
     parts.extend(f"<p>{_e(sentence)}</p>" for sentence in summary.lead)
@@ -861,11 +865,20 @@ def consent_section_html(
     schemas: Mapping[str, Mapping[str, str]],
     titles: Mapping[str, str],
     action: str,
+    hidden: Mapping[str, str] | None = None,
+    kept: str = "in a cookie of this service, in this browser; turning recording off also stops pages "
+    "that use this service from sending events",
+    locked: bool = False,
 ) -> str:
     """The consent part of the page: the person's current choice, what it means for each kind of
     event (``schemas``: ``{schema_id: {"mode", "state"}}``), and a plain form (no JavaScript)
-    that posts ``choice=granted|denied|clear`` to ``action``."""
-    if choice == "granted":
+    that posts ``choice=granted|denied|clear`` (and the ``hidden`` fields) to ``action``.
+
+    ``kept`` says where the choice is kept; ``locked``: the administrator made the choice, no form."""
+    if locked:
+        current = ("Your administrator allowed recording for everyone." if choice == "granted"
+                   else "Your administrator turned recording off for everyone.")
+    elif choice == "granted":
         current = "You allowed recording."
     elif choice == "denied":
         current = "You turned recording off."
@@ -886,15 +899,18 @@ def consent_section_html(
                        f"now <strong>{_e(state)}</strong>.</li>")
         out.append("</ul>")
     choosable = any(entry["mode"] != "required" for entry in schemas.values())
-    if choosable:
+    if locked:
+        out.append("<p>Your administrator made this choice; it cannot be changed here.</p>")
+    elif choosable:
         out.append(f'<form method="post" action="{_e(action)}">')
+        out.extend(f'<input type="hidden" name="{_e(name)}" value="{_e(value)}">'
+                   for name, value in (hidden or {}).items())
         out.append('<button type="submit" name="choice" value="granted">Allow recording</button>')
         out.append('<button type="submit" name="choice" value="denied">Turn recording off</button>')
         if choice is not None:
             out.append('<button type="submit" name="choice" value="clear">Forget my choice</button>')
         out.append("</form>")
-        out.append('<p class="muted">Your choice is kept in a cookie of this service, in this browser; '
-                   "turning recording off also stops pages that use this service from sending events.</p>")
+        out.append(f'<p class="muted">Your choice is kept {_e(kept)}.</p>')
     else:
         out.append("<p>Every kind of event recorded here is required by the operator: there is no "
                    "choice to make.</p>")
