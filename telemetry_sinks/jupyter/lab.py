@@ -118,10 +118,9 @@ class JupyterLabTelemetry(LoggingConfigurable):
 
     browser_sinks = List(
         Union([Unicode(), Dict()]),
-        default_value=["server"],
-        help="Where JupyterLab sends its events: 'server' (this Jupyter Server, which records them "
-        "with c.EventLog.sinks, after checking the user's consent), 'console' (the browser "
-        "console), {'type': 'http', 'url': URL, 'format': 'json' | 'ndjson'} (any URL that "
+        help="Where JupyterLab sends its events (default ['server']): 'server' (this Jupyter Server, "
+        "which records them with c.EventLog.sinks, after checking the user's consent), 'console' (the "
+        "browser console), {'type': 'http', 'url': URL, 'format': 'json' | 'ndjson'} (any URL that "
         "accepts them, with CORS for this server's origin).",
     ).tag(config=True)
     browser_sample_rates = Dict(
@@ -153,6 +152,10 @@ class JupyterLabTelemetry(LoggingConfigurable):
         config=True
     )
 
+    @default("browser_sinks")
+    def _default_browser_sinks(self) -> list[dict[str, Any]]:
+        return [{"type": "collector"}]  # 'server', as the policy document names it
+
     @default("consent_file")
     def _default_consent_file(self) -> str:
         return _default_consent_file()
@@ -181,8 +184,6 @@ class JupyterLabTelemetry(LoggingConfigurable):
     def __init__(self, eventlog: EventLog, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.eventlog = eventlog
-        self.browser_sinks = check_browser_sinks(self.browser_sinks, "JupyterLabTelemetry.browser_sinks",
-                                                 "server")  # the default, normalized
         self.recent_ids = RecentIds(self.dedup_window)
         self.counters: Counter[str] = Counter(accepted=0, not_recorded=0, duplicate=0, rejected=0)
         self.store = ConsentStore(self.consent_file)

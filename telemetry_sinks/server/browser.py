@@ -73,6 +73,9 @@ def check_browser_sinks(
         where = f"{trait}[{index}]"
         if isinstance(entry, str):
             entry = {"type": entry}
+        if isinstance(entry, dict) and entry.get("type") == "collector" and here != "collector":
+            raise ValueError(f"{where}: here the endpoint that serves the policy is {here!r}; "
+                             "an external collector is {'type': 'http', 'url': ...}")
         if isinstance(entry, dict) and entry.get("type") == here:
             entry = {**entry, "type": "collector"}
         if not isinstance(entry, dict) or entry.get("type") not in BROWSER_SINK_TYPES:

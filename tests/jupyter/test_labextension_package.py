@@ -105,10 +105,10 @@ def test_a_wheel_installs_the_extension_and_enables_the_server_extension(tmp_pat
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
         str(REPO))
     (wheel,) = wheels.glob("telemetry_sinks-*.whl")
-    prefix = tmp_path / "prefix"
-    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--prefix", str(prefix),
+    # --target, not --prefix: pip would uninstall this environment's own (editable) copy first.
+    prefix = site = tmp_path / "target"
+    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(prefix),
         str(wheel))
-    site = next(prefix.glob("lib/python*/site-packages"))
     installed = prefix / "share/jupyter/labextensions" / LAB_PACKAGE
     assert files(installed) == files(SHIPPED), "the wheel installs the shipped extension"
     server = JupyterServer(tmp_path / "server", "")  # nothing enables the extension but the wheel
