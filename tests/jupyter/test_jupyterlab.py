@@ -11,7 +11,10 @@ notebook's metadata changes nothing; the extension writes nothing to the console
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from lab_env import (
@@ -29,6 +32,7 @@ from lab_env import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "thesis-of-ada-lovelace"
 CODE = "secret_total = 6 * 7\nsecret_total"
 ALLOWED = {
@@ -232,8 +236,12 @@ def test_global_privacy_control_is_honoured_without_asking(user, lab):
 
 
 def test_the_help_menu_opens_what_is_recorded_and_the_page_changes_the_choice(user, lab, tmp_path):
+    """Also takes the README's screenshots (``TELEMETRY_SINKS_UPDATE_SCREENSHOT=1`` saves them in docs/)."""
     page = user()
     page.notification("unless you say no")
+    page.page.locator(".jp-Launcher").first.wait_for(timeout=30_000)
+    page.page.wait_for_timeout(1500)  # the toast has slid in
+    page.page.screenshot(path=tmp_path / "jupyterlab-notification.png")
     page.page.get_by_text("Help", exact=True).click()
     with page.page.context.expect_page() as popup:
         page.page.locator("#jp-mainmenu-help").get_by_text("What is recorded", exact=True).click()
@@ -247,6 +255,11 @@ def test_the_help_menu_opens_what_is_recorded_and_the_page_changes_the_choice(us
         assert title in text
     assert re.search(r"content.*removed from.*Notebook cell run", text, re.S), "code and outputs are removed"
     assert "You have not made a choice." in text
+    recorded.set_viewport_size({"width": 1280, "height": 1500})
+    recorded.screenshot(path=tmp_path / "jupyterlab-recorded.png")
+    if os.environ.get("TELEMETRY_SINKS_UPDATE_SCREENSHOT") == "1":
+        for name in ("jupyterlab-notification.png", "jupyterlab-recorded.png"):
+            shutil.copy(tmp_path / name, REPO / "docs" / name)
     recorded.get_by_role("button", name="Turn recording off").click()
     recorded.wait_for_load_state()
     assert "You turned recording off." in recorded.locator("body").inner_text()
@@ -254,8 +267,9 @@ def test_the_help_menu_opens_what_is_recorded_and_the_page_changes_the_choice(us
     recorded.close()
 
 
-def test_the_endpoints_check_what_they_receive(lab):
+def test_the_endpoints_check_what_they_receive_and_are_no_activity(lab):
     url = "/api/telemetry/events"
+    idle_since = lab.api("GET", "/api/status").json()["last_activity"]
     big = lab.post(url, b"[" + b" " * (1024 * 1024) + b"]", "application/json")
     assert big.status_code == 413 and "c.JupyterLabTelemetry.max_body_bytes" in big.json()["error"]
     assert lab.post(url, b"[]", "text/plain").status_code == 415
@@ -267,5 +281,7 @@ def test_the_endpoints_check_what_they_receive(lab):
     assert choice.status_code == 400
     anonymous = __import__("requests").get(lab.url + "/api/telemetry/policy", timeout=10)
     assert anonymous.status_code == 403, "Jupyter's authentication applies"
+    # Recording what a user does is not activity: an idle server stays idle for culling.
+    assert lab.api("GET", "/api/status").json()["last_activity"] == idle_since
     health = lab.api("GET", "/api/telemetry/health").json()
     assert health["jupyterlab"]["events"]["rejected"] >= 2

@@ -7,6 +7,7 @@ a policy that keeps the content category (code, outputs, error names).
 from __future__ import annotations
 
 import pytest
+from jupyter_apps import JupyterCollector
 from lab_env import (
     ACTIVE_PANEL,
     CELL_EXECUTED,
@@ -39,9 +40,24 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def preset_lab(tmp_path_factory):
-    """Opt-in schemas, content kept; overrides.json presets every user's setting to "granted"."""
-    app = JupyterLab(tmp_path_factory.mktemp("preset-lab"), CONTENT_KEPT,
+def collector(tmp_path_factory):
+    """The operator's collector (``telemetry-sinks serve``), where the server forwards what it records."""
+    allowed = {CELL_EXECUTED: {"allowed_categories": ["content"]}}
+    app = JupyterCollector(tmp_path_factory.mktemp("collector"), allowed)
+    yield app.start()
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def preset_lab(tmp_path_factory, collector):
+    """Opt-in schemas, content kept; overrides.json presets every user's setting to "granted";
+    the server records to its file and forwards to the collector."""
+    forward = f"""
+        c.EventLog.sinks = ["file", "http"]
+        c.HTTPSink.url = {collector.url!r}
+        c.HTTPSink.flush_interval = 0.1
+    """
+    app = JupyterLab(tmp_path_factory.mktemp("preset-lab"), CONTENT_KEPT, forward,
                      overrides={PLUGIN: {"consent": "granted"}}).start()
     yield app
     app.stop()
@@ -87,7 +103,8 @@ def asked(page) -> bool:
         ".Toastify__toast", has_text="May JupyterLab record").count() > 0
 
 
-def test_the_preset_is_each_users_choice_and_the_content_category_keeps_code(browser, preset_lab, contexts):
+def test_the_preset_is_each_users_choice_and_the_content_category_keeps_code(browser, preset_lab, contexts,
+                                                                           collector):
     page = open_lab(browser, preset_lab, contexts)
     wait_for(lambda: page.api("GET", "/api/telemetry/consent")["json"]["choice"] == "granted", 20,
              what="the preset stored as the user's choice")
@@ -103,6 +120,10 @@ def test_the_preset_is_each_users_choice_and_the_content_category_keeps_code(bro
     assert failed["status"] == "error" and failed["error_name"] == "ZeroDivisionError"
     assert failed["output_types"] == ["error"] and failed["outputs"][0]["ename"] == "ZeroDivisionError"
     assert "path" not in ok, "content is allowed, paths are not"
+    # The operator's collector got the same events from the server's HTTP sink.
+    received = wait_for(lambda: [e for e in collector.received() if e["__schema__"] == CELL_EXECUTED][-2:]
+                        if len(collector.received()) >= 2 else None, 30, what="events at the collector")
+    assert [e["code"] for e in received] == ["print('forty-two')", "1 / 0"]
 
 
 def test_global_privacy_control_outweighs_a_granted_preset(browser, preset_lab, contexts):

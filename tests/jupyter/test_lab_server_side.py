@@ -164,3 +164,20 @@ def test_an_editable_install_adds_the_package_copy_to_jupyterlab_and_a_wheel_ins
     other = LabApp()
     serverapp.extension_manager.extension_apps["jupyterlab"] = {other}
     assert add_labextension(serverapp) is None and other.extra_labextensions_path == []
+
+
+def test_a_collector_with_the_exported_schemas_records_what_a_jupyter_server_forwards(tmp_path):
+    """A Jupyter Server's HTTP sink forwards redacted capsules; the collector validates them again."""
+    from telemetry_sinks.jupyter import export_jupyter_schemas
+    from telemetry_sinks.server.handlers import RecentIds, process_events
+
+    server_log, forwarded = lab_eventlog({DOCUMENT: {}})
+    server_log.record_event(DOCUMENT, 1, {"action": "opened", "path": "ada.ipynb", "file_type": "notebook"})
+    capture = Capture()
+    collector_log = EventLog(schema_paths=[export_jupyter_schemas(tmp_path / "schemas")],
+                             load_schema_entry_points=False, allowed_schemas=[DOCUMENT], handlers=[capture])
+    intake = SimpleNamespace(eventlog=collector_log, recent_ids=RecentIds(10), counters=__import__(
+        "collections").Counter())
+    result = process_events(intake, [{**forwarded.capsules[0], "__event_id__": "e-1"}])
+    assert result["accepted"] == 1, result
+    assert capture.capsules[0]["action"] == "opened" and "path" not in capture.capsules[0]
