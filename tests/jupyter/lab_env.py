@@ -28,9 +28,10 @@ from telemetry_sinks.jupyter.lab import (  # noqa: E402
 )
 
 __all__ = ["ACTIVE_PANEL", "CELL_EXECUTED", "CHROMIUM_ARGS", "COMMAND_EXECUTED", "DOCUMENT", "JupyterLab",
-           "chromium_path", "lab_page", "notebook", "wait_for"]
+           "chromium_path", "lab_page", "notebook", "records_nothing", "wait_for"]
 
 PLUGIN = f"{LAB_PACKAGE}:plugin"
+CURRENT = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 NEWS_OFF = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
 
 
@@ -115,6 +116,34 @@ class LabPage:
         self.page.evaluate("window.jupyterapp.restored")
         return self
 
+    def choice(self) -> str | None:
+        """The user's choice as the server keeps it."""
+        return self.api("GET", "/api/telemetry/consent")["json"]["choice"]
+
+    def wait_choice(self, choice: str | None, what: str = "the choice stored on the server") -> None:
+        wait_for(lambda: self.choice() == choice, 20, 0.2, what)
+
+    def open_notebook(self, name: str) -> None:
+        """Open ``name`` from the file browser (a double click) and wait for its kernel."""
+        self.page.locator(".jp-DirListing-item", has_text=name).dblclick()
+        self.page.wait_for_function(
+            "window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+            timeout=60_000)
+
+    def run_cells(self, count: int = 1) -> None:
+        """Run the first cell with Shift+Enter (or all with the Run menu's command) and wait for outputs."""
+        if count == 1:
+            self.page.locator(f"{CURRENT} .jp-Cell .cm-content").first.click()
+            self.page.keyboard.press("Shift+Enter")
+        else:
+            self.command("notebook:run-all-cells")
+        outputs = self.page.locator(f"{CURRENT} .jp-OutputArea-output")
+        wait_for(lambda: outputs.count() >= count, 60, 0.2, "the outputs")
+
+    def asked(self) -> bool:
+        """Whether a notification asks the user to choose."""
+        return self.page.locator(".Toastify__toast", has_text="unless you").count() > 0
+
     def command(self, command: str, args: dict | None = None, wait: bool = True) -> Any:
         """Run a JupyterLab command; ``wait=False`` for those that open a dialog."""
         script = ("([c, a]) => window.jupyterapp.commands.execute(c, a)" if wait
@@ -191,3 +220,15 @@ def lab_page(
 
 def settle(seconds: float = 0.5) -> None:
     time.sleep(seconds)
+
+
+def records_nothing(page: LabPage, lab: JupyterLab, action: Any) -> None:
+    """After ``action()``, neither the page sends an event nor the server records one."""
+    page.flush()
+    settle(1)
+    before, emitted = len(lab.events()), page.stats()["emitted"]
+    action()
+    settle(1.5)
+    page.flush()
+    assert lab.events(since=before) == []
+    assert page.stats()["emitted"] == emitted, "nothing leaves the page either"

@@ -20,12 +20,10 @@ import pytest
 from lab_env import (
     ACTIVE_PANEL,
     CELL_EXECUTED,
-    CHROMIUM_ARGS,
     COMMAND_EXECUTED,
     DOCUMENT,
     JupyterLab,
-    chromium_path,
-    lab_page,
+    records_nothing,
     settle,
     wait_for,
 )
@@ -59,30 +57,9 @@ def lab(tmp_path_factory):
     app.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def user(browser, lab):
-    """``open(**context)``: JupyterLab in a new browser context; each is closed after the test."""
-    opened = []
-
-    def open_lab(**context):
-        ctx, page = lab_page(browser, lab, **context)
-        opened.append((ctx, page))
-        return page
-
-    yield open_lab
-    for ctx, page in opened:
-        assert page.our_errors() == [], f"errors in the browser console: {page.our_errors()}"
-        ctx.close()
+def user(users, lab):
+    return lambda **context: users(lab, **context)
 
 
 def arrived(page, lab, since, predicate, what):
@@ -94,35 +71,18 @@ def arrived(page, lab, since, predicate, what):
     return wait_for(check, 30, 0.5, what)
 
 
-def open_from_file_browser(page, name: str) -> None:
-    page.page.locator(".jp-DirListing-item", has_text=name).dblclick()
-    page.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.wait_for(timeout=30_000)
-
-
-def run_first_cell(page) -> None:
-    page.page.wait_for_function(
-        "window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
-        timeout=60_000)
-    editor = page.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content").first
-    editor.click()
-    page.page.keyboard.press("Shift+Enter")
-    page.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output").first.wait_for(
-        timeout=60_000)
-
-
 def test_a_notebook_opened_run_saved_renamed_closed_is_recorded_as_the_policy_allows(user, lab):
     name, renamed = f"{SECRET}.ipynb", f"{SECRET}-final.ipynb"
     lab.write_notebook(name, [CODE], HOSTILE_METADATA)
     page = user()
     toast = page.notification("unless you say no")
     toast.get_by_role("button", name="Allow").click()
-    wait_for(lambda: page.api("GET", "/api/telemetry/consent")["json"]["choice"] == "granted", 15,
-             what="the choice stored on the server")
+    page.wait_choice("granted")
     wait_for(lambda: page.setting() == "granted", 15, what="the setting following the choice")
     before = len(lab.events())
 
-    open_from_file_browser(page, name)
-    run_first_cell(page)
+    page.open_notebook(name)
+    page.run_cells()
     page.page.keyboard.press("Control+s")
     arrived(page, lab, before, lambda events: any(e.get("action") == "saved" for e in events), "saved")
     page.command("docmanager:rename", wait=False)
@@ -183,19 +143,16 @@ def test_deny_in_the_notification_records_nothing_more_and_the_server_enforces_i
     page = user()
     toast = page.notification("unless you say no")
     toast.get_by_role("button", name="Do not record").click()
-    wait_for(lambda: page.api("GET", "/api/telemetry/consent")["json"]["choice"] == "denied", 15,
-             what="the choice stored on the server")
-    page.flush()
-    settle(1.5)
-    before, emitted = len(lab.events()), page.stats()["emitted"]
-    open_from_file_browser(page, "deny.ipynb")
-    run_first_cell(page)
-    page.command("docmanager:save")
-    settle(1.5)
-    page.flush()
-    assert lab.events(since=before) == []
-    assert page.stats()["emitted"] == emitted, "nothing leaves the page either"
-    assert page.page.locator(".Toastify__toast", has_text="unless you say no").count() == 0
+    page.wait_choice("denied")
+
+    def work():
+        page.open_notebook("deny.ipynb")
+        page.run_cells()
+        page.command("docmanager:save")
+
+    records_nothing(page, lab, work)
+    assert not page.asked()
+    before = len(lab.events())
 
     # A page that sends anyway (another extension, a script): the server checks the user's choice.
     forged = [{"schema_id": DOCUMENT, "version": 1, "data": {"action": "opened"}}]
@@ -208,13 +165,13 @@ def test_deny_in_the_notification_records_nothing_more_and_the_server_enforces_i
     # Without the XSRF header, Jupyter refuses a change (another site cannot choose for the user).
     unprotected = page.quiet_api("POST", "/api/telemetry/consent", {"choice": "granted"}, xsrf=False)
     assert unprotected.status == 403 and "_xsrf" in unprotected.text()
-    assert page.api("GET", "/api/telemetry/consent")["json"]["choice"] == "denied"
+    assert page.choice() == "denied"
 
     # The setting shows the choice; after a reload there is no question any more.
     page.page.reload()
     page.page.wait_for_function("window.telemetrySinks !== undefined", timeout=60_000)
     settle(2)
-    assert page.page.locator(".Toastify__toast", has_text="unless you say no").count() == 0
+    assert not page.asked()
     assert page.page.evaluate("window.telemetrySinks.consent.state") == "denied"
 
 
@@ -222,14 +179,10 @@ def test_global_privacy_control_is_honoured_without_asking(user, lab):
     page = user(extra_http_headers={"Sec-GPC": "1"},
                 init_script="Object.defineProperty(navigator, 'globalPrivacyControl', {value: true})")
     settle(2)
-    assert page.page.locator(".Toastify__toast", has_text="unless you say no").count() == 0
+    assert not page.asked()
     policy = page.api("GET", "/api/telemetry/policy")["json"]
     assert policy["consent"]["gpc"] is True and {s["state"] for s in policy["schemas"]} == {"denied"}
-    before = len(lab.events())
-    page.command("launcher:create")
-    settle(1.5)
-    page.flush()
-    assert lab.events(since=before) == []
+    records_nothing(page, lab, lambda: page.command("launcher:create"))
     answer = page.api("POST", "/api/telemetry/events",
                       [{"schema_id": ACTIVE_PANEL, "version": 1, "data": {"kind": "launcher"}}])
     assert answer["json"]["results"][0]["status"] == "not_recorded"
@@ -239,7 +192,8 @@ def test_the_help_menu_opens_what_is_recorded_and_the_page_changes_the_choice(us
     """Also takes the README's screenshots (``TELEMETRY_SINKS_UPDATE_SCREENSHOT=1`` saves them in docs/)."""
     page = user()
     page.notification("unless you say no")
-    page.page.locator(".jp-Launcher").first.wait_for(timeout=30_000)
+    page.command("launcher:create")
+    page.page.locator(".jp-Launcher:visible").first.wait_for(timeout=30_000)
     page.page.wait_for_timeout(1500)  # the toast has slid in
     page.page.screenshot(path=tmp_path / "jupyterlab-notification.png")
     page.page.get_by_text("Help", exact=True).click()
@@ -263,7 +217,7 @@ def test_the_help_menu_opens_what_is_recorded_and_the_page_changes_the_choice(us
     recorded.get_by_role("button", name="Turn recording off").click()
     recorded.wait_for_load_state()
     assert "You turned recording off." in recorded.locator("body").inner_text()
-    assert page.api("GET", "/api/telemetry/consent")["json"]["choice"] == "denied"
+    assert page.choice() == "denied"
     recorded.close()
 
 
