@@ -43,6 +43,7 @@ SCENARIOS = {
     "instrumentation": "bench.scenario_instrumentation",
     "lake": "bench.scenario_lake",
     "browser": "bench.scenario_browser",
+    "actions": "bench.scenario_actions",
 }
 
 

@@ -1,7 +1,7 @@
 """The backends of the benchmarks (the same local servers the tests use) and the sinks for them.
 
 Every backend is a separate process on a free 127.0.0.1 port, started through the
-test suite's ``tests/backends.py`` (``ServerProcess``, ``tansu_broker``, ``osmem_server``).
+test suite's ``tests/helpers/servers.py`` (``ServerProcess``, ``tansu_broker``, ``osmem_server``).
 A sink whose module cannot be imported (not written yet, or its extra not installed)
 is skipped with a note.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import backends as test_backends  # tests/ is on sys.path (see common.py)
+import helpers.servers as test_backends  # tests/ is on sys.path (see common.py)
 
 from .common import REPO
 
@@ -213,7 +213,7 @@ SINKS: dict[str, SinkKind] = {
         _elasticsearch_sink,
         front=es_compat,
         notes=["elasticsearch: osmem-server behind the test suite's header-rewriting proxy "
-               "(tests/elasticsearch/conftest.py), one process of its own; the proxy opens a "
+               "(tests/helpers/bulk.py), one process of its own; the proxy opens a "
                "connection per request."],
     ),  # fmt: skip
     "stackdriver": SinkKind("stackdriver", "telemetry_sinks.sinks.stackdriver", fake_stackdriver,

@@ -19,7 +19,7 @@ TESTS = REPO / "tests"
 FIXTURES = (REPO / "tests" / "fixtures").resolve()
 
 if str(TESTS) not in sys.path:
-    # tests/backends.py: free_port, ServerProcess, tansu_broker, wait_delivered, ...
+    # tests/helpers/servers.py: free_port, ServerProcess, tansu_broker, wait_delivered, ...
     sys.path.insert(0, str(TESTS))
 
 

@@ -6,9 +6,9 @@
   of requests and events it took.
 * ``proxy``: a TCP proxy that forwards each chunk, in both directions, ``--delay`` seconds after
   it arrived (a slow network path to any backend, e.g. Kafka).
-* ``es-compat``: the test suite's proxy (tests/elasticsearch/conftest.py) that rewrites the
+* ``es-compat``: the test suite's proxy (tests/helpers/bulk.py) that rewrites the
   elasticsearch client's versioned media types so that osmem-server takes its requests.
-* ``stackdriver``: the test suite's fake Cloud Logging API (tests/stackdriver/fake_logging_api.py)
+* ``stackdriver``: the test suite's fake Cloud Logging API (tests/helpers/fake_logging_api.py)
   in a process of its own, so that its threads do not share our GIL.
 
 Running them as separate processes keeps their CPU time out of the measured process.
@@ -166,8 +166,8 @@ async def serve_proxy(port: int, upstream: str, delay: float) -> None:
 
 
 def serve_stackdriver(port: int) -> None:
-    sys.path.insert(0, str(TESTS / "stackdriver"))
-    from fake_logging_api import FakeLoggingAPI  # type: ignore[import-not-found]
+    sys.path.insert(0, str(TESTS))
+    from helpers.fake_logging_api import FakeLoggingAPI  # type: ignore[import-not-found]
 
     api = FakeLoggingAPI(port).start()
     while True:  # keep memory flat over long runs: forget what was written
@@ -178,8 +178,7 @@ def serve_stackdriver(port: int) -> None:
 def serve_es_compat(port: int, upstream: str) -> None:
     """The test suite's header-rewriting proxy that lets the elasticsearch client talk to osmem."""
     sys.path.insert(0, str(TESTS))
-    sys.path.insert(0, str(TESTS / "elasticsearch"))
-    from conftest import ElasticsearchCompatProxy  # type: ignore[import-not-found]
+    from helpers.bulk import ElasticsearchCompatProxy  # type: ignore[import-not-found]
 
     ElasticsearchCompatProxy(f"http://{upstream}", port).start()
     while True:

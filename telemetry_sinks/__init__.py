@@ -3,6 +3,7 @@
 from .errors import (
     EventValidationError,
     MissingExtraError,
+    PolicyError,
     SchemaError,
     SinkConfigError,
     UnknownSchemaError,
@@ -10,44 +11,29 @@ from .errors import (
 )
 from .eventlog import EventLog, EventRouter
 from .instrumentation import Instrumented, instrument, record
-from .registry import available_sinks, get_sink, load_sinks, sink_class
+from .registry import available_sinks, get_sink, known_sinks, load_sinks, sink_class
 from .sinks import FileSink, RotatingFileSink, Sink, StreamSink, TimedRotatingFileSink
 
 __version__ = "0.1.0"
 
-# Sinks whose client library is an extra: imported on first use, so that
-# ``import telemetry_sinks`` works without them.
-_LAZY_SINKS = {
-    "ArchiveSink": "telemetry_sinks.sinks.archive",
-    "KafkaSink": "telemetry_sinks.sinks.kafka",
-    "HTTPSink": "telemetry_sinks.sinks.http",
-    "CloudWatchSink": "telemetry_sinks.sinks.cloudwatch",
-    "StackdriverSink": "telemetry_sinks.sinks.stackdriver",
-    "ElasticsearchSink": "telemetry_sinks.sinks.elasticsearch",
-    "OpenSearchSink": "telemetry_sinks.sinks.opensearch",
-}
 
+def __getattr__(name: str) -> type:
+    """The sink classes of the registry's table not imported above (``telemetry_sinks.KafkaSink``),
+    imported on first use, so that ``import telemetry_sinks`` works without their client libraries."""
+    from .registry import sink_name_of_class
 
-def __getattr__(name: str):
-    module = _LAZY_SINKS.get(name)
-    if module is None:
+    sink_name = sink_name_of_class(name)
+    if sink_name is None:
         raise AttributeError(f"module 'telemetry_sinks' has no attribute {name!r}")
-    from .registry import sink_class
+    return sink_class(sink_name)
 
-    for sink_name, (path, _extra) in _known().items():
-        if path == f"{module}:{name}":
-            return sink_class(sink_name)
-    raise AttributeError(name)
-
-
-def _known():
-    from .registry import known_sinks
-
-    return known_sinks
 
 __all__ = [
     "EventLog",
     "EventRouter",
+    "Instrumented",
+    "instrument",
+    "record",
     "Instrumented",
     "instrument",
     "record",
@@ -57,6 +43,7 @@ __all__ = [
     "sink_class",
     "EventValidationError",
     "MissingExtraError",
+    "PolicyError",
     "SchemaError",
     "SinkConfigError",
     "UnknownSchemaError",
@@ -66,11 +53,10 @@ __all__ = [
     "RotatingFileSink",
     "TimedRotatingFileSink",
     "StreamSink",
-    "ArchiveSink",
-    "KafkaSink",
-    "HTTPSink",
-    "CloudWatchSink",
-    "StackdriverSink",
-    "ElasticsearchSink",
-    "OpenSearchSink",
 ]
+#: Every sink class of the registry's table is a name of this package (the lazy ones too).
+__all__ += sorted({path.rpartition(":")[2] for path, _extra in known_sinks.values()} - set(__all__))
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -51,7 +51,7 @@ from uuid import UUID
 try:
     import orjson
 except ImportError:  # pragma: no cover - a platform without orjson wheels: json only
-    orjson = None  # type: ignore[assignment]
+    orjson = None  # type: ignore[assignment]  # the getattr() below read it as absent
 
 METADATA_VERSION = 1
 CAPSULE_FIELDS = ("__timestamp__", "__schema__", "__schema_version__", "__metadata_version__")
@@ -131,11 +131,17 @@ def parse_timestamp(text: Any) -> _dt.datetime | None:
 _HAS_OFFSET = re.compile(r"[+-]\d\d:?\d\d$")
 
 
-def event_time(payload: Any) -> _dt.datetime | None:
-    """The UTC time of a capsule's ``__timestamp__`` or a log payload's ``timestamp``."""
+def event_timestamp(payload: Any) -> Any:
+    """The time field of an event as it is: a capsule's ``__timestamp__`` or a log payload's
+    ``timestamp`` (None when it has neither)."""
     if not isinstance(payload, Mapping):
         return None
-    return parse_timestamp(payload.get("__timestamp__", payload.get("timestamp")))
+    return payload.get("__timestamp__", payload.get("timestamp"))
+
+
+def event_time(payload: Any) -> _dt.datetime | None:
+    """The UTC time of a capsule's ``__timestamp__`` or a log payload's ``timestamp``."""
+    return parse_timestamp(event_timestamp(payload))
 
 
 def whole_number(value: Any) -> int | None:

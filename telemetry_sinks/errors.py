@@ -38,3 +38,7 @@ class UnknownSinkError(LookupError):
 
 class MissingExtraError(ImportError):
     """A sink's client library is not installed; the message gives the pip command."""
+
+
+class PolicyError(ValueError):
+    """The operator's policy cannot be applied: a bad action, or a pseudonym key that cannot be read."""

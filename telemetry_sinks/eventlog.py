@@ -20,19 +20,33 @@ from typing import Any
 from traitlets import Bool, Dict, Instance, Int, List, TraitError, Unicode, Union, observe, validate
 from traitlets.config import LoggingConfigurable
 
+from .actions import ActionError
 from .capsule import CAPSULE_FIELDS, format_timestamp, make_capsule
-from .errors import EventValidationError, SchemaError, UnknownSchemaError
-from .policy import CONSENT_MODES, apply_plan, check_allowed_schemas, compile_plan, policy_for
+from .errors import EventValidationError, PolicyError, SchemaError, UnknownSchemaError
+from .policy import (
+    CONSENT_MODES,
+    RedactionPlan,
+    apply_plan,
+    check_allowed_schemas,
+    compile_plan,
+    policy_for,
+    touched_values,
+    uses_pseudonyms,
+)
+from .pseudonym import PseudonymKey, load_key
 from .registry import load_sinks
-from .schema import CIRCULAR, Schema, iter_schema_files, load_schema_file, nesting_depth
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+from .schema import Schema, iter_schema_files, load_schema_file, scrub_values
 
 SCHEMA_ENTRY_POINT_GROUP = "telemetry_sinks.schemas"
 _DENY = object()  # cached "this schema is not allowed"
 _NO_REDACTION = None
 
 _log = logging.getLogger("telemetry_sinks.eventlog")
+_NO_KEY = (
+    "c.EventLog.allowed_schemas pseudonymizes personal data but no pseudonym key is configured: set "
+    "c.EventLog.pseudonym_key_file (a file holding at least 16 random bytes) or "
+    "c.EventLog.pseudonym_key_env (an environment variable holding them)."
+)
 
 
 class EventLog(LoggingConfigurable):
@@ -53,9 +67,28 @@ class EventLog(LoggingConfigurable):
         [List(), Dict()],  # items checked by check_allowed_schemas, with precise messages
         default_value=[],
         help="Schema ids to record: a list (unrestricted properties only), or a dict "
-        '{schema_id: {"allowed_categories": [...], "allowed_properties": [...]}}. '
-        "The list may also hold (schema_id, allowed_categories, allowed_properties) "
-        "tuples, meaning what the dict's entries mean. Nothing is recorded by default.",
+        '{schema_id: {"allowed_categories": [...], "allowed_properties": [...], '
+        '"category_actions": {...}, "property_actions": {...}, "round_timestamp": UNIT, '
+        '"retention": [...]}} (see telemetry_sinks.policy). The list may also hold '
+        "(schema_id, allowed_categories, allowed_properties) tuples, meaning what the dict's "
+        "entries mean. Nothing is recorded by default.",
+    ).tag(config=True)
+
+    pseudonym_key_file = Unicode(
+        "",
+        help="File holding the key of pseudonyms (HMAC-SHA256; at least 16 random bytes), needed when "
+        "the policy pseudonymizes. The key itself never appears in the configuration.",
+    ).tag(config=True, secret_source="file")
+
+    pseudonym_key_env = Unicode(
+        "",
+        help="Name of an environment variable holding the key of pseudonyms (instead of a file).",
+    ).tag(config=True, secret_source="env")
+
+    pseudonym_key_id = Unicode(
+        "",
+        help="Id written in front of every pseudonym (e.g. '2025-01'); change it with the key when "
+        "rotating. Default: derived from the key (an HMAC of it, never the key).",
     ).tag(config=True)
 
     default_consent = Unicode(
@@ -86,6 +119,8 @@ class EventLog(LoggingConfigurable):
         problem = check_allowed_schemas(proposal.value)
         if problem:
             raise TraitError(problem)
+        if getattr(self, "_ready", False) and self._key is None and uses_pseudonyms(proposal.value):
+            raise TraitError(_NO_KEY)
         return proposal.value
 
     @validate("default_consent")
@@ -116,7 +151,11 @@ class EventLog(LoggingConfigurable):
         self._plans: dict[tuple[str, int], Any] = {}
         self._sink_handlers: list[logging.Handler] = []
         self._targets: list[Any] = []
+        self._key: PseudonymKey | None = None
+        self._ready = False
         super().__init__(**kwargs)
+        self._load_key()
+        self._ready = True
         if self.sinks:
             self._sink_handlers = load_sinks(self.sinks, config=self.config)
         self._update_targets()
@@ -124,6 +163,7 @@ class EventLog(LoggingConfigurable):
             self.register_schema_file(path)
         if self.load_schema_entry_points:
             self.register_entry_point_schemas()
+        self._share_retention()
 
     # ------------------------------------------------------------------ schemas
 
@@ -195,7 +235,7 @@ class EventLog(LoggingConfigurable):
             version = self._latest.get(schema_id)
         elif not isinstance(version, int) or isinstance(version, bool):
             version = int(version) if str(version).isdigit() else version
-        compiled = self._schemas.get((schema_id, version))  # type: ignore[arg-type]
+        compiled = self._schemas.get((schema_id, version))  # type: ignore[arg-type]  # a str: not found
         if compiled is None:
             raise self._unknown(schema_id, version)
         return compiled
@@ -219,11 +259,47 @@ class EventLog(LoggingConfigurable):
     @observe("handlers")
     def _handlers_changed(self, change: Any) -> None:
         self._update_targets()
+        if self._ready:
+            self._share_retention()
 
     @observe("allowed_schemas")
     def _policy_changed(self, change: Any) -> None:
         self._plans.clear()
         self.generation += 1
+        if self._ready:
+            self._share_retention()
+
+    @observe("pseudonym_key_file", "pseudonym_key_env", "pseudonym_key_id")
+    def _key_changed(self, change: Any) -> None:
+        if self._ready:  # during __init__ the key is loaded once, at its end
+            self._load_key()
+            self._share_retention()
+
+    def _load_key(self) -> None:
+        """Read the pseudonym key (if configured) and check that a policy that needs one has it."""
+        self._key = load_key(self.pseudonym_key_file, self.pseudonym_key_env, self.pseudonym_key_id)
+        self._plans.clear()
+        self.generation += 1
+        self._require_key()
+
+    def _share_retention(self) -> None:
+        """Give the retention stages of the policy to the sinks that store events (``set_retention``)."""
+        hooks = [h.set_retention for h in self.all_handlers if hasattr(h, "set_retention")]
+        if hooks:
+            from .retention import RetentionRules
+
+            rules = RetentionRules.of(self)
+            for hook in hooks:
+                hook(rules)
+
+    def _require_key(self) -> None:
+        if self._key is None and uses_pseudonyms(self.allowed_schemas):
+            raise PolicyError(_NO_KEY)
+
+    @property
+    def pseudonym_key(self) -> PseudonymKey | None:
+        """The loaded pseudonym key (its ``repr`` shows only its id and where it came from)."""
+        return self._key
 
     def _update_targets(self) -> None:
         handlers = [*self.handlers, *self._sink_handlers]
@@ -257,16 +333,44 @@ class EventLog(LoggingConfigurable):
         if policy is None:
             plan = _DENY
         else:
-            plan = compile_plan(schema.redaction, policy)  # None: nothing to remove
+            plan = compile_plan(schema, policy, self._key)  # None: nothing to change
         self._plans[key] = plan
         return plan
+
+    def redaction_plan(self, schema_id: str, version: int | None = None) -> RedactionPlan | None:
+        """The compiled plan for a schema version (None when nothing changes or it is not recorded)."""
+        schema = self.schema(schema_id, version)
+        key = (schema.id, schema.version)
+        plan = self._plans[key] if key in self._plans else self._plan(schema)
+        return None if plan is _DENY else plan
+
+    def describe_redaction(self, schema_id: str, version: int | None = None) -> dict[str, Any] | None:
+        """What happens to each property of a schema version, as JSON data; None if it is not recorded.
+
+        ``{"schema_id", "version", "timestamp": {round_time action} or null,
+        "properties": {...}}`` (:meth:`RedactionPlan.as_json`).  Clients that apply the
+        policy themselves (the browser client) read it from the collector.  It names
+        the pseudonym key's id, never the key: a client without the key sends the
+        values to pseudonymize only to the collector, which pseudonymizes them
+        before any sink sees them, and drops them for any other destination.
+        """
+        schema = self.schema(schema_id, version)
+        if policy_for(self.allowed_schemas, schema.id) is None:
+            return None
+        plan = self.redaction_plan(schema.id, schema.version)
+        return {
+            "schema_id": schema.id,
+            "version": schema.version,
+            "timestamp": plan.timestamp.as_json() if plan is not None and plan.timestamp else None,
+            "properties": plan.as_json()["properties"] if plan is not None else {},
+        }
 
     # ------------------------------------------------------------------ recording
 
     def prepare(
         self,
         schema_id: str,
-        version: int | None,
+        version: int | str | None,
         event: Mapping[str, Any],
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
@@ -275,27 +379,32 @@ class EventLog(LoggingConfigurable):
         Sends nothing; :meth:`record_event` is ``prepare`` followed by ``dispatch``.
         """
         key = (schema_id, version if version is not None else self._latest.get(schema_id))
-        schema = self._schemas.get(key)  # type: ignore[arg-type]
-        if schema is None:
+        schema = self._schemas.get(key)  # type: ignore[arg-type]  # a missing latest is looked up below
+        if schema is None:  # another spelling of the version ("1"), or an unknown schema
             schema = self.schema(schema_id, version)
+            key = (schema.id, schema.version)
         plan = self._plans[key] if key in self._plans else self._plan(schema)
         if plan is _DENY or not self._targets:
             return None
-        if not isinstance(event, Mapping):
-            schema._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
-        schema.validate(event)
-        for value in event.values():
-            if type(value) not in _SCALARS:  # nested data (any container): check how deep
-                self._check_depth(schema, event)
-                break
-        if plan is not _NO_REDACTION:
-            event = apply_plan(event, plan)  # type: ignore[arg-type]
+        try:
+            schema.check(event, self.max_event_depth)
+        except EventValidationError as exc:
+            if plan is _NO_REDACTION:
+                raise
+            raise self._scrubbed(exc, event, plan) from None
         if timestamp_override is None:
             timestamp = None
         elif isinstance(timestamp_override, str):
             timestamp = timestamp_override
         else:
             timestamp = format_timestamp(timestamp_override)
+        if plan is not _NO_REDACTION:
+            try:
+                event = apply_plan(event, plan)
+                if plan.timestamp is not None:
+                    timestamp = plan.timestamp.apply_one(timestamp or format_timestamp())
+            except ActionError as exc:
+                raise schema.error(list(exc.path) or ["__timestamp__"], exc.reason) from None
         capsule = make_capsule(schema.id, schema.version, event, timestamp)
         if len(capsule) != len(event) + len(CAPSULE_FIELDS):
             # The event named a capsule field and would have overwritten it.
@@ -311,17 +420,15 @@ class EventLog(LoggingConfigurable):
             )
         return capsule
 
-    def _check_depth(self, schema: Schema, event: Mapping[str, Any]) -> None:
-        limit = self.max_event_depth
-        depth = nesting_depth(event, limit)
-        if depth == CIRCULAR:
-            schema._raise([], "the event contains a circular reference (a container inside itself)")
-        if depth > limit:
-            schema._raise(
-                [],
-                f"the event nests objects or arrays more than {limit} levels deep "
-                "(c.EventLog.max_event_depth)",
-            )
+    @staticmethod
+    def _scrubbed(exc: EventValidationError, event: Mapping[str, Any], plan: Any) -> EventValidationError:
+        """``exc`` without the values the plan would have removed or replaced (they are personal)."""
+        values = touched_values(event, plan)
+        if not values:
+            return exc
+        reason = scrub_values(exc.reason, values)
+        return EventValidationError(scrub_values(str(exc), values), schema_id=exc.schema_id,
+                                    version=exc.version, path=exc.path, reason=reason)
 
     def dispatch(self, capsule: dict[str, Any]) -> None:
         """Hand ``capsule`` to every handler and sink.  Never raises."""
@@ -344,7 +451,7 @@ class EventLog(LoggingConfigurable):
     def record_event(
         self,
         schema_id: str,
-        version: int,
+        version: int | str | None,
         event: Mapping[str, Any],
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
@@ -361,14 +468,14 @@ class EventLog(LoggingConfigurable):
     def record(
         self,
         schema_id: str,
-        version: int | None,
+        version: int | str | None,
         data: Mapping[str, Any],
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
         """:meth:`record_event` under the name of the Jupyter telemetry documentation
         ("record event data using ``EventLog.record(...)``"): same arguments, result and errors.
         """
-        return self.record_event(schema_id, version, data, timestamp_override)  # type: ignore[arg-type]
+        return self.record_event(schema_id, version, data, timestamp_override)
 
     def emit(
         self,
@@ -379,7 +486,7 @@ class EventLog(LoggingConfigurable):
         timestamp_override: _dt.datetime | str | None = None,
     ) -> dict[str, Any] | None:
         """jupyter_events-style call; ``version=None`` means the newest registered version."""
-        return self.record_event(schema_id, version, data, timestamp_override)  # type: ignore[arg-type]
+        return self.record_event(schema_id, version, data, timestamp_override)
 
     # ------------------------------------------------------------------ lifecycle
 

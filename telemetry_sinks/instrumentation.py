@@ -237,7 +237,7 @@ def _getters(
     params = list(inspect.signature(func).parameters.values())
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
     by_name = {p.name: (i, p) for i, p in enumerate(params)}
-    getters = []
+    getters: list[tuple[str, int, str | None, Any]] = []
     for prop, name in pairs:
         if not isinstance(prop, str) or not isinstance(name, str):
             raise RecordConfigError(

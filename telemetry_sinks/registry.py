@@ -21,6 +21,8 @@ ENTRY_POINT_GROUP = "telemetry_sinks.sinks"
 DIST_NAME = "telemetry-sinks"
 
 #: Sinks that ship with telemetry-sinks: name -> (class path, extra to install or None).
+#: The one list of them: the package's entry points (pyproject.toml, checked by a test), the lazy
+#: ``telemetry_sinks.<Class>`` attributes and ``telemetry-sinks sinks`` all follow it.
 known_sinks: dict[str, tuple[str, str | None]] = {
     "file": ("telemetry_sinks.sinks.file:FileSink", None),
     "rotating_file": ("telemetry_sinks.sinks.file:RotatingFileSink", None),
@@ -36,6 +38,14 @@ known_sinks: dict[str, tuple[str, str | None]] = {
     "elasticsearch": ("telemetry_sinks.sinks.elasticsearch:ElasticsearchSink", "elasticsearch"),
     "opensearch": ("telemetry_sinks.sinks.opensearch:OpenSearchSink", "opensearch"),
 }
+
+
+def sink_name_of_class(class_name: str) -> str | None:
+    """The first name in ``known_sinks`` of the class called ``class_name`` (None if none)."""
+    for name, (path, _extra) in known_sinks.items():
+        if path.rpartition(":")[2] == class_name:
+            return name
+    return None
 
 
 @dataclass(frozen=True)
@@ -62,14 +72,16 @@ def _entry_point_sinks() -> dict[str, tuple[str, str | None, str | None]]:
     """Sinks registered by installed packages: name -> (class path, extra, distribution)."""
     found: dict[str, tuple[str, str | None, str | None]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if getattr(ep, "dist", None) else None
+        dist = ep.dist.name if ep.dist is not None else None
         extra = ep.extras[0] if ep.extras else None
         found[ep.name] = (ep.value.split("[")[0].strip(), extra, dist)
     return found
 
 
 def _table() -> dict[str, tuple[str, str | None, str | None]]:
-    table = {name: (path, extra, DIST_NAME) for name, (path, extra) in known_sinks.items()}
+    table: dict[str, tuple[str, str | None, str | None]] = {
+        name: (path, extra, DIST_NAME) for name, (path, extra) in known_sinks.items()
+    }
     for name, (path, extra, dist) in _entry_point_sinks().items():
         if name in table and dist == DIST_NAME:
             continue  # our own entry points: the table above also knows the extra
@@ -155,7 +167,7 @@ def load_sinks(names: list[str] | tuple[str, ...], config: Any = None) -> list[l
     ``jupyter_server_config.py``:
     ``c.EventLogger.handlers = load_sinks(["rotating_file"], config=c)``.
     """
-    handlers = []
+    handlers: list[logging.Handler] = []
     for name in names:
         cls = sink_class(name)
         if config is not None and issubclass(cls, Sink):

@@ -290,6 +290,7 @@ class Schema:
         self.body = dict(body)
         self.source = source
         rs_cls = _RS_VALIDATORS.get(_draft_key(body), jsonschema_rs.Draft7Validator)
+        self._rs: Any
         try:
             self._rs = rs_cls(self.body, validate_formats=False)
         except Exception:  # a schema the Rust validator cannot compile: use jsonschema
@@ -312,6 +313,32 @@ class Schema:
             cls = jsonschema.validators.validator_for(self.body, default=jsonschema.Draft7Validator)
             self._py = cls(self.body)
         return self._py
+
+    def check(self, event: Any, max_depth: int) -> None:
+        """Raise :class:`EventValidationError` unless ``event`` may be recorded under this schema.
+
+        ``event`` must be a JSON object (a Mapping) that :meth:`validate` accepts, and
+        nest objects and arrays at most ``max_depth`` levels deep, without a cycle.
+        """
+        if not isinstance(event, Mapping):
+            self._raise([], f"an event must be a JSON object (dict), not {type(event).__name__}")
+        self.validate(event)
+        for value in event.values():
+            if type(value) not in _SCALARS:  # nested data (any container): check how deep
+                self.check_depth(event, max_depth)
+                return
+
+    def check_depth(self, event: Any, limit: int) -> None:
+        """Raise :class:`EventValidationError` if ``event`` nests deeper than ``limit`` or in a cycle."""
+        depth = nesting_depth(event, limit)
+        if depth == CIRCULAR:
+            self._raise([], "the event contains a circular reference (a container inside itself)")
+        if depth > limit:
+            self._raise(
+                [],
+                f"the event nests objects or arrays more than {limit} levels deep "
+                "(c.EventLog.max_event_depth)",
+            )
 
     def validate(self, event: Any) -> None:
         """Raise :class:`EventValidationError` if ``event`` does not match this schema."""
@@ -336,20 +363,27 @@ class Schema:
         if error is not None:
             self._raise(list(error.absolute_path), error.message, event)
 
-    def _raise(self, path: list, reason: str, event: Any = None) -> None:
+    def error(self, path: list, reason: str, event: Any = None) -> EventValidationError:
+        """The error for ``event`` being invalid at ``path`` because of ``reason``.
+
+        The reason never quotes a value of a property with a personal-data category.
+        """
         where = json_path(path)
         value = _value_at(event, path)
         if isinstance(value, float) and not math.isfinite(value):
             reason = f"{value!r} is not a JSON number; send a finite number or null"
         if self.redaction is not None and event is not None:
-            reason = _scrub(reason, _personal_values(event, self.redaction))
-        raise EventValidationError(
+            reason = scrub_values(reason, _personal_values(event, self.redaction))
+        return EventValidationError(
             f"Event for schema {self.id!r} version {self.version} is invalid at {where}: {reason}",
             schema_id=self.id,
             version=self.version,
             path=where,
             reason=reason,
         )
+
+    def _raise(self, path: list, reason: str, event: Any = None) -> None:
+        raise self.error(path, reason, event)
 
     def same_content(self, other: Mapping[str, Any]) -> bool:
         return _canonical(self.body) == _canonical(other)
@@ -387,7 +421,7 @@ def _leaf_texts(value: Any, found: list[str], depth: int = 0) -> None:
         found.append(value if isinstance(value, str) else json.dumps(value, default=str))
 
 
-def _scrub(message: str, values: list[str]) -> str:
+def scrub_values(message: str, values: list[str]) -> str:
     """``message`` without any of ``values`` (raw or JSON-escaped): errors must not leak personal data."""
     for text in sorted({v for v in values if v}, key=len, reverse=True):
         for form in (text, json.dumps(text)[1:-1]):

@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-#: ``tests/fixtures``: real schemas and events copied unchanged from other projects
-#: (each file's source, commit and licence are in its SOURCES.md).
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from helpers.paths import FIXTURES
 
 if not (FIXTURES / "SOURCES.md").is_file():
     raise RuntimeError(

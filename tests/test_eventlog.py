@@ -7,9 +7,9 @@ import io
 import json
 import logging
 import re
-from pathlib import Path
 
 import pytest
+from helpers.paths import FIXTURES
 from traitlets import TraitError
 from traitlets.config import Config
 
@@ -22,7 +22,6 @@ from telemetry_sinks import (
     UnknownSchemaError,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LAUNCH = FIXTURES / "binderhub" / "launch-history"
 LAUNCH_ID = "binderhub.jupyter.org/launch"
 EVENT = {"provider": "GitHub", "spec": "org/repo/main", "status": "success"}
@@ -223,3 +222,35 @@ def test_emit_does_not_mutate_or_keep_the_callers_event(out):
     assert event == EVENT
     capsule["spec"] = "changed"
     assert event["spec"] == "org/repo/main"
+
+
+def test_a_version_given_as_a_string_compiles_the_redaction_plan_once(monkeypatch):
+    """jupyter_events callers pass ``version="1"``: the policy's plan is still compiled once."""
+    import telemetry_sinks.eventlog as eventlog_module
+
+    compiled = []
+    real = eventlog_module.compile_plan
+
+    def counting(*args, **kwargs):
+        compiled.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eventlog_module, "compile_plan", counting)
+    schema = {
+        "$id": "https://events.example.org/plan-cache", "version": 1, "type": "object",
+        "properties": {"app": {"type": "string"},
+                       "user": {"type": "string", "categories": ["user-identifier"]}},
+    }
+    captured = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            captured.append(record.msg)
+
+    log = EventLog(handlers=[Keep()], allowed_schemas=[schema["$id"]], load_schema_entry_points=False)
+    log.register_schema(schema)
+    for version in ("1", "1", 1, None, "1"):
+        log.emit(schema_id=schema["$id"], version=version, data={"app": "lab", "user": "ada"})
+    assert len(compiled) == 1
+    assert len(captured) == 5
+    assert all(c["app"] == "lab" and "user" not in c and c["__schema_version__"] == 1 for c in captured)

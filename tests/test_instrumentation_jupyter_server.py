@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from backends import ServerProcess, free_port
+from helpers.servers import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "telemetry_sinks" / "examples" / "instrumentation" / "file-action.yaml"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from helpers.jsonl import read_jsonl
 from jupyter_events.logger import EventLogger
 from traitlets.config import Config
 
@@ -42,10 +43,6 @@ class Capture(logging.Handler):
 
     def emit(self, record):
         self.messages.append(record.msg)
-
-
-def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.jsonl import read_jsonl
 from traitlets.config import Config
 
 from telemetry_sinks import (
@@ -33,11 +34,6 @@ def kernel_actions(fixtures_dir) -> Path:
     path = fixtures_dir / "jupyter_server/head-9a4d6ee/jupyter_server/event_schemas/kernel_actions/v1.yaml"
     assert path.is_file(), path
     return path
-
-
-def read_jsonl(path) -> list[dict]:
-    text = Path(path).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines()]
 
 
 @pytest.fixture

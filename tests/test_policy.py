@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 import io
 import json
-from pathlib import Path
+import logging
 
 import pytest
+from helpers.paths import FIXTURES
+from traitlets import TraitError
 
-from telemetry_sinks import EventLog, StreamSink
+from telemetry_sinks import EventLog, EventValidationError, StreamSink
+from telemetry_sinks.errors import PolicyError
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SID = "https://example.org/policy-test"
 
 SCHEMA = {
@@ -143,6 +145,169 @@ def test_changing_the_policy_takes_effect_immediately():
     assert log.record_event(SID, 1, EVENT)["user"] == "alice"
     log.allowed_schemas = []
     assert log.record_event(SID, 1, EVENT) is None
+
+
+# ---------------------------------------------------------------------- actions beside allowed_categories
+
+KEY = "policy-test-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _pseudonym_key_in_the_environment(monkeypatch):
+    monkeypatch.setenv("POLICY_TEST_KEY", KEY)
+
+
+def record_with(entry: dict, event: dict = EVENT) -> tuple[dict, EventLog]:
+    out = io.StringIO()
+    log = EventLog(handlers=[StreamSink(stream=out)], allowed_schemas={SID: entry},
+                   pseudonym_key_env="POLICY_TEST_KEY", pseudonym_key_id="t1", load_schema_entry_points=False)
+    log.register_schema(SCHEMA)
+    before = copy.deepcopy(event)
+    capsule = log.record_event(SID, 1, event)
+    assert event == before, "the caller's event must not be modified"
+    assert json.loads(out.getvalue()) == capsule
+    return {k: v for k, v in capsule.items() if not k.startswith("__")}, log
+
+
+def pseudonym(log: EventLog, value) -> str:
+    return log.pseudonym_key.pseudonym_of(value)
+
+
+def user_fields(got: dict) -> tuple:
+    """The user-identifier values at every level: top, nested object, objects in an array."""
+    return (got.get("user", "<dropped>"), got["session"].get("owner", "<dropped>"),
+            [c.get("name", "<dropped>") for c in got["collaborators"]])
+
+
+@pytest.mark.parametrize("label", ["user-identifier", "category.jupyter.org/user-identifier"])
+@pytest.mark.parametrize("action", ["drop", "keep", "pseudonymize", {"generalize": "truncate", "length": 2}])
+def test_a_category_action_applies_at_every_level_the_schema_declares(label, action):
+    got, log = record_with({"category_actions": {label: action}})
+    expected = {
+        "drop": ("<dropped>", "<dropped>", ["<dropped>", "<dropped>"]),
+        "keep": ("alice", "alice", ["bob", "carol"]),
+        "pseudonymize": (pseudonym(log, "alice"), pseudonym(log, "alice"),
+                         [pseudonym(log, "bob"), pseudonym(log, "carol")]),
+    }.get(action if isinstance(action, str) else "", ("al", "al", ["bo", "ca"]))
+    assert user_fields(got) == expected
+    # Everything else is as the plain policy leaves it.
+    assert got["session"]["id"] == "s1" and got["session"]["geo"] == {"country": "NZ"}
+    assert [c["role"] for c in got["collaborators"]] == ["editor", "viewer"]
+    assert "ip" not in got and got["undeclared"] == "kept"
+    # 'both' has user-identifier and user-identifiable-information (not allowed): dropped whatever happens.
+    assert "both" not in got
+
+
+def test_of_a_propertys_categories_the_action_keeping_least_wins():
+    got, log = record_with({"category_actions": {"user-identifier": "pseudonymize",
+                                                 "user-identifiable-information": "keep"}})
+    assert got["both"] == pseudonym(log, "alice@192.0.2.1")  # pseudonymize beats keep
+    assert got["ip"] == "192.0.2.1" and got["session"]["geo"]["city"] == "Dunedin"
+    got, _ = record_with({"category_actions": {"user-identifier": "pseudonymize"}})
+    assert "both" not in got  # drop (the default of a category not named) beats pseudonymize
+    got, _ = record_with({"category_actions": {
+        "user-identifier": {"generalize": "truncate", "length": 3},
+        "user-identifiable-information": {"generalize": "truncate", "length": 5}}})
+    assert "both" not in got  # two different generalizations cannot both apply: dropped
+
+
+def test_property_actions_reach_nested_objects_and_arrays_whatever_the_categories():
+    got, log = record_with({"allowed_categories": ["user-identifier"], "property_actions": {
+        "session.owner": "pseudonymize",                                # categorized, allowed
+        "session.geo.city": {"generalize": "truncate", "length": 3},    # categorized, not allowed
+        "collaborators[].role": "drop",                                 # no category
+        "collaborators[].name": "pseudonymize",
+        "action": {"generalize": "truncate", "length": 1},
+        "undeclared": "pseudonymize",                                   # not in the schema
+    }})
+    assert got["action"] == "o" and got["user"] == "alice"
+    assert got["session"] == {"id": "s1", "owner": pseudonym(log, "alice"),
+                              "geo": {"country": "NZ", "city": "Dun"}}
+    assert got["collaborators"] == [{"name": pseudonym(log, "bob")}, {"name": pseudonym(log, "carol")}]
+    assert got["undeclared"] == pseudonym(log, "kept")
+
+
+def test_a_kept_property_keeps_its_nested_data_whole_except_what_is_named():
+    got, _ = record_with({"property_actions": {"session": "keep", "session.geo.country": "drop"}})
+    assert got["session"] == {"id": "s1", "owner": "alice", "geo": {"city": "Dunedin"}}
+    assert "user" not in got
+
+
+def test_a_whole_object_or_array_can_be_pseudonymized_or_dropped():
+    got, log = record_with({"property_actions": {"session": "pseudonymize", "collaborators": "drop"}})
+    assert got["session"] == pseudonym(log, EVENT["session"])
+    reordered = dict(reversed(list(EVENT["session"].items())))
+    assert pseudonym(log, reordered) == pseudonym(log, EVENT["session"])  # canonical JSON: key order ignored
+    assert "collaborators" not in got
+
+
+def test_a_category_generalization_that_cannot_read_the_declared_type_drops_the_property(caplog):
+    schema = copy.deepcopy(SCHEMA)
+    schema["properties"]["count"] = {"type": "integer", "categories": ["user-identifier"]}
+    log = EventLog(handlers=[logging.NullHandler()], load_schema_entry_points=False, allowed_schemas={
+        SID: {"category_actions": {"user-identifier": {"generalize": "truncate", "length": 1}}}})
+    log.register_schema(schema)
+    with caplog.at_level(logging.WARNING, "telemetry_sinks.policy"):
+        capsule = log.record_event(SID, 1, {"count": 7, "user": "alice"})
+    assert "count" not in capsule and capsule["user"] == "a"
+    assert "'count'" in caplog.text and "truncate" in caplog.text and "dropped" in caplog.text
+
+
+def test_validation_errors_do_not_echo_values_that_property_actions_change():
+    schema = copy.deepcopy(SCHEMA)
+    schema["version"] = 2
+    schema["properties"]["action"] = {"type": "string", "enum": ["open", "save"]}
+    log = EventLog(handlers=[logging.NullHandler()], load_schema_entry_points=False,
+                   allowed_schemas={SID: {"property_actions": {
+                       "action": {"generalize": "truncate", "length": 2}}}})
+    log.register_schema(schema)
+    with pytest.raises(EventValidationError) as error:
+        log.record_event(SID, 2, {"action": "secret-project-name"})
+    assert error.value.path == "$.action"
+    assert "secret-project-name" not in str(error.value) + error.value.reason
+
+
+def test_a_pseudonymizing_policy_needs_a_key_and_says_how_to_give_it():
+    policy = {SID: {"category_actions": {"user-identifier": "pseudonymize"}}}
+    with pytest.raises(PolicyError, match="pseudonym_key_file.*pseudonym_key_env"):
+        EventLog(allowed_schemas=policy, load_schema_entry_points=False)
+    log = EventLog(allowed_schemas=[SID], load_schema_entry_points=False)
+    with pytest.raises(TraitError, match="no pseudonym key"):
+        log.allowed_schemas = policy
+    assert log.allowed_schemas == [SID]
+
+
+def test_the_plan_is_described_as_json_data_shaped_like_the_schema():
+    _, log = record_with({"allowed_categories": ["user-identifier"], "round_timestamp": "minute",
+                          "category_actions": {"user-identifiable-information": {"generalize": "truncate",
+                                                                                  "length": 4}},
+                          "property_actions": {"collaborators[].name": "pseudonymize"}})
+    description = log.describe_redaction(SID)
+    assert json.loads(json.dumps(description)) == description
+    assert description == {
+        "schema_id": SID, "version": 1,
+        "timestamp": {"action": "generalize", "generalize": "round_time", "unit": "minute"},
+        "properties": {
+            "ip": {"action": "generalize", "generalize": "truncate", "length": 4},
+            "both": {"action": "generalize", "generalize": "truncate", "length": 4},
+            "session": {"properties": {"geo": {"properties": {
+                "city": {"action": "generalize", "generalize": "truncate", "length": 4}}}}},
+            "collaborators": {"items": {"properties": {"name": {"action": "pseudonymize", "key_id": "t1"}}}},
+        },
+    }
+    assert KEY not in json.dumps(description)
+
+
+def test_a_plan_compiled_from_the_schemas_redaction_tree_removes_the_same():
+    from telemetry_sinks.policy import apply_plan, compile_plan, policy_for
+
+    log = EventLog(handlers=[logging.NullHandler()], load_schema_entry_points=False)
+    schema = log.register_schema(SCHEMA)
+    for allowed in ([SID], {SID: {"allowed_categories": ["user-identifier"]}},
+                    {SID: {"allowed_properties": ["session"]}}):
+        policy = policy_for(allowed, SID)
+        assert apply_plan(EVENT, compile_plan(schema.redaction, policy)) == \
+            apply_plan(EVENT, compile_plan(schema, policy))
 
 
 # --------------------------------------------------------------------------- the tuple form

@@ -144,3 +144,53 @@ def test_repr_never_shows_secrets_or_url_passwords():
     assert "pa55word" not in text and "tok-123456" not in text
     assert "collector.example.org" in text
     sink.close()
+
+
+# --------------------------------------------------------------------------- one table of sinks
+
+
+def _pyproject_entry_points() -> dict[str, tuple[str, str | None]]:
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    with pyproject.open("rb") as file:
+        table = tomllib.load(file)["project"]["entry-points"][registry.ENTRY_POINT_GROUP]
+    found = {}
+    for name, value in table.items():
+        match = re.fullmatch(r"\s*([\w.:]+)\s*(?:\[\s*(\w+)\s*\])?\s*", value)
+        assert match, f"entry point {name} = {value!r} is not 'module:Class [extra]'"
+        found[name] = (match.group(1), match.group(2))
+    return found
+
+
+def test_the_entry_points_in_pyproject_are_the_registry_table():
+    """pyproject.toml declares exactly the sinks of ``registry.known_sinks``, with their extras."""
+    assert _pyproject_entry_points() == registry.known_sinks
+
+
+def test_every_sink_of_the_table_is_a_name_of_the_package():
+    import telemetry_sinks
+
+    for name, (path, _extra) in registry.known_sinks.items():
+        class_name = path.rpartition(":")[2]
+        assert class_name in telemetry_sinks.__all__
+        assert getattr(telemetry_sinks, class_name) is registry.sink_class(name)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchSink'"):
+        telemetry_sinks.NoSuchSink  # noqa: B018 - the attribute access is the test
+
+
+def test_every_sink_of_the_table_declares_where_it_writes():
+    """``describe`` shows each sink's destination from the options the sink tags ``destination``."""
+    from telemetry_sinks.describe.destinations import destination_options
+
+    for name in registry.known_sinks:
+        cls = registry.sink_class(name)
+        options = destination_options(cls)
+        assert options, f"sink {name!r} tags no option destination=(label, kind)"
+        for option, _label, kind in options:
+            trait = cls.class_traits()[option]
+            assert trait.metadata.get("config") and not trait.metadata.get("secret")
+            assert kind in ("path", "url", "hosts", "text")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers.paths import FIXTURES
 
 from telemetry_sinks import EventLog, EventValidationError, SchemaError
 from telemetry_sinks.schema import Schema, load_schema_file
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BINDERHUB = FIXTURES / "binderhub" / "launch-history"
 JE_HEAD = FIXTURES / "jupyter_events" / "head-147cf71"
 JE_INT = FIXTURES / "jupyter_events" / "history-int-version-f613554"

@@ -3,14 +3,19 @@
  * collector's policy (nothing is emitted before, and page code cannot widen it); ``emit()``
  * validates against the schema, applies consent and the policy (default deny, personal data
  * removed by category before any sink sees the event), wraps the event in a capsule and queues
- * it for every sink, each with its own delivery channel.
+ * it for every sink, each with its own delivery channel.  When the collector publishes its
+ * compiled plan (``redaction``), that plan rules: what it drops is dropped everywhere, and what it
+ * pseudonymizes or generalizes is sent only to the collector, which does it before its sinks.
  */
 import { Channel, type DeliveryOptions, type Stats } from "./channel";
 import { Consent, recording } from "./consent";
 import { EventValidationError, UnknownSchemaError } from "./errors";
 import type { NoticeOptions } from "./notice";
 import { Outbox, type PersistOptions } from "./outbox";
-import { applyPlan, categoryTree, compilePlan, personalTexts, type CategoryTree, type Plan } from "./redact";
+import {
+  applyPlan, categoryTree, compilePlan, personalTexts, planFromDescription, roundTimestamp, type CategoryTree,
+  type Plan,
+} from "./redact";
 import { CollectorSink, ConsoleSink, HttpSink, type Sink } from "./sinks";
 import { fnv1a, formatTimestamp, isObject, jsonPath, normalizeCategory, randomHex, utf8Length, warn } from "./util";
 import { compile, type Check } from "./validate";
@@ -62,7 +67,9 @@ interface Compiled {
   spec: PolicySchema;
   check: Check;
   tree: CategoryTree;
+  /** For the collector, and for every other sink (the same unless the collector's plan transforms). */
   plan: Plan | null;
+  other: Plan | null;
 }
 
 const DELIVERY: DeliveryOptions = {
@@ -163,11 +170,13 @@ export class EventLog {
     this.session = this.sessionId();
     for (const spec of policy.schemas) {
       const tree = categoryTree(spec.schema);
-      const plan = compilePlan(tree, new Set(spec.allowed_categories.map(normalizeCategory)),
-        new Set(spec.allowed_properties));
+      const described = spec.redaction?.properties;
+      const plan = described ? planFromDescription(described, true)
+        : compilePlan(tree, new Set(spec.allowed_categories.map(normalizeCategory)), new Set(spec.allowed_properties));
+      const other = described ? planFromDescription(described, false) : plan;
       let versions = this.schemas.get(spec.id);
       if (!versions) this.schemas.set(spec.id, (versions = new Map()));
-      versions.set(spec.version, { spec, check: compile(spec.schema), tree, plan });
+      versions.set(spec.version, { spec, check: compile(spec.schema), tree, plan, other });
     }
     const delivery: DeliveryOptions = { ...DELIVERY };
     for (const key of Object.keys(DELIVERY) as (keyof DeliveryOptions)[]) {
@@ -241,21 +250,27 @@ export class EventLog {
       throw new EventValidationError(id, spec.version, jsonPath(violation.parts), reason);
     }
     if (spec.sample_rate < 1 && fnv1a(`${this.session}:${id}`) / 4294967296 >= spec.sample_rate) return null;
+    const split = compiled.other !== compiled.plan;
+    const otherEvent = split ? (JSON.parse(JSON.stringify(event)) as Record<string, unknown>) : event;
     if (compiled.plan) applyPlan(event, compiled.plan);
+    if (split && compiled.other) applyPlan(otherEvent, compiled.other);
     const when = request.timestamp === undefined ? new Date() : new Date(request.timestamp);
     if (Number.isNaN(when.getTime())) throw new TypeError(`timestamp ${String(request.timestamp)} is not a date`);
-    const capsule: Capsule = {
-      __timestamp__: formatTimestamp(when),
-      __schema__: id,
-      __schema_version__: spec.version,
-      __metadata_version__: METADATA_VERSION,
-      ...event,
-    };
+    const unit = spec.redaction?.timestamp?.unit;
+    const stamp = unit ? roundTimestamp(formatTimestamp(when), unit) : formatTimestamp(when);
     const eventId = `${this.producer}-${++this.sequence}`;
-    const json = JSON.stringify({ ...capsule, __event_id__: eventId });
-    const envelope: Envelope = { id: eventId, schema: id, json, bytes: utf8Length(json), time: when.getTime() };
+    const wrap = (fields: Record<string, unknown>): [Capsule, Envelope] => {
+      const capsule: Capsule = {
+        __timestamp__: stamp, __schema__: id, __schema_version__: spec.version,
+        __metadata_version__: METADATA_VERSION, ...fields,
+      };
+      const json = JSON.stringify({ ...capsule, __event_id__: eventId });
+      return [capsule, { id: eventId, schema: id, json, bytes: utf8Length(json), time: when.getTime() }];
+    };
+    const [capsule, envelope] = wrap(event);
+    const others = split ? wrap(otherEvent)[1] : envelope;
     this.emitted++;
-    for (const channel of this.channels) channel.push(envelope);
+    for (const channel of this.channels) channel.push(channel.sink instanceof CollectorSink ? envelope : others);
     return capsule;
   }
 

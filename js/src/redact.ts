@@ -105,3 +105,42 @@ export function applyPlan(data: Record<string, unknown>, plan: Plan): void {
     if (Array.isArray(items)) for (const item of items) if (isObject(item)) applyPlan(item, child);
   }
 }
+
+/** One property of the collector's compiled plan (``EventLog.describe_redaction``): an action, or nesting. */
+export interface RedactionEntry {
+  action?: string;
+  properties?: Record<string, RedactionEntry>;
+  items?: { properties?: Record<string, RedactionEntry> };
+}
+
+/**
+ * A destination's plan from the collector's: what the collector drops is dropped for every sink;
+ * what it pseudonymizes or generalizes goes as it is to the collector only, which does it before
+ * any of its own sinks (a page never holds the pseudonym key), and is dropped for every other sink.
+ */
+export function planFromDescription(props: Record<string, RedactionEntry>, collector: boolean): Plan | null {
+  const plan: Plan = { drop: [], children: [], arrays: [] };
+  for (const [name, entry] of Object.entries(props)) {
+    if (entry.action) {
+      if (entry.action === "drop" || (!collector && entry.action !== "keep")) plan.drop.push(name);
+      continue;
+    }
+    const child = isObject(entry.properties) ? planFromDescription(entry.properties, collector) : null;
+    if (child) plan.children.push([name, child]);
+    const items = isObject(entry.items) && isObject(entry.items.properties)
+      ? planFromDescription(entry.items.properties, collector) : null;
+    if (items) plan.arrays.push([name, items]);
+  }
+  return plan.drop.length || plan.children.length || plan.arrays.length ? plan : null;
+}
+
+const CUT: Record<string, [number, string]> = {
+  second: [19, ".000000Z"], minute: [16, ":00.000000Z"], hour: [13, ":00:00.000000Z"],
+  day: [10, "T00:00:00.000000Z"], month: [8, "01T00:00:00.000000Z"], year: [5, "01-01T00:00:00.000000Z"],
+};
+
+/** A capsule time (``formatTimestamp``'s form) rounded down to ``unit`` in UTC, as the collector does. */
+export function roundTimestamp(text: string, unit: string): string {
+  const cut = CUT[unit];
+  return cut ? text.slice(0, cut[0]) + cut[1] : text;
+}

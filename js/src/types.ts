@@ -1,4 +1,5 @@
 /** Shapes shared by the modules: the collector's policy document, capsules, envelopes. */
+import type { RedactionEntry } from "./redact";
 
 export type ConsentMode = "required" | "opt-out" | "opt-in";
 export type ConsentState = "granted" | "denied" | "pending" | "required";
@@ -27,6 +28,11 @@ export interface PolicySchema {
   allowed_categories: string[];
   allowed_properties: string[];
   schema: JsonSchema;
+  /** The collector's compiled plan for this version (``EventLog.describe_redaction``), when it has one. */
+  redaction?: {
+    timestamp: { unit?: string } | null;
+    properties: Record<string, RedactionEntry>;
+  };
 }
 
 export type SinkSpec =

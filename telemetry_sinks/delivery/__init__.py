@@ -1,26 +1,42 @@
-"""The delivery core shared by every network sink.
+"""The delivery core shared by every network sink, at the bottom of the import graph.
 
-A backend adapter subclasses :class:`NetworkSink` and implements ``send_batch``;
-batching, bounded queueing, retries, the disk spool, dead letters, flush/close,
-fork safety and self-metrics live here once.
+An engine (:class:`DeliveryEngine`) is built from an adapter (any object with
+``label``, ``open``, ``send_batch``, ``close_backend`` and ``mask``: the
+:class:`Adapter` protocol) and plain options (:class:`DeliveryOptions`).
+Batching, bounded queueing, retries, the disk spool, dead letters, flush/close,
+fork safety and self-metrics live here once; adapters that split a batch into
+several requests share the request toolkit (:mod:`.toolkit`).
 
-Modules: ``sink`` (the base class and its options), ``engine`` (queue and
-worker), ``spool`` (the write-ahead log and its format), ``retry`` (backoff and
-failure classification), ``deadletter``, ``metrics``, ``envelope`` (the adapter
-contract's data types).
+Nothing here imports traitlets, the sinks or the EventLog: the traitlets front
+end of network sinks is :class:`telemetry_sinks.sinks.network.NetworkSink`.
+
+Modules: ``adapter`` (the contract), ``options``, ``engine`` (queue and worker),
+``envelope`` (the contract's data types and event ids), ``toolkit`` (request
+splitting, bisection, sending a list of requests), ``spool`` (the write-ahead
+log and its format), ``retry`` (backoff and failure classification),
+``deadletter``, ``replay``, ``metrics``.
 """
 
+from .adapter import Adapter
+from .engine import DeliveryEngine
 from .envelope import BatchResult, Envelope, PermanentError, RetryableError
+from .options import DeliveryOptions, OptionError
 from .retry import Backoff, is_retryable_status, parse_retry_after
-from .sink import NetworkSink
+from .toolkit import RequestRefused, send_requests, split_requests
 
 __all__ = [
+    "Adapter",
     "Backoff",
     "BatchResult",
+    "DeliveryEngine",
+    "DeliveryOptions",
     "Envelope",
-    "NetworkSink",
+    "OptionError",
     "PermanentError",
+    "RequestRefused",
     "RetryableError",
     "is_retryable_status",
     "parse_retry_after",
+    "send_requests",
+    "split_requests",
 ]

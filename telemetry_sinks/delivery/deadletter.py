@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..capsule import format_timestamp
+from ..fileio import write_all
 from .envelope import Envelope
 
 log = logging.getLogger("telemetry_sinks.delivery")
@@ -60,9 +61,7 @@ class DeadLetterFile:
                     os.makedirs(directory, exist_ok=True)
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, data)
                 finally:
                     os.close(fd)
             except OSError as exc:

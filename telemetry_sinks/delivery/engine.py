@@ -1,8 +1,14 @@
 """The delivery engine: bounded queue, background worker, retries, spool and dead letters.
 
+``DeliveryEngine(adapter, options)`` delivers events through an
+:class:`~telemetry_sinks.delivery.adapter.Adapter` (the code that talks to one
+backend) as :class:`~telemetry_sinks.delivery.options.DeliveryOptions` say.
 ``put`` (the hot path) only appends to an in-memory queue under a lock; one
-daemon thread per sink, started on the first event, does everything else:
+daemon thread per engine, started on the first event (or at ``start()`` when the
+spool holds events from earlier runs), does everything else:
 
+* connects through the adapter's ``open()``, and connects again after a failed
+  ``open()``, when a result asks for it (``BatchResult.reconnect``) and after a fork;
 * sends batches (by count, bytes or age) through the adapter's ``send_batch``;
 * retries retryable failures with backoff, honouring the backend's Retry-After;
 * while the backend is down, writes the queue to the spool (if configured) and
@@ -38,17 +44,17 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import SinkConfigError
 from . import metrics
+from .adapter import Adapter
 from .deadletter import DeadLetterFile
 from .envelope import BatchResult, Envelope, PermanentError, RetryableError, next_event_id
-from .retry import Backoff
+from .options import DeliveryOptions
+from .retry import Backoff, error_text
 from .spool import Spool
-
-if TYPE_CHECKING:
-    from .sink import NetworkSink
+from .toolkit import split_requests
 
 log = logging.getLogger("telemetry_sinks.delivery")
 
@@ -68,55 +74,59 @@ Action = Callable[[], None]
 
 
 class DeliveryEngine:
-    """Queue, worker thread, spool and dead letters of one :class:`NetworkSink`.
+    """Queue, worker thread, spool and dead letters in front of one :class:`Adapter`.
 
-    The sink's options are read once, here.  ``backend`` provides ``send_batch``,
-    ``open``, ``close_backend``, ``label`` and ``redact``.
+    ``options`` are read once, here (a frozen :class:`DeliveryOptions`; the
+    defaults when None).  Nothing is sent before the first ``put()`` or ``start()``.
     """
 
-    def __init__(self, backend: NetworkSink) -> None:
-        self._backend = backend
-        self._batch_events = backend.max_batch_events
-        self._batch_bytes = backend.max_batch_bytes
-        self._flush_interval = backend.flush_interval
-        self._max_events = backend.max_queue_events
-        self._max_bytes = backend.max_queue_bytes
+    def __init__(self, adapter: Adapter, options: DeliveryOptions | None = None) -> None:
+        options = DeliveryOptions() if options is None else options
+        self._adapter = adapter
+        self.options = options
+        self._batch_events = options.max_batch_events
+        self._batch_bytes = options.max_batch_bytes
+        self._flush_interval = options.flush_interval
+        self._max_events = options.max_queue_events
+        self._max_bytes = options.max_queue_bytes
         # "Pressure": the queue is half full; the worker then moves it to the spool if it can.
         self._pressure_events = (self._max_events + 1) // 2
         self._pressure_bytes = (self._max_bytes + 1) // 2
-        self._overflow = backend.effective_overflow
-        self._block_timeout = backend.block_timeout
-        self._max_retry_time = backend.max_retry_time
-        self._close_timeout = backend.close_timeout
-        self._report_interval = backend.drop_report_interval
-        self._backoff = Backoff(backend.retry_initial_backoff, backend.retry_max_backoff)
+        self._overflow = options.effective_overflow
+        self._block_timeout = options.block_timeout
+        self._max_retry_time = options.max_retry_time
+        self._close_timeout = options.close_timeout
+        self._report_interval = options.drop_report_interval
+        self._backoff = Backoff(options.retry_initial_backoff, options.retry_max_backoff)
         self._spool: Spool | None = None
-        if backend.spool_dir:
-            _check_spool_dir_unused(backend.spool_dir)
+        if options.spool_dir:
+            _check_spool_dir_unused(options.spool_dir)
             try:
                 self._spool = Spool(
-                    backend.spool_dir,
-                    max_bytes=backend.max_spool_bytes,
-                    segment_bytes=backend.spool_segment_bytes,
-                    fsync=backend.spool_fsync,
+                    options.spool_dir,
+                    max_bytes=options.max_spool_bytes,
+                    segment_bytes=options.spool_segment_bytes,
+                    fsync=options.spool_fsync,
                     evict_oldest=self._overflow == "drop_oldest",
                 )
             except OSError as exc:
                 raise SinkConfigError(
-                    f"spool_dir {backend.spool_dir!r} cannot be used: {exc.strerror or exc}"
+                    f"spool_dir {options.spool_dir!r} cannot be used: {exc.strerror or exc}"
                 ) from None
-        dead_letter_file = backend.dead_letter_file
-        if dead_letter_file is None and backend.spool_dir:
-            dead_letter_file = os.path.join(backend.spool_dir, "dead_letters.jsonl")
+        dead_letter_file = options.dead_letter_path
         self._dead = DeadLetterFile(dead_letter_file) if dead_letter_file else None
         self._closed = False
         self._close_done = False  # close() has finished: reopen() may start over
         self._reset_state()
         _open_engines.add(self)
         metrics.observe(self)
+
+    def start(self) -> None:
+        """Start replaying the spool now if it holds events (otherwise the first event starts)."""
         if self._spool is not None and self._spool.has_backlog():
             with self._lock:
-                self._start_worker_locked()
+                if self._worker is None and not self._closed:
+                    self._start_worker_locked()
 
     def _reset_state(self) -> None:
         """Fresh locks, an empty queue and zero counters (at start and in a forked child)."""
@@ -145,8 +155,8 @@ class DeliveryEngine:
 
     @property
     def label(self) -> str:
-        """The sink's name in warnings, dead letters and metrics."""
-        return self._backend.label
+        """The adapter's name in warnings, dead letters and metrics."""
+        return self._adapter.label
 
     @property
     def dead_letter_path(self) -> str | None:
@@ -306,18 +316,15 @@ class DeliveryEngine:
                 except Exception as exc:  # a bug; keep the worker alive, and lose nothing
                     log.exception("delivery worker of sink %r failed", self.label)
                     with self._lock:
-                        self._last_error = self._backend.redact(f"{type(exc).__name__}: {exc}")
+                        self._last_error = self._adapter.mask(error_text(exc))
                         self._retry_stranded_locked()
                         self._work.wait(0.1)
         finally:
             with self._lock:
                 abandoned = self._retired_locked()
                 self._done.notify_all()
-            if self._opened and not abandoned:
-                try:
-                    self._backend.close_backend()
-                except Exception:
-                    log.exception("sink %r: close_backend() failed", self.label)
+            if not abandoned:
+                self._disconnect()
 
     def _retired_locked(self) -> bool:
         """True in the worker thread once close() gave up on it (a new one may have taken over)."""
@@ -413,17 +420,10 @@ class DeliveryEngine:
             queue.clear()
             self._queue_bytes = 0
             return batch
-        count = min(len(queue), self._batch_events)
-        if self._queue_bytes > self._batch_bytes:
-            taken = size = 0
-            for env in queue:
-                if taken >= count or (taken and size + env.size > self._batch_bytes):
-                    break
-                taken += 1
-                size += env.size
-            count = taken
+        batch = next(split_requests(queue, self._batch_events, self._batch_bytes))
         popleft = queue.popleft  # in place: blocked producers hold a reference to the deque
-        batch = [popleft() for _ in range(count)]
+        for _ in range(len(batch)):
+            popleft()
         self._queue_bytes -= sum(map(_SIZE, batch))
         return batch
 
@@ -484,19 +484,29 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------------ sending
 
-    def _call_backend(self, batch: list[Envelope]) -> BatchResult:
-        """Run the adapter; exceptions become a result for the whole batch."""
+    def _disconnect(self) -> None:
+        """Close the adapter's connection (if open); the next send opens a new one."""
+        if not self._opened:
+            return
+        self._opened = False
+        try:
+            self._adapter.close_backend()
+        except Exception:
+            log.exception("sink %r: close_backend() failed", self.label)
+
+    def _call_adapter(self, batch: list[Envelope]) -> BatchResult:
+        """Run the adapter (connecting first if needed); exceptions become a result for the batch."""
         try:
             if not self._opened:
-                self._backend.open()
+                self._adapter.open()
                 self._opened = True
-            result = self._backend.send_batch(batch)
+            result = self._adapter.send_batch(batch)
         except PermanentError as exc:
-            return BatchResult.reject_all(batch, _describe(exc))
+            return BatchResult.reject_all(batch, error_text(exc))
         except RetryableError as exc:
-            return BatchResult.retry_all(batch, _describe(exc), exc.retry_after)
+            return BatchResult.retry_all(batch, error_text(exc), exc.retry_after)
         except Exception as exc:
-            return BatchResult.retry_all(batch, _describe(exc))
+            return BatchResult.retry_all(batch, error_text(exc))
         if result is None:
             return BatchResult.ok()
         if not isinstance(result, BatchResult):  # an adapter bug: keep the events, say why
@@ -506,17 +516,19 @@ class DeliveryEngine:
 
     def _deliver(self, batch: list[Envelope]) -> None:
         """Send ``batch`` and settle every event in it: acknowledged, retried or rejected."""
-        result = self._call_backend(batch)
+        result = self._call_adapter(batch)
+        if result.reconnect:
+            self._disconnect()
         durable = batch[0].segment is not None
         retry: list[Envelope] = []
         rejected: list[tuple[Envelope, str]] = []
         done = batch
         if result.retryable or result.permanent:
-            redact = self._backend.redact
+            mask = self._adapter.mask
             retry = [env for env in batch if env.event_id in result.retryable]
             done = [env for env in batch if env.event_id not in result.retryable]
             rejected = [
-                (env, redact(result.permanent[env.event_id]))
+                (env, mask(result.permanent[env.event_id]))
                 for env in done
                 if env.event_id in result.permanent
             ]
@@ -534,7 +546,7 @@ class DeliveryEngine:
             if durable:
                 self._counts["replayed"] += acked
             if retry:
-                self._last_error = self._backend.redact(result.retryable[retry[0].event_id])
+                self._last_error = self._adapter.mask(result.retryable[retry[0].event_id])
                 self._attempt += 1
                 self._retry_at = now + self._backoff.delay(self._attempt, result.retry_after)
                 if batch is not self._pending:  # a fresh batch: its retry time starts now
@@ -672,6 +684,19 @@ class DeliveryEngine:
         reason = f"not delivered within close_timeout={self._close_timeout:g} s: {last_error}"
         self._reject([(env, reason) for env in leftovers], "undelivered at close, no spool_dir")
 
+    def backpressure(self) -> bool:
+        """True when new events would soon be dropped or block: memory (and spool) nearly full."""
+        with self._lock:
+            memory_full = (
+                len(self._queue) >= 0.9 * self._max_events
+                or self._memory_locked() >= 0.9 * self._max_bytes
+            )
+        if not memory_full:
+            return False
+        if self._overflow == "spill" and self._spool is not None:
+            return self._spool.size >= 0.9 * self.options.max_spool_bytes
+        return True
+
     def stats(self) -> dict[str, Any]:
         """Counters and levels (see :mod:`telemetry_sinks.delivery.metrics`) and ``last_error``."""
         with self._lock:
@@ -702,11 +727,6 @@ def _check_spool_dir_unused(directory: str) -> None:
             )
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 # ---------------------------------------------------------------------- process hooks
 
 _open_engines: weakref.WeakSet[DeliveryEngine] = weakref.WeakSet()
@@ -734,4 +754,4 @@ def _reset_all_in_child() -> None:
 atexit.register(_close_all_at_exit)
 os.register_at_fork(after_in_child=_reset_all_in_child)
 
-__all__ = ["DeliveryEngine"]
+__all__ = ["EVENT_OVERHEAD", "DeliveryEngine"]

@@ -3,7 +3,7 @@
 An :class:`Envelope` is one encoded event on its way to a backend.  An adapter's
 ``send_batch`` gets a list of them and answers with a :class:`BatchResult` (or
 raises :class:`PermanentError` / :class:`RetryableError` / any exception for the
-whole batch).
+whole batch); see :mod:`telemetry_sinks.delivery.adapter`.
 
 Event ids are ``"<producer>-<sequence>"``: a random 16-hex-digit id per process
 (a forked child gets a new one) and a 12-digit counter, so ids are unique, sort
@@ -108,11 +108,14 @@ class BatchResult:
 
     ``retryable`` and ``permanent`` map event ids to a reason; ``retry_after`` is
     the backend's requested delay in seconds (e.g. from a ``Retry-After`` header).
+    ``reconnect`` asks the engine to drop the adapter's connection
+    (``close_backend()``) and ``open()`` a new one before the next attempt.
     """
 
     retryable: dict[str, str] = field(default_factory=dict)
     permanent: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
+    reconnect: bool = False
 
     @classmethod
     def ok(cls) -> BatchResult:
@@ -140,6 +143,16 @@ class BatchResult:
     def reject(self, event_id: str, reason: str) -> None:
         """Mark one event as permanently rejected."""
         self.permanent[event_id] = reason
+
+    def merge(self, other: BatchResult | None) -> BatchResult:
+        """Add the outcomes of ``other`` (a part of the same batch) to this result; return it."""
+        if other is not None:
+            self.retryable.update(other.retryable)
+            self.permanent.update(other.permanent)
+            if other.retry_after is not None:
+                self.retry_after = max(self.retry_after or 0.0, other.retry_after)
+            self.reconnect = self.reconnect or other.reconnect
+        return self
 
 
 __all__ = [

@@ -23,13 +23,30 @@ import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..capsule import encode
+from ..fileio import write_all
 from .deadletter import read_dead_letters
+from .options import DeliveryOptions
 
-if TYPE_CHECKING:
-    from .sink import NetworkSink
+
+class ReplayTarget(Protocol):
+    """What a replay needs of a sink (every network sink is one)."""
+
+    @property
+    def delivery_options(self) -> DeliveryOptions: ...
+
+    @property
+    def dead_letter_path(self) -> str | None: ...
+
+    def resend(self, data: str, event_id: str) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 class ReplayError(Exception):
@@ -56,7 +73,7 @@ class ReplayReport:
 
 def replay_dead_letters(
     path: str,
-    sinks: Mapping[str, NetworkSink],
+    sinks: Mapping[str, ReplayTarget],
     *,
     allowed: Callable[[Any], bool] | None = None,
     timeout: float = 60.0,
@@ -85,10 +102,7 @@ def replay_dead_letters(
     try:
 
         def keep(number: int, line: str, why: str) -> None:
-            data = line.encode("utf-8", errors="surrogateescape")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(keep_fd, view) :]
+            write_all(keep_fd, line.encode("utf-8", errors="surrogateescape"))
             report.kept.append((number, why))
 
         for number, record, line in read_dead_letters(working):
@@ -116,7 +130,8 @@ def replay_dead_letters(
             sink.resend(encode(payload), str(record["event_id"]))
             report.resent[name] += 1
             # Never more than half the queue in flight: nothing is dropped for lack of room.
-            if report.resent[name] % max(1, sink.max_queue_events // 2) == 0 and not sink.flush(timeout):
+            step = max(1, sink.delivery_options.max_queue_events // 2)
+            if report.resent[name] % step == 0 and not sink.flush(timeout):
                 stalled.add(name)
         for name in before:
             sinks[name].flush(timeout)
@@ -136,4 +151,4 @@ def replay_dead_letters(
     return report
 
 
-__all__ = ["ReplayError", "ReplayReport", "replay_dead_letters"]
+__all__ = ["ReplayError", "ReplayReport", "ReplayTarget", "replay_dead_letters"]

@@ -18,6 +18,12 @@ if hasattr(os, "register_at_fork"):  # forked workers must not retry in lockstep
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` of an exception (``Type`` alone when it has no message): a reason."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def is_retryable_status(status: int) -> bool:
     """True for 408, 425, 429 and 5xx: the same request may succeed later."""
     return status in RETRYABLE_STATUSES or 500 <= status <= 599
@@ -67,4 +73,4 @@ class Backoff:
         return delay
 
 
-__all__ = ["Backoff", "RETRYABLE_STATUSES", "is_retryable_status", "parse_retry_after"]
+__all__ = ["Backoff", "RETRYABLE_STATUSES", "error_text", "is_retryable_status", "parse_retry_after"]

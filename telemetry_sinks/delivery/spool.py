@@ -52,12 +52,14 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..fileio import write_all
 from .envelope import Envelope, producer_id
+from .toolkit import split_requests
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: one process per spool_dir
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no fcntl on Windows: the checks below test for None
 
 log = logging.getLogger("telemetry_sinks.delivery")
 
@@ -319,14 +321,11 @@ class Spool:
             if self._head is not None and _unlinked(self._head.fd):
                 self._roll_locked()  # deleted under us: kept in memory, a new file takes over
             head = self._head or self._new_head_locked()
-            # A view of a copy: a traceback kept alive (e.g. by a log handler holding the record)
-            # must not pin an export of the caller's bytearray, which append() clears.
-            view = memoryview(bytes(buf))
-            while view:
-                written = os.write(head.fd, view)
-                view = view[written:]
-                head.size += written
-                self._size += written
+            # A copy: a traceback kept alive (e.g. by a log handler holding the record) must
+            # not pin a memoryview export of the caller's bytearray, which append() clears.
+            written = write_all(head.fd, bytes(buf))
+            head.size += written
+            self._size += written
             if self.fsync:
                 os.fsync(head.fd)
         except OSError as exc:
@@ -428,14 +427,9 @@ class Spool:
                 if segment is None:
                     return []
                 self._claimed.append(segment)
-            batch: list[Envelope] = []
-            size = 0
-            for event_id, data in itertools.islice(segment.records, segment.cursor, None):
-                env = Envelope(event_id, data, segment=segment)
-                if batch and (len(batch) >= max_events or size + env.size > max_bytes):
-                    break
-                batch.append(env)
-                size += env.size
+            records = itertools.islice(segment.records, segment.cursor, None)
+            envelopes = (Envelope(event_id, data, segment=segment) for event_id, data in records)
+            batch = next(split_requests(envelopes, max_events, max_bytes), [])
             segment.cursor += len(batch)
             segment.outstanding += len(batch)
             return batch
@@ -443,7 +437,7 @@ class Spool:
     def ack(self, envelopes: Sequence[Envelope]) -> None:
         """Mark replayed records as delivered; delete segments with nothing left to deliver."""
         with self._lock:
-            touched = []
+            touched: list[Segment] = []
             for env in envelopes:
                 segment = env.segment
                 segment.outstanding -= 1
@@ -458,6 +452,7 @@ class Spool:
                     self._delete_locked(segment)
 
     def _claim_next_locked(self) -> Segment | None:
+        segment: Segment | None
         while self._orphans:
             segment = self._orphans.pop(0)
             if segment.records:
@@ -556,9 +551,7 @@ class Spool:
         try:
             self._new_head_locked()
             assert self._head is not None
-            data = memoryview(b"".join(encode_record(i, d) for i, d in records))
-            while data:
-                data = data[os.write(self._head.fd, data) :]
+            write_all(self._head.fd, b"".join(encode_record(i, d) for i, d in records))
         except OSError as exc:
             log.warning("spool %s: %d events of segments deleted under this process cannot be "
                         "written again (%s); they are lost", self.directory, len(records), str(exc))

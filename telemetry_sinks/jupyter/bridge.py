@@ -44,7 +44,7 @@ def route_library_log(host_log: logging.Logger) -> None:
     library = logging.getLogger(LIBRARY_LOGGER)
     if library.parent is host_log:
         return
-    library.parent = host_log  # type: ignore[assignment]
+    library.parent = host_log
     library.propagate = True
 
 

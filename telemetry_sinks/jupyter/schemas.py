@@ -76,6 +76,8 @@ def installed_schema_files() -> Iterator[Path]:
             module = __import__(package)
         except ImportError:
             continue
+        if module.__file__ is None:  # a namespace package: no files of its own
+            continue
         directory = Path(module.__file__).parent / folder
         if directory.is_dir():
             yield from iter_schema_files(directory)

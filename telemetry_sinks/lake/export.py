@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ..archive_index import day_files
 from ..errors import SchemaError
 from ..schema import check_schema, iter_schema_files, load_schema_file
-from ..sinks.archive import day_files
 from .arrow import EventTable
 from .store import LakeStore, PartFile, Partition
 from .writer import compact, route, utc_today
@@ -83,7 +83,9 @@ class ExportResult:
 
 
 def _open_lines(path: str) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+    if path.endswith(".gz"):
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # a binary file like any
+    return open(path, "rb")
 
 
 def export_archive(
@@ -116,7 +118,7 @@ def export_archive(
     def table_for(schema_id: str | None, version: int) -> EventTable:
         table = tables.get((schema_id, version))
         if table is None:
-            body = schemas.get((schema_id, version)) if schema_id is not None else None  # type: ignore[arg-type]
+            body = schemas.get((schema_id, version)) if schema_id is not None else None
             table = tables[(schema_id, version)] = EventTable(schema_id, version, body)
         return table
 

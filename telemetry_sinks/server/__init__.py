@@ -12,7 +12,7 @@ Needs tornado: ``pip install "telemetry-sinks[server]"``.
 from __future__ import annotations
 
 try:
-    import tornado  # noqa: F401
+    import tornado  # noqa: F401 - imported only to fail early, naming the extra to install
 except ImportError as exc:  # pragma: no cover - depends on the installation
     from ..errors import MissingExtraError
 

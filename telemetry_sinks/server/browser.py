@@ -3,7 +3,10 @@
 ``GET /api/policy``
     Public.  What a page may record, for the browser EventLog: the allowed
     schemas (every registered version, with its JSON Schema), the categories and
-    properties each keeps, its consent mode and this user's state, the sampling
+    properties each keeps and its compiled plan (``EventLog.describe_redaction``:
+    what is dropped, pseudonymized or generalized; the module sends what is
+    pseudonymized or generalized only to the collector, which never gives pages
+    the key), its consent mode and this user's state, the sampling
     rate, the browser sinks the operator enabled, and the collector's limits.
     Schemas that are registered but not recorded are listed by id only.
 ``GET /api/consent``, ``POST /api/consent``
@@ -163,6 +166,9 @@ def browser_policy(
                 "allowed_categories": sorted(policy.allowed_categories | {UNRESTRICTED}),
                 "allowed_properties": sorted(policy.allowed_properties),
                 "schema": body,
+                # The compiled plan: the module drops what it drops, and sends what it pseudonymizes or
+                # generalizes only to the collector (no key in pages), which does it before any sink.
+                "redaction": eventlog.describe_redaction(sid, version),
             })
     return {
         "policy_version": POLICY_VERSION,
@@ -276,7 +282,7 @@ class ModuleHandler(tornado.web.StaticFileHandler):
         origin = self.request.headers.get("Origin")
         if collector.cors_allowed_origins:
             self.set_header("Vary", "Origin")
-            if origin in collector.cors_allowed_origins:
+            if origin is not None and origin in collector.cors_allowed_origins:
                 self.set_header("Access-Control-Allow-Origin", origin)
         self.set_header("Cross-Origin-Resource-Policy", "cross-origin")
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -336,7 +342,8 @@ class DemoHandler(PublicHandler):
         self.finish(demo_page(examples))
 
 
-def routes() -> list[tuple[str, Any, dict[str, Any] | None]]:
+def routes() -> list[Any]:
+    """The browser endpoints, as tornado rules ``(pattern, handler, kwargs)``."""
     return [
         (r"/api/policy/?", PolicyHandler, None),
         (r"/api/consent/?", ConsentHandler, None),

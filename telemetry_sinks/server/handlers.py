@@ -135,6 +135,14 @@ def _parse_timestamp(value: Any, path: str) -> str:
 class _Event:
     __slots__ = ("schema_id", "version", "data", "timestamp", "event_id", "data_path", "keys")
 
+    schema_id: Any
+    version: Any
+    data: Any
+    timestamp: str | None
+    event_id: str | None
+    data_path: str
+    keys: tuple[str, ...]
+
 
 def _unpack(item: Any) -> _Event:
     """Read one item of a request: Jupyter Server's body shape or a capsule."""
@@ -337,6 +345,10 @@ class BaseHandler(tornado.web.RequestHandler):
         return ApiError(401, f"authentication required; {how}",
                         {"WWW-Authenticate": 'Bearer realm="telemetry-sinks"'})
 
+    #: True where every request must pass ``auth_error()``, browser requests included
+    #: (the collector as a JupyterHub service: the Hub vouches for each user and server).
+    authenticates_every_request = False
+
     def is_browser_request(self) -> bool:
         """No bearer token configured, or none sent while ``browser_events`` accepts such requests.
 
@@ -478,11 +490,12 @@ class EventsHandler(BaseHandler):
             super().prepare()
             return
         # The server-wide max_body_size would answer a bare 400; this handler answers 413 itself.
-        connection = self.request.connection
+        connection: Any = self.request.connection
         if hasattr(connection, "set_max_body_size"):
             connection.set_max_body_size(2**62)
         self._browser = self.is_browser_request()
-        error = (None if self._browser else self.auth_error()) or self._content_type_error()
+        skip_auth = self._browser and not self.authenticates_every_request
+        error = (None if skip_auth else self.auth_error()) or self._content_type_error()
         length = self.request.headers.get("Content-Length")
         if length is not None:
             if not length.strip().isdigit():

@@ -75,7 +75,7 @@ def make_hub_app(collector: Collector) -> tornado.web.Application:
     """The collector's API under the service prefix, each endpoint behind Hub authentication."""
     auth = _hub_auth_module()
 
-    class HubIdentity(auth.HubOAuthenticated):
+    class HubIdentity(auth.HubOAuthenticated):  # type: ignore[name-defined]  # jupyterhub, imported at run time
         """Who the Hub says sent the request (a user's OAuth cookie or any Hub API token)."""
 
         @property
@@ -91,6 +91,12 @@ def make_hub_app(collector: Collector) -> tornado.web.Application:
             return set(self.settings["collector"].hub_scopes) or None
 
         _refused: str | None = None
+        authenticates_every_request = True
+
+        def is_browser_request(self) -> bool:
+            """A user's browser (the OAuth cookie), not a server with a Hub API token: the
+            user's consent applies to its events."""
+            return "Authorization" not in self.request.headers
 
         def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
             try:
@@ -134,7 +140,7 @@ def make_hub_app(collector: Collector) -> tornado.web.Application:
             self.write_json(200, {"name": user["name"], "kind": user.get("kind", "user"),
                                   "xsrf_token": self.xsrf_token.decode("ascii")})
 
-    class Callback(auth.HubOAuthCallbackHandler):
+    class Callback(auth.HubOAuthCallbackHandler):  # type: ignore[name-defined]  # jupyterhub, imported at run time
         @property
         def hub_auth(self) -> Any:
             return self.settings["hub_auth"]

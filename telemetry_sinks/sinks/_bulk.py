@@ -52,11 +52,8 @@ in the spool until the cluster takes them; without one, they are dead-lettered
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import json
 import logging
-import re
-import string
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -64,17 +61,31 @@ from typing import Any, ClassVar
 from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, Union, validate
 
-from ..capsule import parse_timestamp
-from ..delivery import BatchResult, Envelope, NetworkSink
-from ..delivery.retry import is_retryable_status
+from ..capsule import event_time, format_timestamp
+from ..delivery import BatchResult, Envelope, PermanentError, RequestRefused, RetryableError, send_requests
+from ..delivery.retry import error_text, is_retryable_status
 from ..errors import SinkConfigError
-from .base import mask_url_password
+from ..masking import mask_url_password
+from .naming import TEMPLATE_ERRORS, NameOption, NameRule, name_template
+from .network import NetworkSink
 
 log = logging.getLogger("telemetry_sinks.delivery.bulk")
 
 _MiB = 1024 * 1024
-_INDEX_ILLEGAL = re.compile(r'[\\/*?"<>|,#:\s]')
-_MAX_INDEX_BYTES = 255
+#: The rule for index (and data stream) names of Elasticsearch and OpenSearch.
+INDEX_NAME = NameRule(
+    "index name",
+    r'[\\/*?"<>|,#:\s]',
+    255,
+    'Use lowercase letters without \\ / * ? " < > | , # : or spaces, not starting with - _ +',
+    length_in_bytes=True,
+    lowercase=True,
+    strip_leading="-_+",
+    empty="unknown",
+    reserved=(".", ".."),
+)
+#: ``name`` made a valid index name: lowercase, illegal characters as ``_``.
+index_safe = INDEX_NAME.safe
 #: Statuses (per item or for the whole request) and error types that mean "the cluster or
 #: its configuration is not ready" rather than "this document is bad": retried.
 OPERATOR_STATUSES = frozenset({401, 403, 404})
@@ -88,18 +99,18 @@ MISMATCH_STATUSES = frozenset({406, 415})
 FILTER_PATH = "errors,items.*.status,items.*.error"
 
 
-def index_safe(name: str) -> str:
-    """``name`` made a valid index name: lowercase, illegal characters as ``_``."""
-    name = _INDEX_ILLEGAL.sub("_", name.lower()).lstrip("-_+")
-    name = name.encode("utf-8")[:_MAX_INDEX_BYTES].decode("utf-8", "ignore")
-    return "unknown" if name in ("", ".", "..") else name
+class _Action:
+    """One event of a bulk request: its envelope and the index it goes to."""
 
+    __slots__ = ("envelope", "index")
 
-class _Fields(dict):
-    """Template fields from a payload; a missing field renders as ``unknown``."""
+    def __init__(self, envelope: Envelope, index: str) -> None:
+        self.envelope = envelope
+        self.index = index
 
-    def __missing__(self, key: str) -> str:
-        return "unknown"
+    @property
+    def event_id(self) -> str:
+        return self.envelope.event_id
 
 
 @dataclass
@@ -183,13 +194,15 @@ class BulkIndexSink(NetworkSink):
         [Unicode(), List(Unicode())],
         default_value="http://localhost:9200",
         help='Nodes to connect to: "https://host:9200", "https://h1:9200,https://h2:9200" or a list.',
-    ).tag(config=True)
-    index = Unicode(
+    ).tag(config=True, destination=("hosts", "hosts"))
+    index = NameOption(
+        INDEX_NAME,
         "events-{__schema__}-%Y.%m.%d",
+        strftime=True,
         help="Index (or data stream, or alias) to write to. A template: {field} takes a capsule "
         "field, %Y %m %d %H ... format the event's __timestamp__ (UTC); the result is made "
         "index-safe (lowercase; characters \\ / * ? \" < > | , # : and spaces become '_').",
-    ).tag(config=True)
+    ).tag(config=True, destination=("index", "text"))
     op_type = CaselessStrEnum(
         ["create", "index"],
         default_value="create",
@@ -248,36 +261,19 @@ class BulkIndexSink(NetworkSink):
         "process keeps using it.",
     ).tag(config=True, secret=True)
 
-    @validate("index")
-    def _check_index(self, proposal: Any) -> str:
-        value = proposal.value
-        if not value or not value.strip():
-            raise TraitError(f"The 'index' trait of a {type(self).__name__} must not be empty.")
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-        except ValueError as exc:
-            raise TraitError(f"The 'index' trait is not a valid template: {value!r} ({exc}).")
-        if not fields and "%" not in value and index_safe(value) != value:
-            raise TraitError(
-                f"The 'index' trait is not a valid index name: {value!r}. Use lowercase "
-                'letters without \\ / * ? " < > | , # : or spaces, not starting with - _ + '
-                f"(e.g. {index_safe(value)!r})."
-            )
-        return value
-
     @validate("max_document_bytes")
     def _check_max_document_bytes(self, proposal: Any) -> int:
         if proposal.value < 0:
             raise TraitError(f"The 'max_document_bytes' trait must be 0 or more, not {proposal.value}.")
         return proposal.value
 
-    # Class-level defaults: with a spool backlog the worker may start inside NetworkSink.__init__.
-    _client: Any = None
-    _owns_client = False
-    _next_warning = 0.0
-
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        self._next_warning = 0.0
+        self._index = name_template(self, "index")
+        # A given client is ready as it is: usable at once, and never closed by the sink.
+        self._client: Any = self.client
+        self._owns_client = False
         if self.client is None:  # build one now, so that bad options fail at construction
             try:
                 self.make_client().close()
@@ -285,7 +281,7 @@ class BulkIndexSink(NetworkSink):
                 self.close()
                 raise SinkConfigError(
                     f"{type(self).__name__} cannot build its {self.backend_name} client from "
-                    f"these options: {self.redact(f'{type(exc).__name__}: {exc}')}"
+                    f"these options: {self.mask(error_text(exc))}"
                 ) from None
 
     def __repr__(self) -> str:
@@ -297,12 +293,6 @@ class BulkIndexSink(NetworkSink):
         if self.username is None or not self.password:
             return []
         return [base64.b64encode(f"{self.username}:{self.password}".encode()).decode()]
-
-    def redact(self, text: str) -> str:
-        for fragment in self.secret_fragments():
-            if len(fragment) >= 3:
-                text = text.replace(fragment, "***")
-        return super().redact(text)
 
     # ------------------------------------------------------------------ for subclasses
 
@@ -348,17 +338,12 @@ class BulkIndexSink(NetworkSink):
 
     def index_for(self, envelope: Envelope) -> str:
         """The index ``envelope`` goes to (the ``index`` template rendered)."""
-        name = self.index
-        has_time, has_fields = "%" in name, "{" in name
-        if not (has_time or has_fields):
-            return name
-        payload = envelope.payload if isinstance(envelope.payload, dict) else {}
-        if has_time:
-            when = parse_timestamp(payload.get("__timestamp__", payload.get("timestamp")))
-            name = (when or _dt.datetime.now(_dt.timezone.utc)).strftime(name)
-        if has_fields:
-            name = name.format_map(_Fields(payload))
-        return index_safe(name)
+        index = self._index
+        assert index is not None  # the option has a default and cannot be None
+        if index.fixed:
+            return index.template
+        payload = envelope.payload
+        return index.render(payload, event_time(payload))
 
     def document(self, envelope: Envelope) -> str:
         """The JSON source of ``envelope``'s document: its encoded payload, as it is."""
@@ -366,13 +351,11 @@ class BulkIndexSink(NetworkSink):
         field = self.timestamp_field
         if not field or not data.startswith("{"):
             return data
-        payload = envelope.payload if isinstance(envelope.payload, dict) else {}
-        stamp = payload.get("__timestamp__", payload.get("timestamp"))
-        if stamp is None or field in payload:
+        payload = envelope.payload
+        when = event_time(payload)
+        if when is None or field in payload:
             return data
-        when = parse_timestamp(stamp)
-        if when is not None:  # one format every date mapping reads
-            stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        stamp = format_timestamp(when)  # one format every date mapping reads
         head = f"{{{json.dumps(field)}:{json.dumps(stamp)}"
         return head + "}" if data == "{}" else head + "," + data[1:]
 
@@ -384,10 +367,8 @@ class BulkIndexSink(NetworkSink):
         return json.dumps({self.op_type.lower(): meta}, separators=(",", ":"))
 
     def send_batch(self, batch: list[Envelope]) -> BatchResult:
-        if self._client is None:
-            self.open()
         result = BatchResult()
-        sendable = []
+        actions = []
         limit = self.max_document_bytes
         for envelope in batch:
             if limit and envelope.size > limit:
@@ -396,19 +377,21 @@ class BulkIndexSink(NetworkSink):
                     f"event of {envelope.size} bytes is larger than max_document_bytes "
                     f"({limit} bytes)",
                 )
-            else:
-                sendable.append(envelope)
-        if sendable:
-            indexed = [(envelope, self.index_for(envelope)) for envelope in sendable]
-            self._send(indexed, result)
+                continue
+            try:
+                actions.append(_Action(envelope, self.index_for(envelope)))
+            except TEMPLATE_ERRORS as exc:
+                result.reject(envelope.event_id, f"cannot render the index name: {exc}")
+        if actions:  # one bulk request per batch: the batch limits are the request's
+            result.merge(send_requests([actions], self._bulk))
         return result
 
-    def _send(self, indexed: list[tuple[Envelope, str]], result: BatchResult) -> None:
-        """One bulk request for ``indexed`` (events and their index); outcomes into ``result``."""
+    def _bulk(self, actions: list[_Action]) -> BatchResult | None:
+        """One ``_bulk`` request for ``actions``; the answer classified (see the module doc)."""
         lines = []
-        for envelope, index in indexed:
-            lines.append(self.action(envelope, index))
-            lines.append(self.document(envelope))
+        for action in actions:
+            lines.append(self.action(action.envelope, action.index))
+            lines.append(self.document(action.envelope))
         body = "\n".join(lines) + "\n"
         params = {"filter_path": FILTER_PATH}
         if self.pipeline:
@@ -419,22 +402,18 @@ class BulkIndexSink(NetworkSink):
             failure = self.request_failure(exc)
             if failure is None:
                 raise  # unknown: the delivery core retries the batch
-            self._request_failed(indexed, failure, len(body.encode("utf-8")), result)
-            return
+            raise self._request_error(failure, len(actions), len(body.encode("utf-8"))) from None
         items = answer.get("items") if isinstance(answer, dict) else None
-        if not isinstance(items, list) or len(items) != len(indexed):
+        if not isinstance(items, list) or len(items) != len(actions):
             count = len(items) if isinstance(items, list) else "no"
-            for envelope, _ in indexed:
-                result.retry(
-                    envelope.event_id,
-                    f"the {self.backend_name} bulk answer has {count} items for "
-                    f"{len(indexed)} actions",
-                )
-            return
+            raise RetryableError(
+                f"the {self.backend_name} bulk answer has {count} items for {len(actions)} actions"
+            )
         if not answer.get("errors"):
-            return
+            return None
+        result = BatchResult()
         create = self.op_type.lower() == "create" and self.document_ids
-        for (envelope, index), item in zip(indexed, items):
+        for action, item in zip(actions, items):
             outcome = next(iter(item.values()), None) if isinstance(item, dict) else None
             if not isinstance(outcome, dict):
                 outcome = {"status": 500, "error": "no result for this action"}
@@ -442,48 +421,35 @@ class BulkIndexSink(NetworkSink):
             verdict = classify_item(status, error, create)
             if verdict == DELIVERED:
                 continue
-            reason = f"index {index}: {describe_item_error(status, error)}"
+            reason = f"index {action.index}: {describe_item_error(status, error)}"
             if verdict == RETRY:
                 if operator_problem(status, error):
                     self._warn_operator(reason)
-                result.retry(envelope.event_id, reason)
+                result.retry(action.event_id, reason)
             else:
-                result.reject(envelope.event_id, reason)
+                result.reject(action.event_id, reason)
+        return result
 
-    def _request_failed(
-        self,
-        indexed: list[tuple[Envelope, str]],
-        failure: RequestFailure,
-        size: int,
-        result: BatchResult,
-    ) -> None:
+    def _request_error(self, failure: RequestFailure, count: int, size: int) -> Exception:
+        """What a failed bulk request of ``count`` actions (``size`` bytes) means for them."""
         status = failure.status
         verdict = classify_request(status, failure.error_type)
         if verdict == SPLIT:
-            if len(indexed) > 1:
-                half = len(indexed) // 2
-                self._send(indexed[:half], result)
-                self._send(indexed[half:], result)
-                return
-            ((envelope, _),) = indexed
-            result.reject(
-                envelope.event_id,
+            if count > 1:
+                return RequestRefused(f"HTTP 413: {failure.message}", too_large=True)
+            return PermanentError(
                 f"a request of {size} bytes for this one event is too large (HTTP 413: the "
                 f"cluster's http.max_content_length or a proxy's body limit): "
-                f"{failure.message}"[:1000],
+                f"{failure.message}"[:1000]
             )
-            return
         where = "no answer" if status is None else f"HTTP {status}"
         reason = f"bulk request failed ({where}): {failure.message}"[:1000]
-        if verdict == RETRY and status is not None and status >= 400 and not is_retryable_status(status):
+        if verdict == REJECT:
+            return PermanentError(reason)
+        if status is not None and status >= 400 and not is_retryable_status(status):
             reason += " (check the sink's hosts, credentials, privileges and client version)"
             self._warn_operator(reason)
-        if verdict == RETRY:
-            for envelope, _ in indexed:
-                result.retry(envelope.event_id, reason, failure.retry_after)
-        else:
-            for envelope, _ in indexed:
-                result.reject(envelope.event_id, reason)
+        return RetryableError(reason, retry_after=failure.retry_after)
 
     def _warn_operator(self, reason: str) -> None:
         """Log a problem only an operator can fix, at most once per ``drop_report_interval``."""
@@ -491,7 +457,7 @@ class BulkIndexSink(NetworkSink):
         if now < self._next_warning:
             return
         self._next_warning = now + self.drop_report_interval
-        log.warning("sink %r: %s; the events are retried", self.label, self.redact(reason))
+        log.warning("sink %r: %s; the events are retried", self.label, self.mask(reason))
 
 
 __all__ = [

@@ -1,16 +1,9 @@
 """The archive sink: one JSONL file per UTC day plus an index, the mybinder.org archive format.
 
-The public mybinder.org analytics events archive (archive.analytics.mybinder.org)
-is a directory of::
-
-    events-2018-11-03.jsonl     one JSON object per line, sorted by timestamp
-    events-2018-11-04.jsonl
-    ...
-    index.jsonl                 {"name": "events-2018-11-03.jsonl", "date": "2018-11-03", "count": 7057}
-
-``ArchiveSink`` writes that layout, so ``pandas.read_json(path, lines=True)`` reads a
-day directly and ``index.jsonl`` lists the days.  (The mybinder.org indexer writes
-``count`` as a string; this sink writes an integer and reads both.)
+``ArchiveSink`` writes the layout described in :mod:`telemetry_sinks.archive_index`
+(``events-YYYY-MM-DD.jsonl`` files and ``index.jsonl``), so
+``pandas.read_json(path, lines=True)`` reads a day directly and ``index.jsonl``
+lists the days.
 
 How it works
 ------------
@@ -42,9 +35,13 @@ How it works
   day is over): this repairs what a crash left.  An existing file for the day the
   first events belong to is continued (a ``.gz`` is decompressed first).
 - One writing process per directory.
+- **Retention** (:mod:`telemetry_sinks.retention`): with ``max_age`` set, day files
+  whose day ended longer ago are deleted; with retention stages in the EventLog's
+  policy, the personal fields of days old enough are removed or replaced.  Both at
+  start and at each day close.
 
 ``telemetry-sinks archive rebuild DIR`` recomputes ``index.jsonl`` from the files
-(:func:`rebuild_index`).
+(:func:`telemetry_sinks.archive_index.rebuild_index`).
 """
 
 from __future__ import annotations
@@ -55,30 +52,18 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from traitlets import Bool, Unicode
 
-from ..capsule import parse_timestamp, whole_number
+from ..archive_index import INDEX_NAME, IndexEntry, day_files, iter_lines, read_index, write_index
+from ..capsule import event_time, event_timestamp, parse_timestamp
+from ..fileio import replace_file, write_all
+from ..retention import RetentionRules, purge_archive
 from .base import Sink
+from .max_age import MaxAge
 
-__all__ = [
-    "INDEX_NAME",
-    "ArchiveSink",
-    "IndexEntry",
-    "RebuildResult",
-    "count_lines",
-    "day_files",
-    "parse_timestamp",
-    "read_index",
-    "rebuild_index",
-    "write_index",
-]
-
-INDEX_NAME = "index.jsonl"
-DAY_FILE = re.compile(r"^events-(\d{4}-\d{2}-\d{2})\.jsonl(\.gz)?$")
+__all__ = ["ArchiveSink"]
 
 _log = logging.getLogger("telemetry_sinks.sinks.archive")
 _UTC = _dt.timezone.utc
@@ -92,14 +77,10 @@ _MIN = _dt.datetime.min.replace(tzinfo=_UTC)
 
 def _payload_day(payload: Any) -> str | None:
     """The UTC day (``YYYY-MM-DD``) of a payload's ``__timestamp__`` or ``timestamp``."""
-    if not isinstance(payload, dict):
-        return None
-    text = payload.get("__timestamp__", payload.get("timestamp"))
-    if not isinstance(text, str):
-        return None
-    if (text.endswith("Z") or text.endswith("+00:00")) and _DATE.match(text):
+    text = event_timestamp(payload)
+    if isinstance(text, str) and (text.endswith("Z") or text.endswith("+00:00")) and _DATE.match(text):
         return text[:10]  # the common case, already UTC
-    when = parse_timestamp(text)
+    when = event_time(payload)
     return when.date().isoformat() if when else None
 
 
@@ -113,188 +94,17 @@ def _line_key(line: bytes) -> _dt.datetime | None:
         obj = json.loads(line)
     except ValueError:
         return None
-    if isinstance(obj, dict):
-        return parse_timestamp(obj.get("__timestamp__", obj.get("timestamp")))
-    return None
+    return event_time(obj)
 
 
 def _utc_today() -> str:
     return _dt.datetime.now(_UTC).date().isoformat()
 
 
-# --------------------------------------------------------------------------- files and index
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """One line of ``index.jsonl``."""
-
-    name: str
-    date: str
-    count: int
-
-    def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "date": self.date, "count": self.count}
-
-
-def day_files(directory: str | os.PathLike) -> dict[str, str]:
-    """``{date: file name}`` of the day files in ``directory``.
-
-    When a day has both ``.jsonl`` and ``.jsonl.gz`` (a compression that was
-    interrupted), the plain file is the complete one and is chosen.
-    """
-    found: dict[str, str] = {}
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return found
-    for name in names:
-        match = DAY_FILE.match(name)
-        if not match:
-            continue
-        day = match.group(1)
-        if day not in found or not match.group(2):
-            found[day] = name
-    return dict(sorted(found.items()))
-
-
-
-
-def read_index(directory: str | os.PathLike) -> dict[str, IndexEntry]:
-    """``{date: IndexEntry}`` from ``index.jsonl``; ``count`` may be an integer or a string.
-
-    Unreadable lines are skipped with a warning; a missing index is empty.
-    """
-    path = os.path.join(directory, INDEX_NAME)
-    entries: dict[str, IndexEntry] = {}
-    try:
-        stream = open(path, encoding="utf-8")  # noqa: SIM115
-    except FileNotFoundError:
-        return entries
-    with stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                date, name, count = obj["date"], obj["name"], whole_number(obj["count"])
-                if not (isinstance(date, str) and isinstance(name, str) and count is not None):
-                    raise ValueError("date and name must be strings and count a number")
-            except (ValueError, KeyError, TypeError) as exc:
-                _log.warning("%s, line %d is not an index entry {name, date, count}: %s", path, number, exc)
-                continue
-            entries[date] = IndexEntry(name, date, count)
-    return entries
-
-
-def write_index(directory: str | os.PathLike, entries: dict[str, IndexEntry]) -> str:
-    """Write ``index.jsonl`` (sorted by date, ``count`` as an integer) atomically; return its path."""
-    path = os.path.join(directory, INDEX_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        for date in sorted(entries):
-            out.write(json.dumps(entries[date].as_json()) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _open_read(path: str) -> tuple[IO[bytes], IO[bytes]]:
-    """``(reader, raw)``: lines of ``path`` (decompressed if ``.gz``) and the raw file (for progress)."""
-    raw = open(path, "rb")  # noqa: SIM115
-    if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
-    return raw, raw
-
-
-def count_lines(path: str, on_progress: Callable[[int], None] | None = None) -> int:
-    """Non-blank lines of a day file (``.gz`` decompressed); ``on_progress(bytes)`` as it reads."""
-    count = 0
-    reader, raw = _open_read(path)
-    reported = 0
-    with raw, reader:
-        for line in reader:
-            if line.strip():
-                count += 1
-            if on_progress is not None and (count & 0x3FF) == 0:
-                position = raw.tell()
-                if position > reported:
-                    on_progress(position - reported)
-                    reported = position
-        if on_progress is not None:
-            size = os.fstat(raw.fileno()).st_size
-            if size > reported:
-                on_progress(size - reported)
-    return count
-
-
-@dataclass
-class RebuildResult:
-    """What :func:`rebuild_index` found: the new entries and how they differ from the old index."""
-
-    entries: dict[str, IndexEntry]
-    changed: list[tuple[str, IndexEntry | None, IndexEntry | None]]  # (date, old, new)
-    both_forms: list[str]  # days with both .jsonl and .jsonl.gz
-
-    @property
-    def events(self) -> int:
-        return sum(e.count for e in self.entries.values())
-
-
-def rebuild_index(
-    directory: str | os.PathLike,
-    write: bool = True,
-    on_progress: Callable[[int], None] | None = None,
-) -> RebuildResult:
-    """Recompute ``index.jsonl`` from the day files (counting lines, reading ``.gz``).
-
-    The old index may hold ``count`` as a string (as mybinder.org's does) or an
-    integer; the new one holds integers.  With ``write=False`` nothing is written
-    (a check).
-    """
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(2, f"no such archive directory: {directory}")
-    old = read_index(directory)
-    files = day_files(directory)
-    both = [day for day, name in files.items()
-            if not name.endswith(".gz") and os.path.exists(os.path.join(directory, name + ".gz"))]
-    entries = {day: IndexEntry(name, day, count_lines(os.path.join(directory, name), on_progress))
-               for day, name in files.items()}
-    changed = [(day, old.get(day), entries.get(day)) for day in sorted(set(old) | set(entries))
-               if old.get(day) != entries.get(day)]
-    if write:
-        write_index(directory, entries)
-    return RebuildResult(entries, changed, both)
-
-
-def archive_bytes(directory: str | os.PathLike) -> int:
-    """Total size of the day files that :func:`rebuild_index` reads (for a progress bar)."""
-    return sum(os.path.getsize(os.path.join(directory, name)) for name in day_files(directory).values())
-
-
 # --------------------------------------------------------------------------- the sink
 
 
-def _iter_lines(path: str) -> Iterator[bytes]:
-    reader, raw = _open_read(path)
-    with raw, reader:
-        yield from reader
-
-
-def _write_atomic(target: str, lines: Iterator[bytes] | list[bytes], gz: bool) -> None:
-    tmp = target + ".tmp"
-    with open(tmp, "wb") as raw:
-        out: Any = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
-        try:
-            for line in lines:
-                out.write(line)
-        finally:
-            if gz:
-                out.close()
-    os.replace(tmp, target)
-
-
-class ArchiveSink(Sink):
+class ArchiveSink(MaxAge, Sink):
     """Events in one ``events-YYYY-MM-DD.jsonl`` file per UTC day, with an ``index.jsonl``.
 
     The layout of the mybinder.org events archive; see the module documentation
@@ -305,7 +115,7 @@ class ArchiveSink(Sink):
     required_options = ("directory",)
 
     directory = Unicode(None, allow_none=True, help="Directory of the day files and index.jsonl.").tag(
-        config=True
+        config=True, destination=("directory", "path")
     )
     compress = Bool(
         False,
@@ -328,7 +138,9 @@ class ArchiveSink(Sink):
         self._dirty: set[str] = set()
         self._closed = False
         self._index = read_index(self.directory)
+        self._retention: RetentionRules | None = None
         self._recover()
+        self.apply_retention()
 
     # ------------------------------------------------------------------ paths
 
@@ -378,19 +190,13 @@ class ArchiveSink(Sink):
                 self._append_other(day, line)  # a late event, or one dated in the future
                 return
             self._switch(day)
-        self._write(line)
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)  # type: ignore[arg-type]
-            view = view[written:]
+        write_all(self._fd, line)  # type: ignore[arg-type]  # _switch() opened the day
 
     def _open_day(self, day: str) -> None:
         plain = self._plain(day)
         if not os.path.exists(plain) and os.path.exists(plain + ".gz"):
             # The day was compressed (closed earlier) and receives events again: continue it plain.
-            _write_atomic(plain, _iter_lines(plain + ".gz"), gz=False)
+            replace_file(plain, iter_lines(plain + ".gz"), gz=False)
             os.remove(plain + ".gz")
             self._dirty.add(day)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -405,6 +211,7 @@ class ArchiveSink(Sink):
         if previous is not None:
             self._dirty.add(previous)
             self._finalize_dirty()
+            self.apply_retention()
 
     def _append_other(self, day: str, line: bytes) -> None:
         """Append ``line`` to the file of ``day``, which is not the open day."""
@@ -447,7 +254,7 @@ class ArchiveSink(Sink):
             return
         count, in_order, clean = 0, True, True
         previous = _MIN
-        for line in _iter_lines(source):
+        for line in iter_lines(source):
             if not line.strip() or not line.endswith(b"\n"):
                 clean = False
                 if not line.strip():
@@ -462,9 +269,9 @@ class ArchiveSink(Sink):
         target = plain + ".gz" if gz_wanted or source.endswith(".gz") else plain
         if not in_order or not clean:
             lines = self._sorted_lines(source)
-            _write_atomic(target, lines, gz=target.endswith(".gz"))
+            replace_file(target, lines, gz=target.endswith(".gz"))
         elif target != source:
-            _write_atomic(target, _iter_lines(source), gz=target.endswith(".gz"))
+            replace_file(target, iter_lines(source), gz=target.endswith(".gz"))
         if target != source or (source == plain and os.path.exists(plain + ".gz")):
             stale = plain if target.endswith(".gz") else plain + ".gz"
             if os.path.exists(stale):
@@ -474,9 +281,9 @@ class ArchiveSink(Sink):
     @staticmethod
     def _sorted_lines(source: str) -> list[bytes]:
         """The lines of ``source`` in timestamp order (stable; untimed lines follow their predecessor)."""
-        keyed = []
+        keyed: list[tuple[_dt.datetime, int, bytes]] = []
         previous = _MIN
-        for line in _iter_lines(source):
+        for line in iter_lines(source):
             if not line.strip():
                 continue
             if not line.endswith(b"\n"):
@@ -487,6 +294,29 @@ class ArchiveSink(Sink):
         keyed.sort(key=lambda item: (item[0], item[1]))
         return [line for _, _, line in keyed]
 
+    # ------------------------------------------------------------------ retention
+
+    def set_retention(self, rules: RetentionRules | None) -> None:
+        """Hook of the EventLog: the retention stages of its policy, applied now and at each day close."""
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
+            self._retention = rules
+            if not self._closed:
+                self.apply_retention()
+
+    def apply_retention(self) -> None:
+        """Delete the days older than ``max_age`` and apply the retention stages due (never the open day)."""
+        if not self.max_age and not self._retention:
+            return
+        try:
+            report = purge_archive(self.directory, self._retention, self.max_age_seconds,
+                                   skip_days=[self._day] if self._day and self._fd is not None else [])
+        except OSError:
+            _log.exception("retention in the archive %s failed; it is tried again at the next day close",
+                           self.directory)
+            return
+        if report.changes:
+            self._index = read_index(self.directory)
+
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self) -> None:
@@ -494,7 +324,7 @@ class ArchiveSink(Sink):
 
     def close(self) -> None:
         """Close the open day (sorted, counted, indexed; compressed if its day is over)."""
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             if not self._closed and getattr(self, "_index", None) is not None:
                 self._closed = True
                 if self._day is not None:
@@ -502,6 +332,7 @@ class ArchiveSink(Sink):
                 self._close_fd()
                 try:
                     self._finalize_dirty()
+                    self.apply_retention()
                 except OSError:
                     _log.exception("closing the archive in %s failed", self.directory)
         super().close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import re
 from typing import Any, ClassVar
 
 from traitlets import TraitError
@@ -19,14 +18,9 @@ from traitlets.config import Configurable
 
 from ..capsule import encode, record_payload
 from ..errors import SinkConfigError
+from ..masking import mask_url_password
 
 _RESERVED = {"config", "parent", "log"}
-_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
-
-
-def mask_url_password(text: str) -> str:
-    """``text`` with the user:password part of any URL in it replaced by ``***``."""
-    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 class Sink(logging.Handler, Configurable):
@@ -140,7 +134,7 @@ class Sink(logging.Handler, Configurable):
             )
             self.handle(record)
             return
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             try:
                 self.write_payload(capsule)
             except Exception:

@@ -55,7 +55,6 @@ import logging
 import os
 import platform
 import re
-import string
 import sys
 import time
 from collections.abc import Iterator
@@ -67,10 +66,20 @@ import botocore.exceptions
 import watchtower
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
-from ..capsule import event_time
-from ..delivery import BatchResult, Envelope, NetworkSink
+from ..capsule import event_time, format_timestamp
+from ..delivery import (
+    BatchResult,
+    Envelope,
+    RequestRefused,
+    RetryableError,
+    send_requests,
+    split_requests,
+)
 from ..delivery.envelope import EVENT_ID_FIELD, with_event_id
+from ..delivery.retry import error_text
 from ..errors import SinkConfigError
+from .naming import TEMPLATE_ERRORS, NameOption, NameRule, name_template
+from .network import NetworkSink
 
 log = logging.getLogger("telemetry_sinks.delivery.cloudwatch")
 
@@ -105,9 +114,16 @@ RETENTION_DAYS = (
     2922, 3288, 3653,
 )  # fmt: skip
 
-_GROUP_ILLEGAL = re.compile(r"[^A-Za-z0-9._\-/#]")
-_STREAM_ILLEGAL = re.compile(r"[:*]")
-_MAX_NAME_LENGTH = 512
+#: CloudWatch Logs' rules for log group and log stream names.
+LOG_GROUP_NAME = NameRule(
+    "log group name", r"[^A-Za-z0-9._\-/#]", 512,
+    "Use at most 512 of the characters A-Z a-z 0-9 . _ - / #",
+)
+LOG_STREAM_NAME = NameRule("log stream name", r"[:*]", 512, "':' and '*' are not allowed")
+#: ``name`` as a log group name: characters other than ``A-Za-z0-9._-/#`` become ``_``.
+group_safe = LOG_GROUP_NAME.safe
+#: ``name`` as a log stream name: ``:`` and ``*`` become ``_``.
+stream_safe = LOG_STREAM_NAME.safe
 
 #: Answers for which the same request will never succeed.
 _PERMANENT_CODES = frozenset(
@@ -134,20 +150,6 @@ _AUTH_CODES = frozenset(
 _ALREADY_EXISTS = ("ResourceAlreadyExistsException", "OperationAbortedException")
 
 
-def group_safe(name: str) -> str:
-    """``name`` as a log group name: characters other than ``A-Za-z0-9._-/#`` become ``_``."""
-    return _GROUP_ILLEGAL.sub("_", name)[:_MAX_NAME_LENGTH] or "_"
-
-
-def stream_safe(name: str) -> str:
-    """``name`` as a log stream name: ``:`` and ``*`` become ``_``."""
-    return _STREAM_ILLEGAL.sub("_", name)[:_MAX_NAME_LENGTH] or "_"
-
-
-def _template_fields(template: str) -> list[str]:
-    return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-
-
 def timestamp_ms(payload: Any) -> int | None:
     """Milliseconds since the epoch of a capsule's ``__timestamp__`` or a record's ``timestamp``."""
     when = event_time(payload)
@@ -158,28 +160,15 @@ _HOSTNAME = platform.node() or "localhost"
 _PROGRAM = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "python") or "python"
 
 
-class _Fields:
-    """Template fields: the built-in names first, then the payload's ("unknown" if absent)."""
-
-    __slots__ = ("payload", "ts")
-
-    def __init__(self, payload: Any, ts: int) -> None:
-        self.payload = payload if isinstance(payload, dict) else {}
-        self.ts = ts
-
-    def __getitem__(self, key: str) -> Any:
-        if key in ("hostname", "machine_name"):
-            return _HOSTNAME
-        if key == "date":
-            return time.strftime("%Y-%m-%d", time.gmtime(self.ts / 1000))
-        if key == "program_name":
-            return _PROGRAM
-        if key == "process_id":
-            return os.getpid()
-        if key == "strftime":
-            return _dt.datetime.fromtimestamp(self.ts / 1000, _dt.timezone.utc)
-        value = self.payload.get(key)
-        return "unknown" if value is None else value
+#: The template fields CloudWatch Logs users know from watchtower, and ``{date}``.
+STREAM_FIELDS = {
+    "hostname": lambda when: _HOSTNAME,
+    "machine_name": lambda when: _HOSTNAME,
+    "program_name": lambda when: _PROGRAM,
+    "process_id": lambda when: os.getpid(),
+    "date": lambda when: when.strftime("%Y-%m-%d"),
+    "strftime": lambda when: when,
+}
 
 
 def rejected_indices(info: dict[str, Any], timestamps: list[int], now_ms: int) -> dict[int, str]:
@@ -219,22 +208,35 @@ def _error_code(exc: BaseException) -> str:
     return ""
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+class _Event:
+    """One event of a PutLogEvents request: its time (ms), place in the batch, envelope and
+    destination."""
+
+    __slots__ = ("ts", "position", "envelope", "group", "stream")
+
+    def __init__(self, ts: int, position: int, envelope: Envelope, group: str, stream: str) -> None:
+        self.ts, self.position, self.envelope = ts, position, envelope
+        self.group, self.stream = group, stream
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.event_id
+
+    def sort_key(self) -> tuple[int, int]:
+        return self.ts, self.position
 
 
-class _Failure(Exception):
-    """A request's failure, classified: ``permanent`` or not, with the reason."""
-
-    def __init__(self, reason: str, permanent: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
-
-
-# The events of a request: (timestamp ms, position in the batch, envelope), sorted by time.
-_Item = tuple[int, int, Envelope]
+def _requests(events: list[_Event]) -> Iterator[list[_Event]]:
+    """Time-sorted ``events`` of one stream cut into PutLogEvents requests within CloudWatch's
+    limits: events, bytes (with the per-event overhead) and 24 hours."""
+    return split_requests(
+        events,
+        MAX_REQUEST_EVENTS,
+        MAX_REQUEST_BYTES,
+        lambda e: e.envelope.size + EVENT_OVERHEAD,
+        time=lambda e: e.ts,
+        max_span=MAX_REQUEST_SPAN_MS,
+    )
 
 
 class CloudWatchSink(NetworkSink):
@@ -251,20 +253,24 @@ class CloudWatchSink(NetworkSink):
     sink_name = "cloudwatch"
     required_options = ("log_group_name",)
 
-    log_group_name = Unicode(
+    log_group_name = NameOption(
+        LOG_GROUP_NAME,
         None,
+        extra=STREAM_FIELDS,
         allow_none=True,
         help='Log group, or a template over the capsule such as "/telemetry/{__schema__}" '
         "(rendered names are made CloudWatch-safe: characters other than A-Za-z0-9._-/# "
         "become '_').",
-    ).tag(config=True)
-    log_stream_name = Unicode(
+    ).tag(config=True, destination=("log group", "text"))
+    log_stream_name = NameOption(
+        LOG_STREAM_NAME,
         "{hostname}/{date}",
+        extra=STREAM_FIELDS,
         help="Log stream, or a template: capsule fields such as {__schema__}, {hostname}, "
         "{date} (the event's UTC date, YYYY-MM-DD), and watchtower's {machine_name}, "
         "{program_name}, {process_id}, {strftime:FORMAT} (the event's UTC time). "
         "':' and '*' in rendered names become '_'.",
-    ).tag(config=True)
+    ).tag(config=True, destination=("log stream", "text"))
     create_log_group = Bool(True, help="Create the log group when it does not exist.").tag(
         config=True
     )
@@ -285,13 +291,13 @@ class CloudWatchSink(NetworkSink):
         allow_none=True,
         help="AWS region, e.g. us-east-1. None: from the environment or profile (AWS_REGION, "
         "AWS_DEFAULT_REGION, ~/.aws/config).",
-    ).tag(config=True)
+    ).tag(config=True, destination=("region", "text"))
     endpoint_url = Unicode(
         None,
         allow_none=True,
         help="CloudWatch Logs endpoint, e.g. a VPC endpoint or LocalStack "
         "(http://localhost:4566). None: AWS's (or AWS_ENDPOINT_URL).",
-    ).tag(config=True)
+    ).tag(config=True, destination=("endpoint host", "url"))
     profile_name = Unicode(
         None, allow_none=True, help="Profile of the shared AWS config and credentials files."
     ).tag(config=True)
@@ -317,37 +323,6 @@ class CloudWatchSink(NetworkSink):
         help=f"Add each event's id to its message as {EVENT_ID_FIELD!r}, so readers can drop "
         "the duplicates at-least-once delivery can make (CloudWatch Logs has no id of its own).",
     ).tag(config=True)
-
-    @validate("log_group_name")
-    def _check_group(self, proposal: Any) -> Any:
-        value = proposal.value
-        if value is None:
-            return value
-        if not value.strip():
-            raise TraitError("The 'log_group_name' trait of a CloudWatchSink must not be empty.")
-        if not _check_template(value, "log_group_name") and (
-            _GROUP_ILLEGAL.search(value) or len(value) > _MAX_NAME_LENGTH
-        ):
-            raise TraitError(
-                "The 'log_group_name' trait of a CloudWatchSink is not a valid log group name: "
-                f"{value!r}. Use at most {_MAX_NAME_LENGTH} of the characters A-Z a-z 0-9 . _ - / "
-                f"# (e.g. {group_safe(value)!r})."
-            )
-        return value
-
-    @validate("log_stream_name")
-    def _check_stream(self, proposal: Any) -> Any:
-        value = proposal.value
-        if not value or not value.strip():
-            raise TraitError("The 'log_stream_name' trait of a CloudWatchSink must not be empty.")
-        if not _check_template(value, "log_stream_name") and (
-            _STREAM_ILLEGAL.search(value) or len(value) > _MAX_NAME_LENGTH
-        ):
-            raise TraitError(
-                "The 'log_stream_name' trait of a CloudWatchSink is not a valid log stream "
-                f"name: {value!r}. ':' and '*' are not allowed (e.g. {stream_safe(value)!r})."
-            )
-        return value
 
     @validate("log_group_retention_days")
     def _check_retention(self, proposal: Any) -> Any:
@@ -405,14 +380,14 @@ class CloudWatchSink(NetworkSink):
                 f"CloudWatchSink option {clash!r} cannot be used with {given}, which already "
                 f"carries it: configure the {given.split('_')[1]} instead."
             )
-        self._group_templated = bool(_template_fields(self.log_group_name or ""))
-        self._stream_templated = bool(_template_fields(self.log_stream_name))
+        self._group = name_template(self, "log_group_name")
+        self._stream = name_template(self, "log_stream_name")
         if boto3_client is None:
             try:
                 region = self.region_name or self._session().region_name
             except botocore.exceptions.BotoCoreError as exc:  # e.g. an unknown profile
                 self.close()
-                raise SinkConfigError(f"CloudWatchSink: {self.redact(str(exc))}") from None
+                raise SinkConfigError(f"CloudWatchSink: {self.mask(str(exc))}") from None
             if not region:
                 self.close()
                 raise SinkConfigError(
@@ -468,28 +443,19 @@ class CloudWatchSink(NetworkSink):
 
     def names_for(self, payload: Any, ts: int) -> tuple[str, str]:
         """The (log group, log stream) of an event with ``payload`` and timestamp ``ts`` (ms)."""
-        group: str = self.log_group_name  # type: ignore[assignment]
-        stream: str = self.log_stream_name
-        if self._group_templated or self._stream_templated:
-            fields = _Fields(payload, ts)
-            if self._group_templated:
-                group = group_safe(group.format_map(fields))  # type: ignore[arg-type]
-            if self._stream_templated:
-                stream = stream_safe(stream.format_map(fields))  # type: ignore[arg-type]
-        return group, stream
+        when = _dt.datetime.fromtimestamp(ts / 1000, _dt.timezone.utc)
+        return self._group.render(payload, when), self._stream.render(payload, when)  # type: ignore[union-attr]  # both are set
 
     # ------------------------------------------------------------------ sending
 
     def send_batch(self, batch: list[Envelope]) -> BatchResult:
-        if self._client is None:
-            self.open()
         result = BatchResult()
         now = int(time.time() * 1000)
         oldest = now - MAX_AGE_MS
         if self.log_group_retention_days:
             oldest = max(oldest, now - self.log_group_retention_days * 24 * 3600 * 1000)
         newest = now + MAX_FUTURE_MS
-        streams: dict[tuple[str, str], list[_Item]] = {}
+        streams: dict[tuple[str, str], list[_Event]] = {}
         for position, env in enumerate(batch):
             if self.include_event_id:  # the message sent: the event with its id
                 env = Envelope(env.event_id, with_event_id(env))
@@ -505,7 +471,7 @@ class CloudWatchSink(NetworkSink):
             if ts is None:
                 ts = now
             elif ts < oldest or ts > newest:
-                when = payload.get("__timestamp__", payload.get("timestamp"))
+                when = format_timestamp(_dt.datetime.fromtimestamp(ts / 1000, _dt.timezone.utc))
                 result.reject(
                     env.event_id,
                     f"event time {when} is older than CloudWatch Logs accepts (tooOld: 14 days, "
@@ -516,80 +482,19 @@ class CloudWatchSink(NetworkSink):
                 )
                 continue
             try:
-                names = self.names_for(payload, ts)
-            except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+                group, stream = self.names_for(payload, ts)
+            except TEMPLATE_ERRORS as exc:
                 result.reject(env.event_id, f"cannot render the log group or stream name: {exc}")
                 continue
-            streams.setdefault(names, []).append((ts, position, env))
+            streams.setdefault((group, stream), []).append(_Event(ts, position, env, group, stream))
+        requests = (r for events in streams.values() for r in _requests(sorted(events, key=_Event.sort_key)))
+        return result.merge(send_requests(requests, self._put))
 
-        blocked: str | None = None
-        for (group, stream), items in streams.items():
-            items.sort(key=lambda item: (item[0], item[1]))
-            for chunk in _requests(items):
-                if blocked is not None:
-                    for _, _, env in chunk:
-                        result.retry(env.event_id, blocked)
-                    continue
-                blocked = self._put(group, stream, chunk, result)
-        return result
-
-    def _put(self, group: str, stream: str, chunk: list[_Item], result: BatchResult) -> str | None:
-        """Send one request and settle its events; returns a reason to stop sending, or None."""
-        try:
-            response = self._call(group, stream, chunk)
-        except _Failure as failure:
-            if not failure.permanent:
-                for _, _, env in chunk:
-                    result.retry(env.event_id, failure.reason)
-                return failure.reason
-            if len(chunk) == 1:
-                result.reject(chunk[0][2].event_id, failure.reason)
-                return None
-            return self._isolate(group, stream, chunk, result)
-        self._settle(chunk, response, result)
-        return None
-
-    def _isolate(
-        self, group: str, stream: str, chunk: list[_Item], result: BatchResult
-    ) -> str | None:
-        """``chunk`` failed for good as a whole: halve it to find the events at fault.
-
-        If both halves fail for good too, the request itself (its group or stream,
-        or several of its events) is at fault and the whole chunk is dead-lettered.
-        Returns a reason to stop sending (the backend failed retryably), or None.
-        """
-        middle = len(chunk) // 2
-        halves = (chunk[:middle], chunk[middle:])
-        outcomes: list[Any] = []
-        for half in halves:
-            try:
-                outcomes.append(self._call(group, stream, half))
-            except _Failure as failure:
-                if not failure.permanent:  # the backend is in trouble: retry what is unsettled
-                    done = bool(outcomes) and not isinstance(outcomes[0], _Failure)
-                    if done:
-                        self._settle(halves[0], outcomes[0], result)
-                    for _, _, env in half if done else chunk:
-                        result.retry(env.event_id, failure.reason)
-                    return failure.reason
-                outcomes.append(failure)
-        if all(isinstance(outcome, _Failure) for outcome in outcomes):
-            for _, _, env in chunk:
-                result.reject(env.event_id, outcomes[0].reason)
-            return None
-        for half, outcome in zip(halves, outcomes):
-            if not isinstance(outcome, _Failure):
-                self._settle(half, outcome, result)
-        # Exactly one half failed (the other was delivered): look inside it.
-        half, outcome = next((h, o) for h, o in zip(halves, outcomes) if isinstance(o, _Failure))
-        if len(half) == 1:
-            result.reject(half[0][2].event_id, outcome.reason)
-            return None
-        return self._isolate(group, stream, half, result)
-
-    def _call(self, group: str, stream: str, chunk: list[_Item]) -> dict[str, Any]:
-        """PutLogEvents for ``chunk``, creating the stream/group once if needed; raises _Failure."""
-        events = [{"timestamp": ts, "message": env.data} for ts, _, env in chunk]
+    def _put(self, request: list[_Event]) -> BatchResult | None:
+        """PutLogEvents for ``request`` (creating its stream and group once if needed); the
+        answer classified: per event, or raised for the whole request."""
+        group, stream = request[0].group, request[0].stream
+        events = [{"timestamp": e.ts, "message": e.envelope.data} for e in request]
         for attempt in (1, 2):
             try:
                 response = self._client.put_log_events(
@@ -598,42 +503,41 @@ class CloudWatchSink(NetworkSink):
             except Exception as exc:
                 code = _error_code(exc)
                 if code == "DataAlreadyAcceptedException":
-                    return {}
+                    return None
                 if code == "ResourceNotFoundException" and attempt == 1:
                     self._create(group, stream)
                     continue
                 raise self._classify(exc, group, stream) from None
             self._apply_retention(group)
-            return response
+            return self._rejected(request, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _classify(self, exc: BaseException, group: str, stream: str) -> _Failure:
+    def _classify(self, exc: BaseException, group: str, stream: str) -> Exception:
+        """A failed request: RetryableError, or RequestRefused (the events are searched)."""
         code = _error_code(exc)
-        reason = self.redact(_describe(exc))
+        reason = self.mask(error_text(exc))
         if code == "ResourceNotFoundException":
-            return _Failure(
-                f"{reason} (log group {group!r}, stream {stream!r}; retried until it exists)",
-                permanent=False,
+            return RetryableError(
+                f"{reason} (log group {group!r}, stream {stream!r}; retried until it exists)"
             )
         if code in _PERMANENT_CODES:
-            return _Failure(reason, permanent=True)
+            return RequestRefused(reason)
         if not code or code in _AUTH_CODES:
-            return _Failure(reason, permanent=False)  # network, timeouts, credentials
+            return RetryableError(reason)  # network, timeouts, credentials
         status = 0
         if isinstance(exc, botocore.exceptions.ClientError):
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         throttled = any(word in code for word in ("Throttl", "LimitExceeded", "TooManyRequests"))
         if throttled or code == "ServiceUnavailableException" or status >= 500 or not status:
-            return _Failure(reason, permanent=False)
-        return _Failure(reason, permanent=True)  # any other 4xx answer
+            return RetryableError(reason)
+        return RequestRefused(reason)  # any other 4xx answer
 
     def _create(self, group: str, stream: str) -> None:
-        """Create ``stream`` (and ``group``, if missing and allowed); raises _Failure if not."""
+        """Create ``stream`` (and ``group``, if missing and allowed); raises if it cannot."""
         if not self.create_log_stream:
-            raise _Failure(
+            raise RetryableError(
                 f"log stream {stream!r} of log group {group!r} does not exist and "
-                "create_log_stream is False (retried until it exists)",
-                permanent=False,
+                "create_log_stream is False (retried until it exists)"
             )
         try:
             self._idempotent("create_log_stream", logGroupName=group, logStreamName=stream)
@@ -642,10 +546,9 @@ class CloudWatchSink(NetworkSink):
             if _error_code(exc) != "ResourceNotFoundException":
                 raise self._classify(exc, group, stream) from None
         if not self.create_log_group:
-            raise _Failure(
+            raise RetryableError(
                 f"log group {group!r} does not exist and create_log_group is False "
-                "(retried until it exists)",
-                permanent=False,
+                "(retried until it exists)"
             )
         try:
             kwargs: dict[str, Any] = {"logGroupName": group}
@@ -678,49 +581,20 @@ class CloudWatchSink(NetworkSink):
                 self.label,
                 group,
                 days,
-                self.redact(_describe(exc)),
+                self.mask(error_text(exc)),
             )
 
-    def _settle(self, chunk: list[_Item], response: dict[str, Any], result: BatchResult) -> None:
+    @staticmethod
+    def _rejected(request: list[_Event], response: Any) -> BatchResult | None:
+        """The events of an accepted request that ``rejectedLogEventsInfo`` names."""
         info = response.get("rejectedLogEventsInfo") if isinstance(response, dict) else None
         if not info:
-            return
-        timestamps = [ts for ts, _, _ in chunk]
+            return None
+        result = BatchResult()
+        timestamps = [e.ts for e in request]
         for index, reason in rejected_indices(info, timestamps, int(time.time() * 1000)).items():
-            result.reject(chunk[index][2].event_id, reason)
-
-
-def _check_template(value: str, name: str) -> bool:
-    """True if ``value`` is a template; TraitError if it is a broken one."""
-    try:
-        fields = _template_fields(value)
-        value.format_map(_Fields({}, 0))
-    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
-        raise TraitError(
-            f"The '{name}' trait of a CloudWatchSink is not a valid template: {value!r} ({exc})."
-        ) from None
-    return bool(fields)
-
-
-def _requests(items: list[_Item]) -> Iterator[list[_Item]]:
-    """Split time-sorted ``items`` into PutLogEvents requests within CloudWatch's limits."""
-    chunk: list[_Item] = []
-    size = first = 0
-    for item in items:
-        item_size = item[2].size + EVENT_OVERHEAD
-        if chunk and (
-            len(chunk) >= MAX_REQUEST_EVENTS
-            or size + item_size > MAX_REQUEST_BYTES
-            or item[0] - first >= MAX_REQUEST_SPAN_MS
-        ):
-            yield chunk
-            chunk, size = [], 0
-        if not chunk:
-            first = item[0]
-        chunk.append(item)
-        size += item_size
-    if chunk:
-        yield chunk
+            result.reject(request[index].event_id, reason)
+        return result
 
 
 __all__ = [

@@ -16,7 +16,7 @@ import elastic_transport
 import elasticsearch
 from traitlets import Unicode
 
-from ..delivery.retry import parse_retry_after
+from ..delivery.retry import error_text, parse_retry_after
 from ._bulk import BulkIndexSink, RequestFailure
 
 
@@ -84,7 +84,7 @@ class ElasticsearchSink(BulkIndexSink):
                 error.get("type") if isinstance(error, dict) else None,
             )
         if isinstance(exc, elastic_transport.TransportError):
-            return RequestFailure(None, f"{type(exc).__name__}: {exc}")
+            return RequestFailure(None, error_text(exc))
         return None
 
 

@@ -1,7 +1,9 @@
 """File sinks: one JSON object per line, optionally rotated by size or by time.
 
 Rotation happens between lines, never inside one.  Rotated files can be
-gzip-compressed (``compress=True``).  Times are UTC.
+gzip-compressed (``compress=True``).  Times are UTC.  With ``max_age`` set, the
+sink's files whose last write is older than that are deleted when the sink starts
+and at each rotation (:mod:`telemetry_sinks.retention`).
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ from typing import Any
 
 from traitlets import Bool, CaselessStrEnum, Int, TraitError, Unicode, validate
 
+from ..fileio import write_all
+from ..retention import expire_files
 from .base import Sink
+from .max_age import MaxAge
 
 
-class FileSink(Sink):
+class FileSink(MaxAge, Sink):
     """Append each payload as a JSON line to ``filename``."""
 
     sink_name = "file"
     required_options = ("filename",)
 
-    filename = Unicode(None, allow_none=True, help="Path of the JSONL file.").tag(config=True)
+    filename = Unicode(None, allow_none=True, help="Path of the JSONL file.").tag(
+        config=True, destination=("file", "path")
+    )
     delay = Bool(False, help="Open the file on the first event instead of at start.").tag(
         config=True
     )
@@ -53,11 +60,12 @@ class FileSink(Sink):
         self._size = 0
         self._pending = []
         self._pending_bytes = 0
+        self.delete_expired()
         if not self.delay:
             self._open()
 
     @property
-    def baseFilename(self) -> str:  # noqa: N802 - the stdlib FileHandler attribute name
+    def baseFilename(self) -> str:  # the stdlib FileHandler attribute name
         return self.filename
 
     def _open(self) -> int:
@@ -81,41 +89,64 @@ class FileSink(Sink):
         """Write one encoded line (ending in a newline)."""
         if self._fd is None:
             self._open()  # first, so that before_write() sees the size of an existing file
-        self.before_write(line)
+        data = line.encode("utf-8")
+        self.before_write(data)
         if self._fd is None:
             self._open()
-        data = line.encode("utf-8")
         self._size += len(data)
         if self.flush_each_event:
-            self._write_all(data)
+            write_all(self._fd, data)  # type: ignore[arg-type]  # opened above
             return
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= self.buffer_bytes:
             self._write_pending()
 
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)  # type: ignore[arg-type]
-            view = view[written:]
-
     def _write_pending(self) -> None:
         if self._pending and self._fd is not None:
             data = b"".join(self._pending)
             self._pending.clear()
             self._pending_bytes = 0
-            self._write_all(data)
+            write_all(self._fd, data)
 
-    def before_write(self, line: str) -> None:
-        """Hook for rotating subclasses; called before ``line`` is written."""
+    def before_write(self, data: bytes) -> None:
+        """Hook for rotating subclasses; called before ``data`` (one encoded line) is written."""
+
+    def rotated_files(self) -> list[str]:
+        """The rotated files beside ``filename`` (``events.jsonl.1``, ``events.jsonl.2026-11-22.gz``, ...)."""
+        directory, base = os.path.split(self.filename)
+        pattern = re.compile(re.escape(base) + r"\.\d[\d_.-]*(\.gz)?$")
+        try:
+            names = os.listdir(directory or ".")
+        except FileNotFoundError:
+            return []
+        return sorted(os.path.join(directory, n) for n in names if pattern.match(n))
+
+    def delete_expired(self) -> list[str]:
+        """Delete this sink's files whose last write is older than ``max_age``; return their paths.
+
+        The open file counts only when nothing is waiting to be written to it; it is
+        closed first, and the next event opens a new one.
+        """
+        max_age = self.max_age_seconds
+        if max_age is None:
+            return []
+        candidates = self.rotated_files()
+        if not self._pending and os.path.exists(self.filename):
+            limit = time.time() - max_age
+            if os.stat(self.filename).st_mtime < limit:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                candidates.append(self.filename)
+        return expire_files(candidates, max_age)
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             self._write_pending()
 
     def close(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             self._close_stream()
         super().close()
 
@@ -160,12 +191,12 @@ class RotatingFileSink(FileSink):
             raise TraitError(f"The '{name}' trait must be 0 or more, not {proposal.value}.")
         return proposal.value
 
-    def before_write(self, line: str) -> None:
+    def before_write(self, data: bytes) -> None:
         if (
             self.max_bytes
             and self.backup_count
             and self._size
-            and self._size + len(line) > self.max_bytes
+            and self._size + len(data) > self.max_bytes
         ):
             self.rollover()
 
@@ -184,6 +215,7 @@ class RotatingFileSink(FileSink):
             os.replace(self.filename, first)
             if self.compress:
                 _gzip_file(first)
+        self.delete_expired()
         self._open()
 
 
@@ -255,7 +287,7 @@ class TimedRotatingFileSink(FileSink):
         fmt = "%Y-%m-%d" if self._unit.startswith("W") else _WHEN_SUFFIX[self._unit]
         return time.strftime(fmt, time.gmtime(self._period_start))
 
-    def before_write(self, line: str) -> None:
+    def before_write(self, data: bytes) -> None:
         now = time.time()
         if now >= self._rollover_at:
             self.rollover(now)
@@ -276,15 +308,16 @@ class TimedRotatingFileSink(FileSink):
         self._period_start = self._period_start_for(now)
         self._rollover_at = self._next_boundary(self._period_start)
         self._delete_old_files()
+        self.delete_expired()
         self._open()
 
     def rotated_files(self) -> list[str]:
         """Rotated files of this sink, oldest first."""
         directory, base = os.path.split(self.filename)
         pattern = re.compile(re.escape(base) + r"\.(\d{4}-\d{2}-\d{2}[\d_-]*)(\.\d+)?(\.gz)?$")
-        found = [name for name in os.listdir(directory or ".") if pattern.match(name)]
-        found.sort(key=lambda n: (pattern.match(n).group(1), n))  # type: ignore[union-attr]
-        return [os.path.join(directory, n) for n in found]
+        found = [(match.group(1), name) for name in os.listdir(directory or ".")
+                 if (match := pattern.match(name))]
+        return [os.path.join(directory, name) for _, name in sorted(found)]
 
     def _delete_old_files(self) -> None:
         if self.backup_count <= 0:

@@ -28,9 +28,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, Union
 
-from ..delivery import BatchResult, Envelope, NetworkSink
+from ..delivery import BatchResult, Envelope, PermanentError, RequestRefused, RetryableError, send_requests
 from ..delivery.envelope import EVENT_ID_FIELD, with_event_id
-from ..delivery.retry import is_retryable_status, parse_retry_after
+from ..delivery.retry import error_text, is_retryable_status, parse_retry_after
+from .network import NetworkSink
 
 
 class HTTPSink(NetworkSink):
@@ -39,7 +40,9 @@ class HTTPSink(NetworkSink):
     sink_name = "http"
     required_options = ("url",)
 
-    url = Unicode(None, allow_none=True, help="Endpoint to POST batches to.").tag(config=True)
+    url = Unicode(None, allow_none=True, help="Endpoint to POST batches to.").tag(
+        config=True, destination=("URL host", "url")
+    )
     format = CaselessStrEnum(
         ["json", "ndjson"], default_value="json", help="JSON array or newline-delimited JSON."
     ).tag(config=True)
@@ -114,41 +117,36 @@ class HTTPSink(NetworkSink):
         return body, headers
 
     def send_batch(self, batch: list[Envelope]) -> BatchResult:
-        if self._session is None:
-            self.open()
-        body, headers = self.encode_body(batch)
+        return send_requests([batch], self._post)
+
+    def _post(self, request: list[Envelope]) -> BatchResult | None:
+        """POST one request; the answer classified (see the module doc)."""
+        body, headers = self.encode_body(request)
         try:
-            response = self._session.post(  # type: ignore[union-attr]
+            response = self._session.post(  # type: ignore[union-attr]  # open() ran first
                 self.url,
                 data=body,
                 headers=headers,
                 timeout=(self.connect_timeout, self.read_timeout),
             )
         except requests.RequestException as exc:
-            return BatchResult.retry_all(batch, self.redact(f"{type(exc).__name__}: {exc}"))
+            raise RetryableError(self.mask(error_text(exc))) from None
         status = response.status_code
-        results = _per_event_results(response, len(batch))
+        results = _per_event_results(response, len(request))
         if 200 <= status < 300 or (status == 400 and results is not None):
             outcome = BatchResult()
             for index, item in enumerate(results or ()):
                 if item.get("status") == "rejected":
                     error = item.get("error") or {}
                     reason = error.get("message") or error.get("reason") or "rejected by the endpoint"
-                    outcome.reject(batch[index].event_id, f"HTTP {status}: {reason}")
+                    outcome.reject(request[index].event_id, f"HTTP {status}: {reason}")
             return outcome
-        if status == 413 and len(batch) > 1:
-            half = len(batch) // 2
-            first, second = self.send_batch(batch[:half]), self.send_batch(batch[half:])
-            first.retryable.update(second.retryable)
-            first.permanent.update(second.permanent)
-            if second.retry_after is not None:
-                first.retry_after = max(first.retry_after or 0.0, second.retry_after)
-            return first
-        reason = self.redact(f"HTTP {status}: {_message(response)}")
+        reason = self.mask(f"HTTP {status}: {_message(response)}")
+        if status == 413:
+            raise RequestRefused(reason, too_large=True)
         if is_retryable_status(status):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return BatchResult.retry_all(batch, reason, retry_after)
-        return BatchResult.reject_all(batch, reason)
+            raise RetryableError(reason, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        raise PermanentError(reason)
 
 
 def _per_event_results(response: requests.Response, count: int) -> list[dict] | None:

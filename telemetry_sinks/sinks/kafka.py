@@ -10,20 +10,26 @@ application.
 from __future__ import annotations
 
 import logging
-import re
-import string
 from typing import Any
 
 import kafka
 import kafka.errors as kerrors
-from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, Union, validate
+from traitlets import Bool, Dict, Float, Int, List, Unicode, Union
 
 from ..capsule import capsule_head
-from ..delivery import BatchResult, Envelope, NetworkSink
+from ..delivery import BatchResult, Envelope
+from ..delivery.retry import error_text
+from .naming import NameOption, NameRule, name_template
+from .network import NetworkSink
 
 log = logging.getLogger("telemetry_sinks.delivery.kafka")
-_TOPIC_LEGAL = re.compile(r"[^a-zA-Z0-9._-]")
-_MAX_TOPIC_LENGTH = 249
+
+#: Kafka's rule for topic names.
+TOPIC_NAME = NameRule(
+    "Kafka topic name", r"[^a-zA-Z0-9._-]", 249, "Use at most 249 of the characters a-z A-Z 0-9 . _ -"
+)
+#: ``name`` with characters Kafka forbids in topic names replaced by ``_``.
+topic_safe = TOPIC_NAME.safe
 
 # Errors for which the same message will never be accepted.
 _PERMANENT_ERRORS: tuple[type[Exception], ...] = tuple(
@@ -41,18 +47,6 @@ _PERMANENT_ERRORS: tuple[type[Exception], ...] = tuple(
 )
 
 
-def topic_safe(name: str) -> str:
-    """``name`` with characters Kafka forbids in topic names replaced by ``_``."""
-    return _TOPIC_LEGAL.sub("_", name)[:_MAX_TOPIC_LENGTH] or "_"
-
-
-class _Fields(dict):
-    """Template fields from a capsule; a missing field renders as ``unknown``."""
-
-    def __missing__(self, key: str) -> str:
-        return "unknown"
-
-
 class KafkaSink(NetworkSink):
     """Send capsules to a Kafka topic (``pip install "telemetry-sinks[kafka]"``).
 
@@ -67,13 +61,14 @@ class KafkaSink(NetworkSink):
         [Unicode(), List(Unicode())],
         default_value="localhost:9092",
         help='Brokers to bootstrap from: "host:port", "h1:p1,h2:p2" or a list.',
-    ).tag(config=True)
-    topic = Unicode(
+    ).tag(config=True, destination=("servers", "hosts"))
+    topic = NameOption(
+        TOPIC_NAME,
         None,
         allow_none=True,
         help='Topic name, or a template over the capsule such as "events.{__schema__}" '
         "(rendered names are made topic-safe: other characters become '_').",
-    ).tag(config=True)
+    ).tag(config=True, destination=("topic", "text"))
     key = Unicode(
         None,
         allow_none=True,
@@ -123,26 +118,10 @@ class KafkaSink(NetworkSink):
         help="Any other kafka-python KafkaProducer option, passed as it is."
     ).tag(config=True, secret=True)
 
-    @validate("topic")
-    def _check_topic(self, proposal: Any) -> Any:
-        value = proposal.value
-        if value is None:
-            return value
-        if not value.strip():
-            raise TraitError("The 'topic' trait of a KafkaSink must not be empty.")
-        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-        if not fields and (_TOPIC_LEGAL.search(value) or len(value) > _MAX_TOPIC_LENGTH):
-            raise TraitError(
-                f"The 'topic' trait of a KafkaSink is not a valid Kafka topic name: {value!r}. "
-                f"Use at most {_MAX_TOPIC_LENGTH} of the characters a-z A-Z 0-9 . _ - "
-                f"(e.g. {topic_safe(value)!r})."
-            )
-        return value
-
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._producer: Any = None
-        self._templated = "{" in (self.topic or "")
+        self._topic = name_template(self, "topic")
 
     # ------------------------------------------------------------------ adapter
 
@@ -208,9 +187,10 @@ class KafkaSink(NetworkSink):
             log.debug("sink %r: the Kafka producer did not close cleanly: %s", self.label, exc)
 
     def topic_for(self, envelope: Envelope) -> str:
-        if not self._templated:
-            return self.topic  # type: ignore[return-value]
-        return topic_safe(self.topic.format_map(_Fields(envelope.payload)))  # type: ignore[union-attr]
+        """The topic of ``envelope`` (the ``topic`` template rendered)."""
+        topic = self._topic
+        assert topic is not None  # a required option
+        return topic.template if topic.fixed else topic.render(envelope.payload)
 
     def _key_for(self, envelope: Envelope) -> bytes | None:
         if self.key is None:
@@ -236,8 +216,6 @@ class KafkaSink(NetworkSink):
         return headers
 
     def send_batch(self, batch: list[Envelope]) -> BatchResult:
-        if self._producer is None:
-            self.open()
         producer = self._producer
         result = BatchResult()
         futures = []
@@ -257,10 +235,10 @@ class KafkaSink(NetworkSink):
                     headers=self._headers_for(envelope),
                 )
             except _PERMANENT_ERRORS as exc:
-                result.reject(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                result.reject(envelope.event_id, error_text(exc))
                 continue
             except Exception as exc:  # buffer full, broker gone, ...
-                result.retry(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                result.retry(envelope.event_id, error_text(exc))
                 continue
             futures.append((envelope, future))
         try:
@@ -271,15 +249,14 @@ class KafkaSink(NetworkSink):
             if not future.is_done:
                 result.retry(envelope.event_id, "no acknowledgement from the broker in time")
             elif future.failed():
-                exc = future.exception
-                if isinstance(exc, _PERMANENT_ERRORS):
-                    result.reject(envelope.event_id, f"{type(exc).__name__}: {exc}")
+                failure = future.exception
+                if isinstance(failure, _PERMANENT_ERRORS):
+                    result.reject(envelope.event_id, error_text(failure))
                 else:
-                    result.retry(envelope.event_id, f"{type(exc).__name__}: {exc}")
-        if result.retryable:
-            # Drop the producer with whatever it still holds (a broker that restarted may
-            # have forgotten its producer id); the retry starts a fresh one.
-            self.close_backend()
+                    result.retry(envelope.event_id, error_text(failure))
+        # Drop the producer with whatever it still holds (a broker that restarted may have
+        # forgotten its producer id): the engine closes it and opens a fresh one for the retry.
+        result.reconnect = bool(result.retryable)
         return result
 
 

@@ -47,7 +47,9 @@ class ParquetSink(Sink):
     sink_name = "parquet"
     required_options = ("directory",)
 
-    directory = Unicode(None, allow_none=True, help="Root directory of the Parquet layout.").tag(config=True)
+    directory = Unicode(None, allow_none=True, help="Root directory of the Parquet layout.").tag(
+        config=True, destination=("directory", "path")
+    )
     schema_paths = List(
         Unicode(),
         help="JSON Schema files or directories to derive the columns from (an EventLog's registered "
@@ -115,7 +117,7 @@ class ParquetSink(Sink):
             self._lookups.append(lookup)
 
     def _schema(self, schema_id: str, version: int) -> Mapping[str, Any] | None:
-        body = self._bodies.get((schema_id, version))
+        body: Mapping[str, Any] | None = self._bodies.get((schema_id, version))
         for lookup in self._lookups:
             if body is not None:
                 break
@@ -131,7 +133,7 @@ class ParquetSink(Sink):
             self._pid = os.getpid()
             self._flusher = None
             self._start_flusher()
-        self._writer.add(payload)  # type: ignore[union-attr]
+        self._writer.add(payload)  # type: ignore[union-attr]  # set by __init__; a closed sink raised above
 
     @property
     def buffered(self) -> int:
@@ -140,7 +142,7 @@ class ParquetSink(Sink):
 
     def flush(self) -> None:
         """Write every buffered event; when it returns they survive a crash of the process."""
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             if self._writer is not None and not self._closed:
                 self._writer.flush()
 
@@ -158,7 +160,7 @@ class ParquetSink(Sink):
             if writer is None or not writer.buffered or time.monotonic() - writer.last_flush < interval:
                 continue
             # Never wait long for the lock: close() may hold it (logging.shutdown does) and wait for us.
-            if not lock.acquire(timeout=0.2):  # type: ignore[union-attr]
+            if not lock.acquire(timeout=0.2):  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
                 continue
             try:
                 if not self._stop.is_set() and not self._closed:
@@ -166,7 +168,7 @@ class ParquetSink(Sink):
             except Exception:
                 _log.exception("writing buffered events to %s failed; they stay buffered", self.directory)
             finally:
-                lock.release()  # type: ignore[union-attr]
+                lock.release()  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
 
     def close(self) -> None:
         """Write the buffer, compact the partitions written to, close the days that are over."""
@@ -176,7 +178,7 @@ class ParquetSink(Sink):
         flusher = getattr(self, "_flusher", None)
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join(timeout=5)
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             if not self._closed and self._writer is not None:
                 self._closed = True
                 try:

@@ -37,22 +37,33 @@ from __future__ import annotations
 import json
 import os
 import re
-import string
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import google.api_core.exceptions as gexc
 from google.cloud import logging as gcl
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
-from ..capsule import CANONICAL_TIMESTAMP, capsule_head, event_time
-from ..delivery import BatchResult, Envelope, NetworkSink, RetryableError
-from ..delivery.retry import is_retryable_status, parse_retry_after
+from ..capsule import CANONICAL_TIMESTAMP, capsule_head, event_time, format_timestamp
+from ..delivery import (
+    BatchResult,
+    Envelope,
+    PermanentError,
+    RetryableError,
+    send_requests,
+    split_requests,
+)
+from ..delivery.retry import error_text, is_retryable_status, parse_retry_after
 from ..errors import SinkConfigError
+from .naming import TEMPLATE_ERRORS, NameOption, NameRule, name_template
+from .network import NetworkSink
 
-_LOG_ID_ILLEGAL = re.compile(r"[^A-Za-z0-9/_\-.]")
-_MAX_LOG_ID = 511
+#: Cloud Logging's rule for a LOG_ID.
+LOG_NAME = NameRule(
+    "log name", r"[^A-Za-z0-9/_\-.]", 511, "Use at most 511 of the characters A-Z a-z 0-9 / _ - ."
+)
+#: ``name`` as a LOG_ID: characters other than ``A-Za-z0-9/_-.`` become ``_``.
+log_id_safe = LOG_NAME.safe
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]+")  # needs no JSON escaping
 PARTIAL_ERRORS = "google.logging.v2.WriteLogEntriesPartialErrors"
 
@@ -72,11 +83,6 @@ SEVERITIES = {
 }  # fmt: skip
 
 
-def log_id_safe(name: str) -> str:
-    """``name`` as a LOG_ID: characters other than ``A-Za-z0-9/_-.`` become ``_``."""
-    return _LOG_ID_ILLEGAL.sub("_", name)[:_MAX_LOG_ID] or "_"
-
-
 def severity_of(payload: Any) -> str:
     """INFO for capsules; the level of a plain log record's payload; DEFAULT otherwise."""
     if not isinstance(payload, dict) or "__schema__" in payload:
@@ -90,14 +96,7 @@ def severity_of(payload: Any) -> str:
 def rfc3339(payload: Any) -> str | None:
     """The event time of a capsule (``__timestamp__``) or record (``timestamp``), RFC 3339 UTC."""
     when = event_time(payload)
-    return None if when is None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class _Fields(dict):
-    """Template fields from a capsule; a missing field renders as ``unknown``."""
-
-    def __missing__(self, key: str) -> str:
-        return "unknown"
+    return None if when is None else format_timestamp(when)
 
 
 class _Entry:
@@ -112,6 +111,10 @@ class _Entry:
         self.envelope = envelope
         self.head = head
         self.size = len(head) + len(',"jsonPayload":}') + envelope.size
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.event_id
 
     def json(self) -> str:
         return f'{self.head},"jsonPayload":{self.envelope.data}}}'
@@ -132,17 +135,18 @@ class StackdriverSink(NetworkSink):
 
     sink_name = "stackdriver"
 
-    log_name = Unicode(
+    log_name = NameOption(
+        LOG_NAME,
         "telemetry-events",
         help='Log name (LOG_ID), or a template over the capsule such as "events.{__schema__}" '
         "(characters other than A-Za-z0-9/_-. become '_').",
-    ).tag(config=True)
+    ).tag(config=True, destination=("log name", "text"))
     project = Unicode(
         None,
         allow_none=True,
         help="Google Cloud project the entries are written to. None: the client's, from the "
         "credentials or GOOGLE_CLOUD_PROJECT.",
-    ).tag(config=True)
+    ).tag(config=True, destination=("project", "text"))
     resource_type = Unicode(
         "global", help='Monitored resource type, e.g. "global", "gce_instance", "k8s_container".'
     ).tag(config=True)
@@ -163,7 +167,7 @@ class StackdriverSink(NetworkSink):
         None,
         allow_none=True,
         help="API endpoint, e.g. a private endpoint. None: logging.googleapis.com.",
-    ).tag(config=True)
+    ).tag(config=True, destination=("endpoint host", "url"))
     use_grpc = Bool(
         False, help="Use the gRPC transport instead of REST (JSON over HTTP/1.1)."
     ).tag(config=True)
@@ -179,27 +183,6 @@ class StackdriverSink(NetworkSink):
     max_request_bytes = Int(
         9 * 1024 * 1024, help="Largest entries.write request body (the API's limit is 10 MiB)."
     ).tag(config=True)
-
-    @validate("log_name")
-    def _check_log_name(self, proposal: Any) -> Any:
-        value = proposal.value
-        if not value or not value.strip():
-            raise TraitError("The 'log_name' trait of a StackdriverSink must not be empty.")
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-            value.format_map(_Fields())
-        except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
-            raise TraitError(
-                f"The 'log_name' trait of a StackdriverSink is not a valid template: {value!r} "
-                f"({exc})."
-            ) from None
-        if not fields and (_LOG_ID_ILLEGAL.search(value) or len(value) > _MAX_LOG_ID):
-            raise TraitError(
-                f"The 'log_name' trait of a StackdriverSink is not a valid log name: {value!r}. "
-                f"Use at most {_MAX_LOG_ID} of the characters A-Z a-z 0-9 / _ - . "
-                f"(e.g. {log_id_safe(value)!r})."
-            )
-        return value
 
     @validate("resource_labels", "labels")
     def _check_labels(self, proposal: Any) -> Any:
@@ -241,7 +224,7 @@ class StackdriverSink(NetworkSink):
         if problem:
             self.close()
             raise SinkConfigError(f"StackdriverSink {problem}.")
-        self._templated = "{" in self.log_name
+        self._log_name = name_template(self, "log_name")
 
     # ------------------------------------------------------------------ client
 
@@ -284,7 +267,7 @@ class StackdriverSink(NetworkSink):
                 raise
             raise RuntimeError(
                 "StackdriverSink has no project and none could be found: set project=... "
-                f"(c.StackdriverSink.project) or GOOGLE_CLOUD_PROJECT ({_describe(exc)})"
+                f"(c.StackdriverSink.project) or GOOGLE_CLOUD_PROJECT ({_api_error_text(exc)})"
             ) from None
 
     def close_backend(self) -> None:
@@ -303,9 +286,7 @@ class StackdriverSink(NetworkSink):
 
     def log_name_for(self, payload: Any) -> str:
         """The full ``logName`` of an event: ``projects/P/logs/LOG_ID`` (LOG_ID URL-encoded)."""
-        name = self.log_name
-        if self._templated:
-            name = log_id_safe(name.format_map(_Fields(payload if isinstance(payload, dict) else {})))
+        name = self._log_name.render(payload)  # type: ignore[union-attr]  # log_name is never None
         return f"projects/{self._project}/logs/{urllib.parse.quote(name, safe='')}"
 
     def resource(self) -> dict[str, Any]:
@@ -315,17 +296,15 @@ class StackdriverSink(NetworkSink):
         return {"type": self.resource_type, "labels": labels}
 
     def send_batch(self, batch: list[Envelope]) -> BatchResult:
-        if self._client is None:
-            self.open()
         result = BatchResult()
         entries: list[_Entry] = []
-        fixed_name = None if self._templated else json.dumps(self.log_name_for(None))
+        fixed_name = json.dumps(self.log_name_for(None)) if self._log_name.fixed else None  # type: ignore[union-attr]  # log_name is never None
         for env in batch:
             head = self._capsule_entry_head(env, fixed_name) if fixed_name else None
             if head is None:
                 try:
                     head = self._entry_head(env)
-                except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+                except TEMPLATE_ERRORS as exc:
                     result.reject(env.event_id, f"cannot render the log name: {exc}")
                     continue
             entry = _Entry(env, head)
@@ -337,14 +316,12 @@ class StackdriverSink(NetworkSink):
                 )
                 continue
             entries.append(entry)
-        blocked: RetryableError | None = None
-        for request in self._requests(entries):
-            if blocked is not None:
-                for entry in request:
-                    result.retry(entry.envelope.event_id, str(blocked), blocked.retry_after)
-                continue
-            blocked = self._write(request, result)
-        return result
+        # Requests within the API's limits: entries, and bytes less a margin for the request's
+        # own fields (one comma between entries).
+        requests = split_requests(
+            entries, self.max_request_entries, self.max_request_bytes - 1024, lambda e: e.size + 1
+        )
+        return result.merge(send_requests(requests, self._write))
 
     @staticmethod
     def _capsule_entry_head(env: Envelope, log_name_json: str) -> str | None:
@@ -370,45 +347,27 @@ class StackdriverSink(NetworkSink):
             head["timestamp"] = when
         return json.dumps(head, separators=(",", ":"))[:-1]
 
-    def _requests(self, entries: list[_Entry]) -> Iterator[list[_Entry]]:
-        request: list[_Entry] = []
-        size = 0
-        for entry in entries:
-            if request and (
-                len(request) >= self.max_request_entries
-                or size + entry.size + 1 > self.max_request_bytes - 1024
-            ):
-                yield request
-                request, size = [], 0
-            request.append(entry)
-            size += entry.size + 1
-        if request:
-            yield request
-
-    def _write(self, request: list[_Entry], result: BatchResult) -> RetryableError | None:
-        """One entries.write call; settles its entries.  Returns the error that stops sending."""
+    def _write(self, request: list[_Entry]) -> BatchResult | None:
+        """One entries.write call; the answer classified per entry or for the whole request."""
         try:
             self._send(request)
         except Exception as exc:
             partial = _partial_errors(exc)
-            if partial is not None:
-                for index, (code, message) in partial.items():
-                    if 0 <= index < len(request):
-                        event_id = request[index].envelope.event_id
-                        reason = self.redact(f"{_CODE_NAMES.get(code, code)}: {message}")
-                        if code in _RETRYABLE_CODES:
-                            result.retry(event_id, reason, _retry_delay(exc))
-                        else:
-                            result.reject(event_id, reason)
-                return None
-            reason = self.redact(_describe(exc))
-            if _is_retryable(exc):
-                retry_after = _retry_delay(exc)
-                for entry in request:
-                    result.retry(entry.envelope.event_id, reason, retry_after)
-                return RetryableError(reason, retry_after=retry_after)
-            for entry in request:
-                result.reject(entry.envelope.event_id, reason)
+            if partial is None:
+                reason = self.mask(_api_error_text(exc))
+                if _is_retryable(exc):
+                    raise RetryableError(reason, retry_after=_retry_delay(exc)) from None
+                raise PermanentError(reason) from None
+            result = BatchResult()
+            for index, (code, message) in partial.items():
+                if 0 <= index < len(request):
+                    event_id = request[index].event_id
+                    reason = self.mask(f"{_CODE_NAMES.get(code, code)}: {message}")
+                    if code in _RETRYABLE_CODES:
+                        result.retry(event_id, reason, _retry_delay(exc))
+                    else:
+                        result.reject(event_id, reason)
+            return result
         return None
 
     def _send(self, request: list[_Entry]) -> None:
@@ -475,15 +434,14 @@ def _load_credentials(path: str, scopes: list[str]) -> tuple[Any, str | None]:
 _REST_PREFIX = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE) \S+: ")
 
 
-def _describe(exc: BaseException) -> str:
+def _api_error_text(exc: BaseException) -> str:
     if isinstance(exc, gexc.GoogleAPICallError):
         status = getattr(exc, "grpc_status_code", None)
         name = getattr(status, "name", None) or _CODE_NAMES.get(_http_to_grpc(exc.code), "")
         message = _REST_PREFIX.sub("", str(exc.message))
         prefix = " ".join(str(part) for part in (exc.code, name) if part)
         return f"{prefix}: {message}" if prefix else message
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return error_text(exc)
 
 
 def _http_to_grpc(status: Any) -> int:

@@ -18,7 +18,7 @@ class StreamSink(Sink):
 
     stream = AnyTrait(
         "stderr", help='"stdout", "stderr", or (from Python) any object with write().'
-    ).tag(config=True)
+    ).tag(config=True, destination=("stream", "text"))
 
     @validate("stream")
     def _check_stream(self, proposal: Any) -> Any:
@@ -48,7 +48,7 @@ class StreamSink(Sink):
             flush()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.lock is None only before createLock(), run by __init__
             flush = getattr(self._target(), "flush", None)
             if flush is not None:
                 flush()

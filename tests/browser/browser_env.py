@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from backends import ServerProcess, free_port
+from helpers.servers import ServerProcess, free_port
 
 from telemetry_sinks.config import EXAMPLE_SCHEMAS_DIR
 
@@ -37,7 +37,7 @@ class CollectorProcess(ServerProcess):
     """``telemetry-sinks serve --config`` on a fixed port, writing to ``<dir>/events.jsonl``."""
 
     def __init__(self, directory: Path, binder_schema: Path, allowed: dict, collector: dict | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, eventlog: dict | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.events_file = directory / "events.jsonl"
         lines = [
@@ -48,6 +48,7 @@ class CollectorProcess(ServerProcess):
             f"c.FileSink.filename = {str(self.events_file)!r}",
         ]
         lines += [f"c.Collector.{name} = {value!r}" for name, value in (collector or {}).items()]
+        lines += [f"c.EventLog.{name} = {value!r}" for name, value in (eventlog or {}).items()]
         config = directory / "collector_config.py"
         config.write_text("\n".join(lines) + "\n")
         port = port or free_port()

@@ -13,7 +13,6 @@ import sys
 import time
 
 import pytest
-from backends import free_port, wait_for_port
 from browser_env import (
     BINDER,
     CHROMIUM_ARGS,
@@ -24,6 +23,7 @@ from browser_env import (
     app_page,
     chromium_path,
 )
+from helpers.servers import free_port, wait_for_port
 from traitlets.config import Config
 
 from telemetry_sinks import EventLog
@@ -65,9 +65,11 @@ def collectors(tmp_path, fixtures_dir, app):
     binder = fixtures_dir / "binderhub" / "launch-history" / "v6-a0c55e8" / "launch.json"
     started: list[CollectorProcess] = []
 
-    def start(allowed: dict | None = None, **options: object) -> CollectorProcess:
+    def start(allowed: dict | None = None, eventlog: dict | None = None,
+              **options: object) -> CollectorProcess:
         options.setdefault("cors_allowed_origins", [app.origin])
-        proc = CollectorProcess(tmp_path / f"collector-{len(started)}", binder, allowed or ALLOWED, options)
+        proc = CollectorProcess(tmp_path / f"collector-{len(started)}", binder, allowed or ALLOWED, options,
+                                eventlog=eventlog)
         started.append(proc.start())
         return proc
 
@@ -183,6 +185,47 @@ def test_events_land_in_the_collector_as_python_records_them(browser, app, colle
     for secret in ("ada-lovelace-71", "192.0.2.147"):
         assert secret not in traffic.bodies()
     assert len(traffic.events_posted(second.url)) == 1
+    context.close()
+
+
+def test_what_the_collector_pseudonymizes_or_generalizes_reaches_only_the_collector(browser, app, collectors,
+                                                                                   tmp_path):
+    key = tmp_path / "pseudonym-key"
+    key.write_text("browser-test-key-" + "0123456789" * 3)
+    key.chmod(0o600)
+    actions = {LAUNCH: {"consent": "opt-out", "round_timestamp": "minute",
+                        "category_actions": {"user-identifier": "pseudonymize"},
+                        "property_actions": {"client.user_agent": {"generalize": "truncate", "length": 7}}}}
+    second = collectors(allowed={LAUNCH: {}})
+    http = {"type": "http", "url": f"{second.url}/api/events", "format": "ndjson"}
+    collector = collectors(allowed=actions, eventlog={"pseudonym_key_file": str(key)},
+                           browser_sinks=["collector", http])
+    context = browser.new_context()
+    traffic = Traffic(context)
+    page = open_app(context, app, collector)
+    assert connect(page) == "granted"
+    event = {**launch_event("jupyterlab", **PERSONAL), "timestamp": "2025-01-31T12:34:56.789Z"}
+    emit(page, event)
+    assert flush(page) is True
+
+    [line] = collector.wait_for(lambda lines: len(lines) == 1)
+    python = EventLog(handlers=[logging.NullHandler()], schema_paths=[str(EXAMPLE_SCHEMAS_DIR)],
+                      load_schema_entry_points=False, allowed_schemas=actions, pseudonym_key_file=str(key))
+    expected = python.prepare(LAUNCH, 1, event["data"], event["timestamp"])
+    assert {k: v for k, v in line.items() if k != "__event_id__"} == expected  # as Python records it
+    assert line["username"] == python.pseudonym_key.pseudonym("ada-lovelace-71")
+    assert line["client"] == {"user_agent": "Firefox"}
+    assert line["__timestamp__"] == "2025-01-31T12:34:00.000000Z"
+    [other] = second.wait_for(lambda lines: len(lines) == 1)
+    assert other["__event_id__"] == line["__event_id__"]
+    assert "username" not in other and other["client"] == {} and other["app"] == "jupyterlab"
+    # The raw user name went to the collector only (which pseudonymized it); nothing else left the page.
+    to_second = "\n".join(r["body"] for r in traffic.requests if r["url"].startswith(second.url))
+    assert to_second and "ada-lovelace-71" not in to_second and "Firefox" not in to_second
+    assert "192.0.2.147" not in traffic.bodies()
+    assert "ada-lovelace-71" not in second.events_file.read_text() + collector.events_file.read_text()
+    policy = page.evaluate("() => log.policy.schemas[0].redaction")
+    assert policy == python.describe_redaction(LAUNCH, 1)
     context.close()
 
 

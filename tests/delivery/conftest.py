@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from delivery_helpers import MemorySink  # noqa: E402
+from helpers.delivery import MemorySink
 
 #: Fast defaults for tests: no batching delay, small backoffs, quick close.
 FAST = {

@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from delivery_helpers import FileBackendSink, Gate, wait_until
+from helpers.delivery import FileBackendSink, Gate
+from helpers.waiting import wait_until
 
 from telemetry_sinks.delivery.envelope import producer_id
 
 HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
 DELIVERY_LOGGER = "telemetry_sinks.delivery"
 
 
@@ -162,7 +164,7 @@ def test_fork_child_starts_empty_and_parent_is_unaffected(make_sink, tmp_path):
 SPOOL_SCRIPT = """
 import json, os, sys, time
 sys.path.insert(0, {helpers!r})
-from delivery_helpers import FileBackendSink
+from helpers.delivery import FileBackendSink
 from telemetry_sinks.delivery.envelope import producer_id
 
 out, down, spool, count, mode = sys.argv[1:6]
@@ -195,7 +197,7 @@ elif mode == "exit":
 
 def run_script(tmp_path: Path, *args: str, **popen) -> subprocess.Popen:
     script = tmp_path / "spool_script.py"
-    script.write_text(SPOOL_SCRIPT.format(helpers=str(HERE)))
+    script.write_text(SPOOL_SCRIPT.format(helpers=str(TESTS)))
     return subprocess.Popen(
         [sys.executable, str(script), *args],
         stdout=subprocess.PIPE,

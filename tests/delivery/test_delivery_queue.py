@@ -8,12 +8,13 @@ import threading
 import time
 
 import pytest
-from delivery_helpers import Gate, MemorySink, wait_until
+from helpers.delivery import Gate, MemorySink
+from helpers.waiting import wait_until
 
 from telemetry_sinks.capsule import encode
-from telemetry_sinks.delivery import NetworkSink
 from telemetry_sinks.delivery.envelope import next_event_id, producer_id
 from telemetry_sinks.errors import SinkConfigError
+from telemetry_sinks.sinks.network import NetworkSink
 
 DELIVERY_LOGGER = "telemetry_sinks.delivery"
 

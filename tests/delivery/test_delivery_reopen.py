@@ -18,7 +18,8 @@ import weakref
 from pathlib import Path
 
 import pytest
-from delivery_helpers import FileBackendSink, Gate, wait_until
+from helpers.delivery import FileBackendSink, Gate
+from helpers.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -129,7 +130,7 @@ def late_event():  # registered before telemetry_sinks is imported: runs after i
     print(json.dumps(sink.stats()), flush=True)
 
 atexit.register(late_event)
-from delivery_helpers import FileBackendSink
+from helpers.delivery import FileBackendSink
 sink = FileBackendSink(out_file={out!r}, flush_interval=0.0)
 sink.write_payload({{"n": 1}})
 """
@@ -138,7 +139,7 @@ sink.write_payload({{"n": 1}})
 def test_closing_at_interpreter_exit_keeps_its_meaning(tmp_path):
     out = tmp_path / "backend.jsonl"
     script = tmp_path / "exit.py"
-    script.write_text(textwrap.dedent(EXIT_SCRIPT.format(helpers=str(HERE), out=str(out))))
+    script.write_text(textwrap.dedent(EXIT_SCRIPT.format(helpers=str(HERE.parent), out=str(out))))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)

@@ -10,7 +10,8 @@ import random
 import time
 
 import pytest
-from delivery_helpers import MemorySink, wait_until
+from helpers.delivery import MemorySink
+from helpers.waiting import wait_until
 from traitlets import Unicode
 
 from telemetry_sinks.delivery import (

@@ -8,7 +8,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from delivery_helpers import Gate, wait_until
+from helpers.delivery import Gate
+from helpers.waiting import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -1,14 +1,10 @@
-"""Tests that start real Jupyter applications (see jupyter_apps.py); they read Kafka back like tests/kafka."""
+"""Tests that start real Jupyter applications (see jupyter_apps.py); they read Kafka back like
+tests/sinks/kafka (helpers.kafka_readback)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kafka"))
-
-import pytest  # noqa: E402
-from backends import kafka_bootstrap  # noqa: E402
+import pytest
+from helpers.servers import kafka_bootstrap
 
 
 @pytest.fixture(scope="module")

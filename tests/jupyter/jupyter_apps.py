@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import requests
-from backends import free_port, port_is_free
+from helpers.servers import free_port, port_is_free
 
 from telemetry_sinks.jupyter import export_jupyter_schemas
 

@@ -133,7 +133,7 @@ def test_operator_schemas_are_registered_on_the_event_logger(event_logger, tmp_p
 
 
 def test_health_reports_a_sink_that_cannot_reach_its_backend(event_logger, caplog):
-    from backends import free_port
+    from helpers.servers import free_port
 
     from telemetry_sinks import HTTPSink
 

@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 import requests
-from backends import free_port
+from helpers.kafka_readback import consume, payloads
+from helpers.servers import free_port
 from jupyter_apps import JupyterCollector, JupyterServer, read_jsonl, wait_for
-from kafka_readback import consume, payloads
 
 from telemetry_sinks.capsule import CANONICAL_TIMESTAMP
 from telemetry_sinks.jupyter.schemas import CONTENTS_SERVICE, GATEWAY_CLIENT, KERNEL_ACTIONS

@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 import requests
+from helpers.kafka_readback import consume, payloads
 from jupyter_apps import JupyterCollector, JupyterHub, jupyter_env, wait_for
-from kafka_readback import consume, payloads
 
 from telemetry_sinks.capsule import CANONICAL_TIMESTAMP
 from telemetry_sinks.jupyter.schemas import CONTENTS_SERVICE, HUB_SERVER_ACTION

@@ -10,9 +10,9 @@ an artefact of reading the wrong place).
 from __future__ import annotations
 
 import pytest
-from backends import wait_delivered
-from privacy_helpers import CATEGORIES, POLICY, PSID, SCHEMA, LocalSinks, local_kinds, private_event
-from sink_harness import available_backends
+from helpers.harness import available_backends
+from helpers.privacy import CATEGORIES, POLICY, PSID, SCHEMA, LocalSinks, local_kinds, private_event
+from helpers.servers import wait_delivered
 from traitlets.config import Config
 
 from telemetry_sinks import EventLog, EventRouter

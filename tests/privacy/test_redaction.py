@@ -1,6 +1,6 @@
 """Redaction by category is exact, in every sink's output, the spool, dead letters and errors.
 
-The schema (``privacy_helpers.SCHEMA``) declares personal data at every level: top
+The schema (``helpers.privacy.SCHEMA``) declares personal data at every level: top
 level, a nested object, an object nested in that, objects in an array, and a whole
 object property.  The policy allows ``user-identifier`` only.  Proves: no value of
 a disallowed category appears anywhere a sink writes (local files, stream, every
@@ -15,8 +15,8 @@ import json
 import logging
 
 import pytest
-from backends import wait_delivered
-from privacy_helpers import (
+from helpers.harness import CollectorServer, available_backends
+from helpers.privacy import (
     ALLOWED,
     CATEGORIES,
     FORBIDDEN,
@@ -28,7 +28,7 @@ from privacy_helpers import (
     local_kinds,
     private_event,
 )
-from sink_harness import CollectorServer, available_backends
+from helpers.servers import wait_delivered
 
 from telemetry_sinks import EventLog
 from telemetry_sinks.errors import EventValidationError
@@ -193,3 +193,80 @@ def test_errors_quoting_the_event_or_a_categorized_value_redact_personal_data(ex
     message = error_for(extra_schema, {**private_event(1), **change})
     leaked = [name for name, value in FORBIDDEN.items() if value in message]
     assert not leaked, f"the error message echoes {leaked}: {message}"
+
+
+# ---------------------------------------------------------------------- pseudonymized and generalized
+
+KEY_ENV = "PRIVACY_REDACTION_TEST_KEY"
+TRANSFORMING = {PSID: {
+    "allowed_categories": [],
+    "category_actions": {"user-identifier": "pseudonymize"},
+    "property_actions": {"client.ip": {"generalize": "ip_network"}, "files[].path": "pseudonymize",
+                         "email": {"generalize": "truncate", "length": 3}},
+}}
+#: Raw values the policy above replaces: none may appear anywhere.
+RAW = {"username": ALLOWED["username"], "ip": "203.0.113.77", "path": FORBIDDEN["path"],
+       "email": FORBIDDEN["email"]}
+
+
+def transforming_log(handlers, monkeypatch) -> EventLog:
+    monkeypatch.setenv(KEY_ENV, "redaction-test-key-" + "x" * 20)
+    log = EventLog(handlers=handlers, allowed_schemas=TRANSFORMING, pseudonym_key_env=KEY_ENV,
+                   load_schema_entry_points=False)
+    log.register_schema(SCHEMA)
+    return log
+
+
+def addressed_event(seq: int) -> dict:
+    event = private_event(seq)
+    event["client"]["ip"] = RAW["ip"]
+    return event
+
+
+def assert_transformed(output: bytes | str, where: str, log: EventLog) -> None:
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    leaked = [name for name, value in RAW.items() if value in text]
+    assert not leaked, f"{where}: raw values the policy replaces leaked: {leaked}"
+    for expected in (log.pseudonym_key.pseudonym(RAW["username"]), "203.0.113.0",
+                     log.pseudonym_key.pseudonym(RAW["path"])):
+        assert expected in text, f"{where}: {expected!r} missing (is the output really read?)"
+
+
+@pytest.mark.parametrize("kind", local_kinds())
+def test_no_raw_value_of_a_replaced_field_in_a_local_sinks_output(kind, tmp_path, monkeypatch):
+    sinks = LocalSinks(tmp_path)
+    sink = sinks.make(kind)
+    log = transforming_log([sink], monkeypatch)
+    for seq in range(20):
+        log.emit(schema_id=PSID, data=addressed_event(seq))
+    sink.flush()
+    sink.close()
+    assert_transformed(sinks.output(kind), kind, log)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_no_raw_value_of_a_replaced_field_in_the_spool_or_dead_letters(backend_factory, tmp_path, caplog,
+                                                                     monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    stricter = json.loads(json.dumps(SCHEMA))
+    stricter["properties"]["action"] = {"type": "integer"}  # the collector refuses every event for good
+    backend = backend_factory("http", schemas=[stricter],
+                              allowed_schemas={PSID: {"allowed_categories": CATEGORIES}})
+    spool = tmp_path / "spool"
+    sink = backend.make_sink(spool_dir=str(spool))
+    log = transforming_log([sink], monkeypatch)
+    backend.down()
+    for seq in range(10):
+        log.emit(schema_id=PSID, data=addressed_event(seq))
+    assert sink.flush(timeout=20)
+    assert sink.stats()["spooled"] == 10
+    assert_transformed(b"".join(p.read_bytes() for p in spool.glob("*.wal")), "spool", log)
+    backend.up()
+    wait_delivered(sink, timeout=60)
+    stats = sink.stats()
+    sink.close()
+    assert stats["dead_lettered"] == 10, stats
+    assert_transformed((spool / "dead_letters.jsonl").read_text(), "dead letters", log)
+    everything = caplog.text + str(stats) + backend.server.all_output().decode("utf-8", "replace")
+    assert not [name for name, value in RAW.items() if value in everything]

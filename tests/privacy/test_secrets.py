@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from privacy_helpers import POLICY, PSID, SCHEMA, private_event
-from sink_harness import BACKENDS, CollectorServer, available_backends, free_port
+from helpers.harness import BACKENDS, CollectorServer, available_backends, free_port
+from helpers.privacy import POLICY, PSID, SCHEMA, private_event
 
 from telemetry_sinks import EventLog, SinkConfigError
 
@@ -183,3 +183,122 @@ def test_the_collector_token_never_shows_in_its_output_or_the_sink_side(debug_lo
     output = collector.all_output().replace(config, b"")
     for text in (good_seen, bad_seen, output.decode("utf-8", "replace")):
         assert token not in text and token[:-1] not in text
+
+
+# ---------------------------------------------------------------------- the pseudonym key
+
+
+def key_sources() -> list[str]:
+    """EventLog options naming where a secret is read from (tagged ``secret_source``), by introspection."""
+    return sorted(EventLog.class_trait_names(secret_source=lambda kind: kind is not None))
+
+
+PSEUDONYMIZING = {PSID: {"allowed_categories": [], "round_timestamp": "minute",
+                         "category_actions": {"user-identifier": "pseudonymize"},
+                         "property_actions": {"client.ip": {"generalize": "ip_network"},
+                                              "files[].path": "pseudonymize"}}}
+
+
+def addressed_event(seq: int) -> dict:
+    """``private_event`` with a real IP address (the policy generalizes it)."""
+    event = private_event(seq)
+    event["client"]["ip"] = "203.0.113.77"
+    return event
+
+
+def provide_key(option: str, secret: str, tmp_path: Path, monkeypatch) -> str:
+    """The value of ``option`` that makes EventLog read ``secret`` (a file path or a variable name)."""
+    kind = EventLog.class_traits()[option].metadata["secret_source"]
+    if kind == "file":
+        path = tmp_path / f"key-{uuid.uuid4().hex[:6]}"
+        path.write_text(secret + "\n")
+        return str(path)
+    assert kind == "env", f"a secret_source kind this test does not know: {kind!r}"
+    name = f"PRIVACY_TEST_KEY_{uuid.uuid4().hex[:6].upper()}"
+    monkeypatch.setenv(name, secret)
+    return name
+
+
+def test_the_introspection_finds_the_key_options():
+    assert key_sources() == ["pseudonym_key_env", "pseudonym_key_file"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("option", key_sources())
+def test_the_pseudonym_key_never_shows_anywhere(option, debug_logs, tmp_path, monkeypatch):
+    import json
+
+    from helpers.privacy import ALLOWED, LocalSinks, local_kinds
+
+    from telemetry_sinks import EventValidationError, HTTPSink
+    from telemetry_sinks.describe import describe
+
+    secret = f"K3Y{uuid.uuid4().hex}"
+    value = provide_key(option, secret, tmp_path, monkeypatch)
+    seen: list[str] = []
+
+    # 1. Every local sink, the plan and its description, the pages, reprs, config and stats.
+    local = LocalSinks(tmp_path / "local")
+    kinds = local_kinds()
+    handlers = [local.make(kind) for kind in kinds]
+    log = EventLog(handlers=handlers, allowed_schemas=PSEUDONYMIZING, load_schema_entry_points=False,
+                   **{option: value})
+    log.register_schema(SCHEMA)
+    capsules = [log.emit(schema_id=PSID, data=addressed_event(seq)) for seq in range(5)]
+    pseudonym = capsules[0]["username"]
+    assert pseudonym.startswith(log.pseudonym_key.id + ":") and pseudonym != ALLOWED["username"]
+    with pytest.raises(EventValidationError) as error:
+        log.emit(schema_id=PSID, data={**private_event(9), "client": {"ip": "not-an-ip"}})
+    seen += [str(error.value), repr(error.value), error.value.reason]
+    seen += [repr(log), repr(log.pseudonym_key), str(log.config), repr(log.redaction_plan(PSID)),
+             json.dumps(log.describe_redaction(PSID)), describe(log, "html"), describe(log, "md"),
+             json.dumps(capsules)]
+    seen += [repr(h) for h in handlers]
+    for handler in handlers:
+        handler.flush()
+        handler.close()
+    seen += [local.output(kind).decode("utf-8", "replace") for kind in kinds]
+
+    # 2. The collector configured with the same option: its logs, pages, answers and files.
+    extra = f"c.EventLog.{option} = {value!r}\n"
+    collector = CollectorServer(tmp_path / "collector", schemas=[SCHEMA], allowed_schemas=PSEUDONYMIZING,
+                                extra_config=extra).start()
+    try:
+        sink = HTTPSink(url=collector.url, flush_interval=0.01, spool_dir=str(tmp_path / "spool"))
+        client = EventLog(handlers=[sink], allowed_schemas=[PSID], load_schema_entry_points=False)
+        client.register_schema(SCHEMA)
+        # A client that knows nothing of the key: the collector applies the plan before its sinks.
+        for seq in range(3):
+            sink.handle_capsule({"__timestamp__": "2024-05-06T07:08:09.123456Z", "__schema__": PSID,
+                                 "__schema_version__": 1, "__metadata_version__": 1, **addressed_event(seq)})
+        assert sink.flush(10)
+        seen.append(own_observables(sink, debug_logs))
+        sink.close()
+        import urllib.request
+
+        for path in ("/", "/?format=md", "/api/health", "/api/schemas"):
+            with urllib.request.urlopen(collector.base_url + path, timeout=10) as answer:
+                seen.append(answer.read().decode("utf-8", "replace"))
+    finally:
+        collector.stop()
+    received = collector.received()
+    assert len(received) == 3
+    assert received[0]["username"] == pseudonym  # the same key: the same pseudonym as in this process
+    assert received[0]["__timestamp__"] == "2024-05-06T07:08:00.000000Z"
+    assert received[0]["client"]["ip"] == "203.0.113.0"
+    # The collector and the Python EventLog record exactly the same capsule.
+    same = log.prepare(PSID, 1, addressed_event(0), "2024-05-06T07:08:09.123456Z")
+    assert {k: v for k, v in received[0].items() if k != "__event_id__"} == same
+    seen.append(collector.all_output().decode("utf-8", "replace"))
+
+    # 3. A key too short: the error names where it came from, never what it is.
+    short = f"S{uuid.uuid4().hex[:8]}"
+    with pytest.raises(Exception) as error:
+        EventLog(allowed_schemas=PSEUDONYMIZING, load_schema_entry_points=False,
+                 **{option: provide_key(option, short, tmp_path, monkeypatch)})
+    seen += [str(error.value), repr(error.value)]
+
+    seen += [record.getMessage() + str(record.args) for record in debug_logs.records]
+    everything = "\n".join(seen)
+    assert secret not in everything, f"the pseudonym key read through {option} showed up"
+    assert short not in everything

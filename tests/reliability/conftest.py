@@ -2,9 +2,4 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from sink_harness import backend_factory, no_cloud_configuration  # noqa: E402, F401
+from helpers.harness import backend_factory, no_cloud_configuration  # noqa: F401 - fixtures

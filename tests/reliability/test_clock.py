@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_harness import FAST, SCHEMA, SID, CollectorServer, check_at_least_once, free_port
+from helpers.harness import FAST, SCHEMA, SID, CollectorServer, check_at_least_once, free_port
 
 from telemetry_sinks import EventLog, HTTPSink, RotatingFileSink, TimedRotatingFileSink
 from telemetry_sinks.delivery import engine

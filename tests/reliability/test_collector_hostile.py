@@ -19,7 +19,7 @@ import time
 
 import pytest
 import requests
-from sink_harness import SCHEMA, SID, CollectorServer
+from helpers.harness import SCHEMA, SID, CollectorServer
 
 pytestmark = [pytest.mark.integration]
 

@@ -14,9 +14,9 @@ import logging
 
 import pytest
 import requests
+from helpers.harness import SCHEMA, SID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sink_harness import SCHEMA, SID
 from traitlets.config import Config
 
 from telemetry_sinks import EventLog

@@ -17,8 +17,8 @@ import threading
 from collections import Counter
 
 import pytest
-from backends import wait_delivered
-from sink_harness import FAST, SCHEMA, SID, check_at_least_once
+from helpers.harness import FAST, SCHEMA, SID, check_at_least_once
+from helpers.servers import wait_delivered
 
 from telemetry_sinks import EventLog, FileSink
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_harness import FAST, SCHEMA, CollectorServer, check_at_least_once, free_port
+from helpers.harness import FAST, SCHEMA, CollectorServer, check_at_least_once, free_port
 
 from telemetry_sinks.delivery.spool import HEADER, parse_records
 

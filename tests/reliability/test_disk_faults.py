@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_harness import FAST, SCHEMA, SID, CollectorServer, check_at_least_once, free_port
+from helpers.harness import FAST, SCHEMA, SID, CollectorServer, check_at_least_once, free_port
 
 from telemetry_sinks import EventLog, HTTPSink
 from telemetry_sinks.delivery import engine

@@ -4,7 +4,7 @@
 
 The collector (``http``) is killed with SIGKILL and restarted; the other backends
 keep their data in memory, so the network in front of them is cut instead (see
-``sink_harness``).  Proves, per sink: nothing is lost, duplicates are identical to
+``helpers.harness``).  Proves, per sink: nothing is lost, duplicates are identical to
 their first copy and no more than the retries and replays, emit() never waits for
 the backend, and memory and spool stay within their bounds all along.
 """
@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
-from backends import assert_never_blocked, wait_delivered
-from sink_harness import SCHEMA, SID, BoundsMonitor, available_backends, check_at_least_once
+from helpers.harness import SCHEMA, SID, BoundsMonitor, available_backends, check_at_least_once
+from helpers.servers import assert_never_blocked, wait_delivered
 
 from telemetry_sinks import EventLog
 

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_harness import BACKENDS, SCHEMA, SID, HangingServer, available_backends, wait_until
+from helpers.harness import BACKENDS, SCHEMA, SID, HangingServer, available_backends
+from helpers.waiting import wait_until
 
 from telemetry_sinks import EventLog
 from telemetry_sinks.delivery.spool import parse_records

@@ -556,3 +556,16 @@ def test_concurrent_writers_with_rotation(tmp_path, logger):
     files = size_rotated_files(base)
     assert len(files) > 5
     _check_complete_and_ordered([line for p in files for line in read_lines(p)], 12, 150)
+
+
+def test_size_rotation_counts_bytes_not_characters(tmp_path):
+    """Non-ASCII text takes more bytes than characters: no file may grow past max_bytes."""
+    sink = RotatingFileSink(filename=tmp_path / "e.jsonl", max_bytes=80, backup_count=5)
+    line = '{"t":"' + "é" * 10 + '"}\n'  # 19 characters, 29 bytes
+    for _ in range(6):
+        sink.write_payload({"t": "é" * 10})
+    sink.close()
+    files = sorted(tmp_path.glob("e.jsonl*"))
+    sizes = [f.stat().st_size for f in files]
+    assert all(size <= 80 for size in sizes), sizes
+    assert sum(sizes) == 6 * len(line.encode("utf-8"))  # nothing lost

@@ -50,9 +50,15 @@ function primitive(value: unknown): boolean {
   return typeof value === "string" || typeof value === "number" || typeof value === "boolean";
 }
 
-/** Whether the policy of ``spec`` keeps property ``name`` (its categories allowed, or it is named). */
+/**
+ * Whether the policy of ``spec`` keeps property ``name`` in some form: the server's compiled plan
+ * does not drop it (what it pseudonymizes or generalizes, the server does), else its categories
+ * are allowed or it is named.
+ */
 export function keeps(spec: PolicySchema | undefined, name: string): boolean {
   if (!spec) return false;
+  const planned = spec.redaction?.properties;
+  if (planned) return planned[name]?.action !== "drop";
   const prop = (spec.schema.properties as Record<string, { categories?: string[] }> | undefined)?.[name];
   const categories = (prop?.categories ?? []).map((c) => c.slice(c.lastIndexOf("/") + 1))
     .filter((c) => c !== "unrestricted");

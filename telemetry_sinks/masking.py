@@ -1,0 +1,57 @@
+"""Secret masking: secrets (tokens, passwords, keys) replaced by ``***`` in any text we show.
+
+"Mask" is always about secrets of the operator's configuration; removing an
+event's personal data is "redact" (:mod:`telemetry_sinks.policy`).  Sinks mask
+their ``repr()`` and every message that may quote an option or a client's error:
+``stats()["last_error"]``, warnings, dead-letter reasons, configuration errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+MASK = "***"
+#: Secrets shorter than this are not masked: "a" would mask every "a" in the text.
+MIN_SECRET_LENGTH = 3
+#: Longest masked text: a backend's error page must not fill a log line.
+MAX_TEXT_LENGTH = 1000
+
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
+def mask_url_password(text: str) -> str:
+    """``text`` with the user:password part of any URL in it replaced by ``***``."""
+    return _URL_USERINFO.sub(rf"\1{MASK}@", text)
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string in ``value``: the value itself, or those inside a dict or list (nested)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from strings_in(item)
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each secret (and its repr and JSON escapes) and URL passwords masked.
+
+    A client's error may quote a value as Python or JSON would, so those forms of
+    each secret are masked too; the result is cut at ``MAX_TEXT_LENGTH``.
+    """
+    forms: set[str] = set()
+    for value in secrets:
+        forms.update((value, repr(value)[1:-1], json.dumps(value)[1:-1]))
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) >= MIN_SECRET_LENGTH:
+            text = text.replace(form, MASK)
+    return mask_url_password(text)[:MAX_TEXT_LENGTH]
+
+
+__all__ = ["MASK", "mask", "mask_url_password", "strings_in"]
