@@ -35,22 +35,24 @@ _PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; fo
              "frame-ancestors 'self'")
 
 
-class _LabMixin:
+class _LabHandler(JupyterHandler):
+    """What the JupyterLab endpoints and the page share (the API handlers are also APIHandlers)."""
+
     auth_resource = "telemetry"
     _track_activity = False
 
     @property
     def lab(self) -> JupyterLabTelemetry:
-        return self.settings[SETTINGS_KEY]  # type: ignore[attr-defined]
+        return self.settings[SETTINGS_KEY]
 
     def user_consent(self) -> consent.UserConsent:
-        return self.lab.user_consent(self.current_user.username, self.request)  # type: ignore[attr-defined]
+        return self.lab.user_consent(self.current_user.username, self.request)
 
     def page_url(self) -> str:
-        return url_path_join(self.base_url, PAGE_PATH)  # type: ignore[attr-defined]
+        return url_path_join(self.base_url, PAGE_PATH)
 
 
-class LabAPIHandler(_LabMixin, APIHandler):
+class LabAPIHandler(_LabHandler, APIHandler):
     def fail(self, status: int, message: str) -> None:
         """An error answer ``{"error": message}`` (the browser module shows it in its warnings)."""
         self.set_status(status)
@@ -136,7 +138,7 @@ class EventsHandler(LabAPIHandler):
             self.write_json(200, result)
 
 
-class PageHandler(_LabMixin, JupyterHandler):
+class PageHandler(_LabHandler):
     """``GET telemetry``: what this server records, for its users (``?format=md`` for Markdown);
     ``POST`` its plain form (``choice=granted|denied|clear``, with Jupyter's ``_xsrf``), which
     needs no JavaScript."""
