@@ -38,17 +38,20 @@ NEWS_OFF = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"
 class JupyterLab(JupyterServer):
     """``python -m jupyterlab`` recording to ``events.jsonl`` with ``allowed`` (c.EventLog.allowed_schemas).
 
-    ``overrides`` is the administrator's overrides.json (JupyterLab's news are off in every test).
+    ``overrides`` is the administrator's overrides.json (JupyterLab's news are off in every test);
+    ``base_url`` the server's (``/user/<name>/`` under JupyterHub).
     """
 
     def __init__(self, directory: Path, allowed: dict, config: str = "", overrides: dict | None = None,
-                 name: str = "jupyterlab") -> None:
+                 name: str = "jupyterlab", base_url: str = "/") -> None:
+        self.base = base_url.rstrip("/")
         self.events_file = directory / "events.jsonl"
         settings = directory / "app-settings"
         settings.mkdir(parents=True, exist_ok=True)
         (settings / "overrides.json").write_text(json.dumps({**NEWS_OFF, **(overrides or {})}))
         lab_config = f"""
             c.ServerApp.jpserver_extensions = {{"telemetry_sinks.jupyter": True}}
+            c.ServerApp.base_url = {base_url!r}
             c.LabApp.expose_app_in_browser = True
             c.LabApp.app_settings_dir = {str(settings)!r}
             c.EventLog.allowed_schemas = {allowed!r}
@@ -57,6 +60,11 @@ class JupyterLab(JupyterServer):
         """
         super().__init__(directory, textwrap.dedent(lab_config) + textwrap.dedent(config), name=name)
         self.argv = [sys.executable, "-m", "jupyterlab"]
+
+    @property
+    def url(self) -> str:
+        """The server's root: its address and base_url."""
+        return super().url + self.base
 
     def start(self) -> JupyterLab:
         super().start()
@@ -168,7 +176,9 @@ class LabPage:
 
     def api(self, method: str, path: str, body: Any = None, headers: dict | None = None,
             xsrf: bool = True) -> dict:
-        """A request from the page with the page's own credentials (login cookie, XSRF header)."""
+        """A request from the page (``path`` below the server's base_url) with the page's own
+        credentials (login cookie, XSRF header)."""
+        path = self.lab.base + path
         return self.page.evaluate(
             """async ([method, path, body, headers, withXsrf]) => {
                 const xsrf = withXsrf && (document.cookie.match(/\\b_xsrf=([^;]*)/) || [])[1];

@@ -175,6 +175,37 @@ def test_deny_in_the_notification_records_nothing_more_and_the_server_enforces_i
     assert page.page.evaluate("window.telemetrySinks.consent.state") == "denied"
 
 
+def test_delivery_retries_a_failed_request_and_sends_what_is_queued_when_the_tab_goes(user, lab):
+    page = user()
+    page.notification("unless you say no").get_by_role("button", name="Allow").click()
+    page.wait_choice("granted")
+    page.flush()
+    refused: list[str] = []
+
+    def flaky(route):
+        if len(refused) < 2:
+            refused.append(route.request.url)
+            route.abort()  # the network fails: no answer
+        else:
+            route.continue_()
+
+    page.page.context.route("**/api/telemetry/events*", flaky)
+    before = len(lab.events())
+    page.command("launcher:create")
+    arrived(page, lab, before, lambda events: any(e.get("command") == "launcher:create" for e in events),
+            "the command, after two failed requests")
+    assert len(refused) == 2
+    page.page.context.unroute("**/api/telemetry/events*")
+    page.console[:] = [c for c in page.console if "ERR_FAILED" not in c[1]]  # the two refused above
+    before = len(lab.events())
+    page.command("launcher:create")  # queued (batches leave every second) ...
+    page.page.goto("about:blank")  # ... and the tab goes: sent at once with keepalive
+    wait_for(lambda: any(e.get("command") == "launcher:create" for e in lab.events(since=before)), 20,
+             what="the events queued when the tab went")
+    ids = [e["__event_id__"] for e in lab.events()]
+    assert len(ids) == len(set(ids)), "no event recorded twice"
+
+
 def test_global_privacy_control_is_honoured_without_asking(user, lab):
     page = user(extra_http_headers={"Sec-GPC": "1"},
                 init_script="Object.defineProperty(navigator, 'globalPrivacyControl', {value: true})")

@@ -53,9 +53,10 @@ def preset_lab(tmp_path_factory, collector):
 
 @pytest.fixture(scope="module")
 def locked_lab(tmp_path_factory):
+    """Under a base_url, as a JupyterHub user's server is."""
     allowed = {DOCUMENT: {}, ACTIVE_PANEL: {}}  # opt-out (the default)
     app = JupyterLab(tmp_path_factory.mktemp("locked-lab"), allowed,
-                     'c.JupyterLabTelemetry.locked_consent = "denied"\n').start()
+                     'c.JupyterLabTelemetry.locked_consent = "denied"\n', base_url="/user/ada/").start()
     yield app
     app.stop()
 
@@ -108,6 +109,7 @@ def test_the_user_turns_recording_off_in_the_settings_editor(users, preset_lab):
 
 def test_a_locked_choice_is_not_asked_cannot_be_changed_and_is_enforced(users, locked_lab):
     page = users(locked_lab)
+    assert page.page.url.startswith(f"{locked_lab.url}/lab"), "JupyterLab under the base_url"
     page.notification("Your administrator turned off")
     assert not page.asked()
     policy = page.api("GET", "/api/telemetry/policy")["json"]
