@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Dict, Int, List, TraitError, Unicode, Union, default, validate
 from traitlets.config import LoggingConfigurable
 
+from ..dedup import RecentIds
 from ..server import consent
 from ..server.browser import check_browser_sinks, check_sample_rates
-from ..dedup import RecentIds
 
 if TYPE_CHECKING:
     from ..eventlog import EventLog

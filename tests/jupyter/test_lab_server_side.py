@@ -168,8 +168,8 @@ def test_an_editable_install_adds_the_package_copy_to_jupyterlab_and_a_wheel_ins
 
 def test_a_collector_with_the_exported_schemas_records_what_a_jupyter_server_forwards(tmp_path):
     """A Jupyter Server's HTTP sink forwards redacted capsules; the collector validates them again."""
-    from telemetry_sinks.jupyter import export_jupyter_schemas
     from telemetry_sinks.dedup import RecentIds
+    from telemetry_sinks.jupyter import export_jupyter_schemas
     from telemetry_sinks.server.handlers import process_events
 
     server_log, forwarded = lab_eventlog({DOCUMENT: {}})
