@@ -28,6 +28,10 @@ await build({
   bundle: true, format: "esm", target: "es2020", platform: "browser", charset: "utf8",
   legalComments: "inline", logLevel: "warning",
   external: ["@jupyterlab/*", "@lumino/*", "@cfworker/json-schema"],
+  // The module's own URL means nothing inside JupyterLab (the collector is given), and webpack
+  // would write the build machine's file:// path in its place: the output would depend on where
+  // the repository is.
+  define: { "import.meta.url": "undefined" },
 });
 
 const builder = createRequire(import.meta.url).resolve("@jupyterlab/builder/lib/build-labextension.js");
