@@ -66,7 +66,7 @@ from ..dedup import RecentIds
 from ..delivery.envelope import EVENT_ID_FIELD
 from ..fileio import replace_file, write_all
 from ..retention import RetentionRules, purge_archive
-from .base import Sink
+from .base import DirectorySink
 from .max_age import MaxAge
 
 __all__ = ["ArchiveSink"]
@@ -113,7 +113,7 @@ def _utc_today() -> str:
 # --------------------------------------------------------------------------- the sink
 
 
-class ArchiveSink(MaxAge, Sink):
+class ArchiveSink(MaxAge, DirectorySink):
     """Events in one ``events-YYYY-MM-DD.jsonl`` file per UTC day, with an ``index.jsonl``.
 
     The layout of the mybinder.org events archive; see the module documentation
@@ -121,8 +121,6 @@ class ArchiveSink(MaxAge, Sink):
     """
 
     sink_name = "archive"
-    required_options = ("directory",)
-    per_process_options = {"directory": "directory"}  # one writing process per directory
 
     directory = Unicode(None, allow_none=True, help="Directory of the day files and index.jsonl.").tag(
         config=True, destination=("directory", "path")
@@ -143,11 +141,8 @@ class ArchiveSink(MaxAge, Sink):
     _day: str | None = None
     _closed = False
 
-    def __init__(self, directory: str | os.PathLike | None = None, **options: Any) -> None:
-        if directory is not None:
-            options["directory"] = os.fspath(directory) if isinstance(directory, os.PathLike) else directory
-        super().__init__(**options)
-        self.directory = os.path.abspath(os.path.expanduser(self.directory))
+    def __init__(self, directory: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        super().__init__(directory, **options)
         os.makedirs(self.directory, exist_ok=True)
         self._fd = None
         self._day = None
