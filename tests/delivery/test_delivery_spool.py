@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import zlib
 from pathlib import Path
 
@@ -46,10 +46,9 @@ def record_offsets(buf: bytes) -> list[tuple[int, int]]:
 
 def spool_events(make_sink, directory: Path, count: int, **options) -> list[str]:
     """Emit ``count`` events ({"n": i}) into a spool through a sink whose backend is down."""
-    sink = make_sink(fail, spool_dir=str(directory), **options)
+    sink = make_sink(fail, spool_dir=str(directory), close_timeout=0.1, **options)
     for n in range(count):
         sink.write_payload({"n": n})
-    assert sink.flush(5)
     sink.close()
     stats = sink.stats()
     assert stats["spooled"] == count and stats["sent"] == 0 and stats["dropped"] == 0
@@ -244,43 +243,71 @@ def test_segments_are_deleted_only_after_every_event_is_acknowledged(make_sink, 
 def test_spool_overflow_drop_newest_counts_and_warns(make_sink, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger=DELIVERY_LOGGER)
     record_size = len(encode_record(next_event_id(), '{"n":0}'))
+    gate = Gate()
     sink = make_sink(
-        fail,
+        gate,
         spool_dir=str(tmp_path),
         overflow="drop_newest",
         max_spool_bytes=record_size * 4,
         spool_segment_bytes=record_size * 2,
         max_batch_events=1,
+        max_queue_events=1,
     )
-    for n in range(10):
+    sink.write_payload({"n": 0})
+    assert gate.entered.wait(5)  # event 0 in flight
+    for n in range(1, 10):
         sink.write_payload({"n": n})
-    assert sink.flush(5)
+    # 1 is held in memory too, 2 and 3 on disk only; the spool is then full and so is memory.
     stats = sink.stats()
     assert stats["spooled"] == 4 and stats["dropped"] == 6
+    gate.release()
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [0, 1, 2, 3]
     wait_until(lambda: any("spool full" in r.getMessage() for r in caplog.records))
-    assert os.path.getsize(tmp_path / segments(tmp_path)[0].name) > 0
 
 
 @pytest.mark.timeout(30)
-def test_events_spooled_while_down_replay_in_order_when_the_backend_is_back(make_sink, tmp_path):
+def test_a_full_spool_keeps_new_events_in_memory_while_there_is_room(make_sink, tmp_path):
+    record_size = len(encode_record(next_event_id(), '{"n":0}'))
+    gate = Gate()
+    sink = make_sink(gate, spool_dir=str(tmp_path), max_spool_bytes=record_size * 3, max_batch_events=1)
+    sink.write_payload({"n": 0})
+    assert gate.entered.wait(5)
+    for n in range(1, 10):
+        sink.write_payload({"n": n})
+    stats = sink.stats()
+    assert stats["spooled"] == 3 and stats["dropped"] == 0 and stats["queue_events"] == 9
+    gate.release()
+    assert sink.flush(5)
+    assert sink.delivered_numbers == list(range(10))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("memory", ["room", "full"])
+def test_events_spooled_while_down_are_delivered_in_order_when_the_backend_is_back(make_sink, tmp_path,
+                                                                                  memory):
     down = True
 
     def backend(batch):
         if down:
             raise ConnectionError("connection refused")
 
-    sink = make_sink(backend, spool_dir=str(tmp_path), flush_interval=0.01, max_batch_events=7)
+    small = {"max_queue_events": 10} if memory == "full" else {}
+    sink = make_sink(backend, spool_dir=str(tmp_path), flush_interval=0.01, max_batch_events=7, **small)
     for n in range(40):
         sink.write_payload({"n": n})
-        if n == 20:
-            wait_until(lambda: sink.stats()["spooled"] > 0)  # the worker spools while down
-    wait_until(lambda: sink.stats()["spooled"] == 40)
-    assert sink.stats()["sent"] == 0 and segments(tmp_path)
+    stats = sink.stats()
+    assert stats["spooled"] == 40 and stats["sent"] == 0  # on disk at once, without waiting
+    records = [r for f in segments(tmp_path) for r in parse_records(f.read_bytes()).records]
+    on_disk = [json.loads(data)["n"] for _, data in records]
+    assert on_disk == list(range(40))
     down = False
     for n in range(40, 45):
-        sink.write_payload({"n": n})  # newer events wait behind the spooled ones
+        sink.write_payload({"n": n})  # newer events wait behind the older ones
     wait_until(lambda: sink.stats()["sent"] == 45)
     assert sink.delivered_numbers == list(range(45))
     stats = sink.stats()
-    assert stats["replayed"] >= 40 and stats["dropped"] == 0  # 40..44 may be spooled too
+    assert stats["dropped"] == 0
+    if memory == "full":  # what did not fit in memory was read back from disk
+        assert stats["replayed"] >= 40 - 10 - 7, stats
     wait_until(lambda: segments(tmp_path) == [])
