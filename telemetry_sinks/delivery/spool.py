@@ -20,14 +20,18 @@ Items (integers big-endian); a segment is a sequence of them::
     4       4     n: length of the body in bytes (uint32)
     8       4     CRC-32 (zlib.crc32) of the body (uint32)
     12      n     event: event_id (ASCII), b"\\n", the event's JSON line (UTF-8)
-                  checkpoint: n = 8, one uint64: a byte offset in this segment
+                  checkpoint: n = 12, a uint64 byte offset ``o`` in this segment and
+                  the uint32 CRC-32 ``c`` of the record that ends there
 
-A checkpoint at position ``p`` with offset ``o`` says: every event record that
-ends at or before ``min(o, p)`` was acknowledged by the backend or dead-lettered
-(events are settled out of order; a checkpoint covers the settled prefix).  The
-segment's *settled offset* is the largest of them, 0 without one.  A checkpoint is
-appended after each delivered batch that moved the prefix, so a crash re-sends
-at most the events acknowledged since, and those in flight.
+A checkpoint says: the event record that ends at offset ``o`` (the one whose
+checksum is ``c``) and every record before it were acknowledged by the backend or
+dead-lettered (events are settled out of order; a checkpoint covers the settled
+prefix).  It counts only if that record is there, ending at ``o`` before the
+checkpoint, with checksum ``c``, so damage that shifts the bytes (a deleted or
+inserted range) voids it rather than settling another event.  The segment's
+*settled offset* is the largest ``o`` of the checkpoints that count, 0 without one.
+A checkpoint is appended after each delivered batch that moved the prefix, so a
+crash re-sends at most the events acknowledged since, and those in flight.
 
 Reading (:func:`parse_records`, a pure function over bytes) keeps every item
 whose header and checksum are valid.  Bytes that are not a valid item (a torn
@@ -65,6 +69,7 @@ import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..fileio import write_all
 from .envelope import Envelope, producer_id
@@ -81,8 +86,8 @@ MAGIC = b"\x89TSR"
 CHECKPOINT_MAGIC = b"\x89TSA"
 _PREFIX = b"\x89TS"  # what both magics start with: where the reader resynchronises
 HEADER = struct.Struct(">4sII")
-_OFFSET = struct.Struct(">Q")
-CHECKPOINT_SIZE = HEADER.size + _OFFSET.size
+_ANCHOR = struct.Struct(">QI")  # a checkpoint's body: offset, checksum of the record ending there
+CHECKPOINT_SIZE = HEADER.size + _ANCHOR.size
 SUFFIX = ".wal"
 #: At most one warning per this many seconds for the same kind of spool problem.
 WARN_INTERVAL = 60.0
@@ -99,13 +104,18 @@ _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 def encode_record(event_id: str, data: str) -> bytes:
     """One spool record for an event (see the module docstring)."""
+    return _record(event_id, data)[0]
+
+
+def _record(event_id: str, data: str) -> tuple[bytes, int]:
     body = event_id.encode("ascii") + b"\n" + data.encode("utf-8")
-    return HEADER.pack(MAGIC, len(body), zlib.crc32(body)) + body
+    crc = zlib.crc32(body)
+    return HEADER.pack(MAGIC, len(body), crc) + body, crc
 
 
-def encode_checkpoint(offset: int) -> bytes:
-    """A checkpoint: the records ending at or before ``offset`` are settled."""
-    body = _OFFSET.pack(offset)
+def encode_checkpoint(offset: int, checksum: int) -> bytes:
+    """A checkpoint: the record ending at ``offset`` (CRC-32 ``checksum``) and those before are settled."""
+    body = _ANCHOR.pack(offset, checksum)
     return HEADER.pack(CHECKPOINT_MAGIC, len(body), zlib.crc32(body)) + body
 
 
@@ -123,18 +133,29 @@ class ParsedSegment:
     """The valid items of a segment, in order, and what was skipped.
 
     ``records`` are (event_id, data); ``ends[i]`` is the offset where record ``i``
-    ends; ``checkpoints`` are (position, offset) pairs.
+    ends and ``checksums[i]`` its CRC-32; ``checkpoints`` are (position, offset,
+    checksum) triples.
     """
 
     records: list[tuple[str, str]] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
-    checkpoints: list[tuple[int, int]] = field(default_factory=list)
+    checksums: list[int] = field(default_factory=list)
+    checkpoints: list[tuple[int, int, int]] = field(default_factory=list)
     issues: list[SpoolIssue] = field(default_factory=list)
 
     @property
     def settled(self) -> int:
-        """The settled offset: records ending at or before it were acknowledged or dead-lettered."""
-        return max((min(offset, position) for position, offset in self.checkpoints), default=0)
+        """The settled offset: records ending at or before it were acknowledged or dead-lettered.
+
+        The largest offset of a checkpoint whose record is there: ending at that offset,
+        before the checkpoint, with the checksum it names.
+        """
+        anchors = dict(zip(self.ends, self.checksums))
+        return max(
+            (offset for position, offset, checksum in self.checkpoints
+             if offset <= position and anchors.get(offset) == checksum),
+            default=0,
+        )  # fmt: skip
 
     def unsettled(self) -> list[tuple[str, str, int]]:
         """(event_id, data, end) of every record after the settled offset, in order."""
@@ -142,9 +163,9 @@ class ParsedSegment:
         return [(i, d, end) for (i, d), end in zip(self.records, self.ends) if end > settled]
 
 
-def _item_at(buf: bytes, pos: int) -> tuple[int, str | None, str | int] | None:
-    """The item starting at ``pos`` as (end, event_id, data) for a record, (end, None, offset)
-    for a checkpoint, or None if there is none."""
+def _item_at(buf: bytes, pos: int) -> tuple[int, str | None, Any, int] | None:
+    """The item starting at ``pos`` as (end, event_id, data, checksum) for a record,
+    (end, None, offset, checksum) for a checkpoint, or None if there is none."""
     body_start = pos + HEADER.size
     if body_start > len(buf):
         return None
@@ -160,14 +181,14 @@ def _item_at(buf: bytes, pos: int) -> tuple[int, str | None, str | int] | None:
         if sep <= 0:
             return None
         try:
-            return end, body[:sep].decode("ascii"), body[sep + 1 :].decode("utf-8")
+            return end, body[:sep].decode("ascii"), body[sep + 1 :].decode("utf-8"), crc
         except UnicodeDecodeError:
             return None
-    if magic == CHECKPOINT_MAGIC and length == _OFFSET.size:
+    if magic == CHECKPOINT_MAGIC and length == _ANCHOR.size:
         body = buf[body_start:end]
         if zlib.crc32(body) != crc:
             return None
-        return end, None, _OFFSET.unpack(body)[0]
+        return end, None, *_ANCHOR.unpack(body)
     return None
 
 
@@ -179,12 +200,13 @@ def parse_records(buf: bytes | bytearray | memoryview) -> ParsedSegment:
     while pos < end:
         found = _item_at(buf, pos)
         if found is not None:
-            stop, event_id, value = found
+            stop, event_id, value, checksum = found
             if event_id is None:
-                parsed.checkpoints.append((pos, value))  # type: ignore[arg-type]  # an offset (int)
+                parsed.checkpoints.append((pos, value, checksum))
             else:
-                parsed.records.append((event_id, value))  # type: ignore[arg-type]  # the JSON (str)
+                parsed.records.append((event_id, value))
                 parsed.ends.append(stop)
+                parsed.checksums.append(checksum)
             pos = stop
             continue
         resync = pos
@@ -234,9 +256,10 @@ class Segment:
     """A segment file this process holds (locked through ``fd``), and which of its events are settled.
 
     ``pending`` holds the end offsets of the records not settled yet, in file
-    order; ``early`` those settled before an earlier record was; ``settled`` is the
-    end of the settled prefix and ``checkpointed`` the offset of the last
-    checkpoint written.  ``disk_from`` (own segments): where the records that are
+    order, and ``sums`` their checksums; ``early`` those settled before an earlier
+    record was; ``settled`` is the end of the settled prefix (``settled_sum`` the
+    checksum of the record ending there) and ``checkpointed`` the offset of the
+    last checkpoint written.  ``disk_from`` (own segments): where the records that are
     only on disk start (memory was full), None if there are none left to load.
     ``replay`` holds the records loaded to be handed out again, from ``cursor``.
     """
@@ -246,8 +269,10 @@ class Segment:
     size: int = 0
     sealed: bool = False
     pending: deque[int] = field(default_factory=deque)
+    sums: deque[int] = field(default_factory=deque)
     early: set[int] = field(default_factory=set)
     settled: int = 0
+    settled_sum: int = 0
     checkpointed: int = 0
     disk_from: int | None = None
     replay: list[tuple[str, str, int]] = field(default_factory=list)
@@ -263,11 +288,11 @@ class Segment:
             self.early.add(end)
             return
         pending.popleft()
-        self.settled = end
+        self.settled, self.settled_sum = end, self.sums.popleft()
         early = self.early
         while early and pending and pending[0] in early:
             early.discard(pending[0])
-            self.settled = pending.popleft()
+            self.settled, self.settled_sum = pending.popleft(), self.sums.popleft()
 
     def unsettled_records(self, buf: bytes, base: int = 0) -> list[tuple[str, str, int]]:
         """The records of ``buf`` (this segment's bytes from ``base``) that are still pending."""
@@ -402,7 +427,7 @@ class Spool:
         on disk only, the later ones are too until the worker reads them back, so
         that they keep their order.  Sets ``env.segment`` and ``env.end`` when written.
         """
-        record = encode_record(env.event_id, env.data)
+        record, checksum = _record(env.event_id, env.data)
         size = len(record)
         with self._lock:
             if self._closed:
@@ -429,12 +454,14 @@ class Spool:
                     self._seal_head_locked()  # never append after a partial record
                     freed = self._evict_locked(size)
                     if freed:
-                        return self._retry_write_locked(env, record, keep, evicted + freed)
+                        return self._retry_write_locked(env, record, checksum, keep, evicted + freed)
                 self._write_failed_locked(exc)
                 return REFUSED, evicted
-            return self._written_locked(env, head, size, keep), evicted
+            return self._written_locked(env, head, size, checksum, keep), evicted
 
-    def _retry_write_locked(self, env: Envelope, record: bytes, keep: bool, evicted: int) -> tuple[str, int]:
+    def _retry_write_locked(
+        self, env: Envelope, record: bytes, checksum: int, keep: bool, evicted: int
+    ) -> tuple[str, int]:
         """Write once more after eviction made room on a full disk."""
         try:
             head = self._head or self._new_head_locked()
@@ -442,9 +469,9 @@ class Spool:
         except OSError as exc:
             self._write_failed_locked(exc)
             return REFUSED, evicted
-        return self._written_locked(env, head, len(record), keep), evicted
+        return self._written_locked(env, head, len(record), checksum, keep), evicted
 
-    def _written_locked(self, env: Envelope, head: Segment, size: int, keep: bool) -> str:
+    def _written_locked(self, env: Envelope, head: Segment, size: int, checksum: int, keep: bool) -> str:
         start = head.size
         end = head.size = start + size
         self._size += size
@@ -456,6 +483,7 @@ class Spool:
                 self._warn_locked("fsync", "spool %s: fsync failed (%s); events may not survive a "
                                   "power loss", self.directory, str(exc))
         head.pending.append(end)
+        head.sums.append(checksum)
         env.segment = head
         env.end = end
         if keep and not self._spilling:
@@ -652,7 +680,7 @@ class Spool:
 
     def _checkpoint_locked(self, segment: Segment) -> None:
         try:
-            write_all(segment.fd, encode_checkpoint(segment.settled))
+            write_all(segment.fd, encode_checkpoint(segment.settled, segment.settled_sum))
         except OSError as exc:
             self._warn_locked("checkpoint", "spool segment %s: cannot record what was delivered (%s); "
                               "its delivered events may be sent again after a restart", segment.path,
@@ -720,8 +748,10 @@ class Spool:
             )
         settled = parsed.settled
         replay = parsed.unsettled()
+        sums = [c for c, end in zip(parsed.checksums, parsed.ends) if end > settled]
         segment = Segment(path, fd, size=len(buf), sealed=True, settled=settled, checkpointed=settled,
-                          pending=deque(end for _, _, end in replay), replay=replay)  # fmt: skip
+                          pending=deque(end for _, _, end in replay), sums=deque(sums),
+                          replay=replay)  # fmt: skip
         self._claimed.append(segment)
         return segment
 
@@ -739,6 +769,7 @@ class Spool:
         os.close(segment.fd)
         segment.closed = True
         segment.pending.clear()
+        segment.sums.clear()
         segment.replay = []
         if segment.disk_from is not None:  # evicted before its events were read back
             segment.disk_from = None

@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from telemetry_sinks.delivery import BatchResult, Envelope
 from telemetry_sinks.delivery.envelope import next_event_id
 from telemetry_sinks.delivery.spool import (
+    CHECKPOINT_MAGIC,
     HEADER,
     MAGIC,
     Spool,
+    encode_checkpoint,
     encode_record,
     parse_records,
 )
@@ -63,6 +65,28 @@ def test_record_format_is_magic_length_crc_then_id_and_json():
     body = b'abc-000000000001\n{"n":1}'
     assert record == MAGIC + len(body).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big") + body
     assert parse_records(record).records == [("abc-000000000001", '{"n":1}')]
+
+
+def test_checkpoint_format_is_magic_length_crc_then_offset_and_the_records_checksum():
+    record = encode_record("abc-000000000001", '{"n":1}')
+    crc = HEADER.unpack_from(record)[2]
+    checkpoint = encode_checkpoint(len(record), crc)
+    body = len(record).to_bytes(8, "big") + crc.to_bytes(4, "big")
+    header = CHECKPOINT_MAGIC + (12).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big")
+    assert checkpoint == header + body
+    parsed = parse_records(record + checkpoint + encode_record("abc-000000000002", "{}"))
+    assert parsed.settled == len(record)
+    assert [r[0] for r in parsed.unsettled()] == ["abc-000000000002"]
+
+
+def test_a_checkpoint_counts_only_if_its_record_is_where_it_says():
+    first, second = encode_record("p-000000000001", '{"n":1}'), encode_record("p-000000000002", '{"n":2}')
+    crc = HEADER.unpack_from(first)[2]
+    good = encode_checkpoint(len(first), crc)
+    assert parse_records(first + second + good).settled == len(first)
+    assert parse_records(first + second + encode_checkpoint(len(first), crc ^ 1)).settled == 0  # other record
+    assert parse_records(b"x" + first + second + good).settled == 0  # shifted: it names no record now
+    assert parse_records(good + first).settled == 0  # a checkpoint covers only what is before it
 
 
 def test_reader_skips_a_corrupted_record_and_a_torn_tail():
@@ -161,6 +185,48 @@ def test_spool_refuses_or_evicts_when_full(tmp_path):
     assert [e.payload["n"] for e in replayed] == [3, 4, 5, 6, 7]
     refusing.close()
     evicting.close()
+
+
+def replay_all(spool: Spool, ack=lambda batch: batch) -> list[Envelope]:
+    """Every record ``next_batch`` hands out; ``ack(batch)`` says which to acknowledge."""
+    out = []
+    while batch := spool.next_batch(4, 10**6):
+        out += batch
+        spool.ack(ack(batch))
+    return out
+
+
+def test_a_restart_replays_only_what_follows_the_last_checkpoint(tmp_path):
+    first = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    first.append(envelopes(10))
+    batch = first.next_batch(4, 10**6)
+    first.ack(batch)  # 0..3 acknowledged: a checkpoint is appended
+    first.close()  # 4..9 never delivered (as if the process died)
+    [segment] = segments(tmp_path)
+    parsed = parse_records(segment.read_bytes())
+    assert len(parsed.checkpoints) == 1
+    assert [json.loads(d)["n"] for _, d, _ in parsed.unsettled()] == list(range(4, 10))
+    second = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    assert [e.payload["n"] for e in replay_all(second)] == list(range(4, 10))
+    assert segments(tmp_path) == []
+    second.close()
+
+
+def test_acknowledgements_out_of_order_checkpoint_only_the_settled_prefix(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    spool.append(envelopes(6))
+    batch = spool.next_batch(6, 10**6)
+    spool.ack(batch[2:4])  # 2 and 3 first: 0 and 1 are still outstanding
+    spool.close()
+    [segment] = segments(tmp_path)
+    assert parse_records(segment.read_bytes()).settled == 0  # nothing settled as a prefix yet
+    again = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    batch = again.next_batch(6, 10**6)
+    assert [e.payload["n"] for e in batch] == [0, 1, 2, 3, 4, 5]  # 2, 3 again: at-least-once
+    again.ack(batch[1:2])
+    again.ack(batch[0:1])  # now 0..1 are a settled prefix
+    again.close()
+    assert [json.loads(d)["n"] for _, d, _ in parse_records(segment.read_bytes()).unsettled()] == [2, 3, 4, 5]
 
 
 def test_a_segment_held_by_another_writer_is_not_replayed(tmp_path):

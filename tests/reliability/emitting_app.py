@@ -9,7 +9,12 @@ Modes:
 ``stream``
     Emit events in rounds of ``round`` events (``seq`` counting from ``start``),
     ``flush()`` after each round and print ``flushed <last seq>`` once everything
-    emitted so far is acknowledged or spooled; forever, until killed.
+    emitted so far is acknowledged; forever, until killed.
+``record``
+    Emit events (``seq`` counting from 0, ``pause`` seconds apart) and, after each
+    ``emit()`` returns, append its ``seq`` to the file ``record`` (one ``write(2)``,
+    which survives the process); forever, until killed.  Prints ``ready <producer id>``
+    first.
 ``emit_then_exit``
     Emit ``count`` events, print ``exiting`` and leave the interpreter without
     closing anything: the sink's atexit hook has to deal with what is queued.
@@ -24,10 +29,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
 from telemetry_sinks import EventLog, get_sink
+from telemetry_sinks.delivery.envelope import producer_id
 
 
 def main() -> None:
@@ -51,6 +58,17 @@ def main() -> None:
             if sink.flush(timeout=60):
                 print(f"flushed {seq - 1}", flush=True)
             time.sleep(config.get("pause", 0.005))
+    elif mode == "record":
+        fd = os.open(config["record"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        pause = config.get("pause", 0.0005)
+        print(f"ready {producer_id()}", flush=True)
+        seq = 0
+        while True:
+            log.emit(schema_id=schema["$id"], data={"seq": seq, "producer": tag})
+            os.write(fd, b"%d\n" % seq)  # emit() returned: the event was accepted
+            seq += 1
+            if pause:
+                time.sleep(pause)
     elif mode == "emit_then_exit":
         for seq in range(config["count"]):
             log.emit(schema_id=schema["$id"], data={"seq": seq, "producer": tag})
