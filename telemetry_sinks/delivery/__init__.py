@@ -14,7 +14,8 @@ Modules: ``adapter`` (the contract), ``options``, ``engine`` (queue and worker),
 ``envelope`` (the contract's data types and event ids), ``toolkit`` (request
 splitting, bisection, sending a list of requests), ``spool`` (the write-ahead
 log and its format), ``retry`` (backoff and failure classification),
-``deadletter``, ``replay``, ``metrics``.
+``deadletter``, ``replay``, ``metrics``, ``shutdown`` (the opt-in signal hook that
+closes the sinks).
 """
 
 from .adapter import Adapter

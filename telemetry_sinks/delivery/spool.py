@@ -325,7 +325,7 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.evict_oldest = evict_oldest
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # see DeliveryEngine._reset_state
         self._head: Segment | None = None
         self._sealed: list[Segment] = []  # own segments no longer written to, oldest first
         self._claimed: list[Segment] = []  # segments of other (earlier, dead) processes
@@ -838,7 +838,7 @@ class Spool:
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's files.  Closing our copies keeps the parent's locks held."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # see DeliveryEngine._reset_state
         for segment in self._held_locked():
             try:
                 os.close(segment.fd)
