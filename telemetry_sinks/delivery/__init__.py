@@ -20,13 +20,14 @@ closes the sinks).
 
 from .adapter import Adapter
 from .engine import DeliveryEngine
-from .envelope import BatchResult, Envelope, PermanentError, RetryableError
+from .envelope import AuthError, BatchResult, Envelope, PermanentError, RetryableError
 from .options import DeliveryOptions, OptionError
 from .retry import Backoff, is_retryable_status, parse_retry_after
-from .toolkit import RequestRefused, send_requests, split_requests
+from .toolkit import RequestRefused, error_for_status, send_requests, split_requests
 
 __all__ = [
     "Adapter",
+    "AuthError",
     "Backoff",
     "BatchResult",
     "DeliveryEngine",
@@ -36,6 +37,7 @@ __all__ = [
     "PermanentError",
     "RequestRefused",
     "RetryableError",
+    "error_for_status",
     "is_retryable_status",
     "parse_retry_after",
     "send_requests",

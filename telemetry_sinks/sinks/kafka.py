@@ -2,7 +2,9 @@
 
 A thin adapter of the delivery core: an event counts as delivered only when the
 broker acknowledged it (its producer future resolved); anything else goes back
-to the core's retry, spool and dead-letter paths.  The producer is created
+to the core's retry, spool and dead-letter paths.  A failed SASL authentication
+or a missing ACL (topic, cluster, transactional id) is retried, with a warning
+naming what to check, and never dead-lettered.  The producer is created
 lazily in the worker, so a broker that is down at start never stops the
 application.
 """
@@ -10,6 +12,7 @@ application.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import kafka
@@ -17,7 +20,7 @@ import kafka.errors as kerrors
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union
 
 from ..capsule import capsule_head
-from ..delivery import BatchResult, Envelope
+from ..delivery import AuthError, BatchResult, Envelope
 from ..delivery.retry import error_text
 from .naming import NameOption, NameRule, name_template
 from .network import NetworkSink
@@ -31,20 +34,48 @@ TOPIC_NAME = NameRule(
 #: ``name`` with characters Kafka forbids in topic names replaced by ``_``.
 topic_safe = TOPIC_NAME.safe
 
+def _errors(*names: str) -> tuple[type[Exception], ...]:
+    return tuple(getattr(kerrors, name) for name in names if hasattr(kerrors, name))
+
+
 # Errors for which the same message will never be accepted.
-_PERMANENT_ERRORS: tuple[type[Exception], ...] = tuple(
-    getattr(kerrors, name)
-    for name in (
-        "MessageSizeTooLargeError",
-        "RecordListTooLargeError",
-        "InvalidTopicError",
-        "TopicAuthorizationFailedError",
-        "CorruptRecordError",
-        "InvalidRecordError",
-        "UnsupportedForMessageFormatError",
-    )
-    if hasattr(kerrors, name)
+_PERMANENT_ERRORS = _errors(
+    "MessageSizeTooLargeError",
+    "RecordListTooLargeError",
+    "InvalidTopicError",
+    "CorruptRecordError",
+    "InvalidRecordError",
+    "UnsupportedForMessageFormatError",
 )
+# The broker refused the credentials or the ACLs: an operator fixes them, the events wait.
+_AUTH_ERRORS = _errors(
+    "AuthenticationFailedError",
+    "SaslAuthenticationFailedError",
+    "TopicAuthorizationFailedError",
+    "ClusterAuthorizationFailedError",
+    "TransactionalIdAuthorizationFailedError",
+    "GroupAuthorizationFailedError",
+)
+
+
+class _AuthFailureWatch(logging.Handler):
+    """Remembers an authentication error kafka-python logs in one thread.
+
+    kafka-python retries a refused SASL authentication while it bootstraps and then
+    raises only a timeout ("Unable to bootstrap"); the cause is in what it logs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread or not isinstance(record.args, tuple):
+            return
+        for arg in record.args:
+            if isinstance(arg, _AUTH_ERRORS):
+                self.error = arg
 
 
 class KafkaSink(NetworkSink):
@@ -56,6 +87,10 @@ class KafkaSink(NetworkSink):
 
     sink_name = "kafka"
     required_options = ("topic",)
+    credentials_help = (
+        "security_protocol and the sasl_* / ssl_* options, and the broker's ACLs "
+        "(WRITE and DESCRIBE on the topic)"
+    )
 
     bootstrap_servers = Union(
         [Unicode(), List(Unicode())],
@@ -165,7 +200,17 @@ class KafkaSink(NetworkSink):
         return options
 
     def open(self) -> None:
-        self._producer = kafka.KafkaProducer(**self.producer_options())
+        watch = _AuthFailureWatch()
+        client_log = logging.getLogger("kafka")
+        client_log.addHandler(watch)
+        try:
+            self._producer = kafka.KafkaProducer(**self.producer_options())
+        except kerrors.KafkaError as exc:
+            if watch.error is not None:
+                raise AuthError(f"{error_text(exc)}: {error_text(watch.error)}") from None
+            raise
+        finally:
+            client_log.removeHandler(watch)
 
     def close_backend(self) -> None:
         """Stop the producer at once: what it still holds was not acknowledged, and the
@@ -237,8 +282,8 @@ class KafkaSink(NetworkSink):
             except _PERMANENT_ERRORS as exc:
                 result.reject(envelope.event_id, error_text(exc))
                 continue
-            except Exception as exc:  # buffer full, broker gone, ...
-                result.retry(envelope.event_id, error_text(exc))
+            except Exception as exc:  # buffer full, broker gone, credentials refused, ...
+                result.retry(envelope.event_id, error_text(exc), auth=isinstance(exc, _AUTH_ERRORS))
                 continue
             futures.append((envelope, future))
         try:
@@ -253,7 +298,8 @@ class KafkaSink(NetworkSink):
                 if isinstance(failure, _PERMANENT_ERRORS):
                     result.reject(envelope.event_id, error_text(failure))
                 else:
-                    result.retry(envelope.event_id, error_text(failure))
+                    result.retry(envelope.event_id, error_text(failure),
+                                 auth=isinstance(failure, _AUTH_ERRORS))
         # Drop the producer with whatever it still holds (a broker that restarted may have
         # forgotten its producer id): the engine closes it and opens a fresh one for the retry.
         result.reconnect = bool(result.retryable)
