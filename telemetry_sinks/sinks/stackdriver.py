@@ -42,6 +42,7 @@ import urllib.parse
 from typing import Any
 
 import google.api_core.exceptions as gexc
+import google.auth.exceptions as gauth
 from google.cloud import logging as gcl
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
@@ -461,13 +462,14 @@ def _http_to_grpc(status: Any) -> int:
 
 def _is_auth(exc: BaseException) -> bool:
     """The credentials or the caller's roles were refused: 401/UNAUTHENTICATED, 403/PERMISSION_DENIED,
-    or credentials that cannot be refreshed (google-auth's RefreshError)."""
+    or credentials that cannot be refreshed after a 401 (google-auth's errors, except the network
+    failing on the way to the token endpoint)."""
     if isinstance(exc, gexc.GoogleAPICallError):
         status = getattr(exc, "grpc_status_code", None)
         if status is not None and hasattr(status, "value"):
             return status.value[0] in _AUTH_CODES
         return is_auth_status(exc.code)
-    return type(exc).__name__ == "RefreshError"
+    return isinstance(exc, gauth.GoogleAuthError) and not isinstance(exc, gauth.TransportError)
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -232,6 +232,11 @@ class HTTPProxy:
                  "forward": forward, "error": error, "headers": headers or {}}
             )
 
+    def clear(self) -> None:
+        """Forward every request again (the faults still pending are dropped)."""
+        with self._lock:
+            self._faults.clear()
+
     def fail_bulk_items(self, status: int = 429, every: int = 2, times: int = 1) -> None:
         with self._lock:
             self._faults.append(
