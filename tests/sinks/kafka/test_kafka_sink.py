@@ -80,7 +80,6 @@ def test_broker_killed_mid_stream_loses_nothing_and_emit_stays_fast(local_broker
         flush_interval=0.05,
         retry_initial_backoff=0.1,
         retry_max_backoff=0.5,
-        max_retry_time=1.0,
         ack_timeout=2.0,
         # Records outlive a failed batch in the producer (kafka-python expires them only after
         # request_timeout_ms): the sink must still close each producer it drops.
