@@ -44,6 +44,7 @@ SCENARIOS = {
     "lake": "bench.scenario_lake",
     "browser": "bench.scenario_browser",
     "actions": "bench.scenario_actions",
+    "durability": "bench.scenario_durability",
 }
 
 

@@ -136,8 +136,9 @@ def env(name: str) -> str | None:
 def wait_delivered(sink, timeout: float = 60.0) -> dict:
     """Wait until a network sink holds nothing in memory or in its spool; return its stats.
 
-    ``flush()`` returns once events are acknowledged *or spooled*; tests of
-    delivery wait for the spool to drain too.
+    ``flush()`` returns once the events emitted so far are acknowledged; this also
+    waits for what earlier processes left in the spool, and for the settled segment
+    files to be gone.
     """
     deadline = time.monotonic() + timeout
     while True:
