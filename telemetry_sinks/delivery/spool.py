@@ -705,7 +705,7 @@ class Spool:
     def idle_head(self) -> bool:
         """True if the head holds only settled events (it can be deleted)."""
         head = self._head
-        return head is not None and not head.pending and head.disk_from is None
+        return head is not None and not head.pending and head.disk_from is None and not self._closed
 
     def retire_head(self) -> None:
         """Delete the head if every event in it is settled (the next write starts a new one)."""

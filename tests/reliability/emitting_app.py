@@ -2,7 +2,9 @@
 
     python emitting_app.py '<json config>'
 
-The config: ``{"sink": registry name, "options": {...}, "mode": ..., "schema": {...}}``.
+The config: ``{"sink": registry name, "options": {...}, "mode": ..., "schema": {...}}``
+(``rescan_interval``: seconds between looks at the spool directory for other processes'
+segments).
 
 Modes:
 
@@ -39,6 +41,10 @@ from telemetry_sinks.delivery.envelope import producer_id
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    if "rescan_interval" in config:  # how often the spool directory is looked at for others' segments
+        from telemetry_sinks.delivery import engine
+
+        engine.RESCAN_INTERVAL = config["rescan_interval"]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     sink = get_sink(config["sink"], **config["options"])

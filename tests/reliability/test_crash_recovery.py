@@ -232,3 +232,47 @@ def test_a_torn_last_record_is_skipped_with_a_warning_and_the_rest_replays(tmp_p
     assert stats["replayed"] >= len(recorded) - 1, stats
     check_duplicates(received)
     assert not list(spool.glob("*.wal"))
+
+
+@pytest.mark.timeout(180)
+def test_processes_sharing_a_spool_the_survivor_delivers_what_a_killed_one_accepted(
+    backend_factory, tmp_path
+):
+    backend = backend_factory("http")
+    backend.down()
+    spool = tmp_path / "spool"
+    options = {**FAST, **backend.sink_options(), "spool_dir": str(spool), "spool_segment_bytes": 16384,
+               "max_queue_events": 200, "max_batch_events": 50}
+    records = {tag: tmp_path / f"emitted-{tag}.txt" for tag in ("a", "b")}
+    apps = {tag: App({"sink": "http", "options": options, "mode": "record", "record": str(path),
+                      "schema": SCHEMA, "pause": 0.001, "tag": tag, "rescan_interval": 0.3})
+            for tag, path in records.items()}
+    try:
+        for app in apps.values():
+            app.wait_line(lambda line: line.startswith("ready"))
+        time.sleep(1.5)  # both accept events while the collector is down
+        apps["a"].kill()
+        killed = recorded_seqs(records["a"])
+        assert len(killed) > 100
+        backend.up()
+        # Nobody restarts "a": "b", still running, finds its segments and delivers them.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            delivered = {p["seq"] for _, p in backend.received() if p["producer"] == "a"}
+            if delivered >= set(killed):
+                break
+            time.sleep(0.5)
+        missing = sorted(set(killed) - delivered)
+        assert not missing, f"{len(missing)} events of the killed process not delivered: {missing[:20]}"
+    finally:
+        for app in apps.values():
+            app.kill()
+    survivor = recorded_seqs(records["b"])
+    drain("http", options)
+    received = backend.wait_received(len(killed) + len(survivor), timeout=60)
+    by_producer = {tag: {p["seq"] for _, p in received if p["producer"] == tag} for tag in ("a", "b")}
+    assert set(killed) <= by_producer["a"] and set(survivor) <= by_producer["b"]
+    first: dict = {}
+    for event_id, payload in received:  # duplicates are identical copies under one id
+        assert first.setdefault(event_id, payload) == payload
+    assert not list(spool.glob("*.wal"))
