@@ -44,6 +44,9 @@ SCENARIOS = {
     "lake": "bench.scenario_lake",
     "browser": "bench.scenario_browser",
     "actions": "bench.scenario_actions",
+    "relay": "bench.scenario_relay",
+    "collector": "bench.scenario_collector",
+    "kafka": "bench.scenario_kafka",
     "durability": "bench.scenario_durability",
 }
 

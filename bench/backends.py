@@ -158,6 +158,9 @@ def _http_sink(port: int, **options: Any) -> Any:
 def _kafka_sink(port: int, topic: str | None = None, **options: Any) -> Any:
     from telemetry_sinks.sinks.kafka import KafkaSink
 
+    # The scenarios that compare a sink with its raw client use kafka-python against raw
+    # kafka-python; the kafka scenario compares the two clients (it passes client=...).
+    options.setdefault("client", "kafka-python")
     return KafkaSink(bootstrap_servers=f"127.0.0.1:{port}", topic=topic or f"bench-{uuid.uuid4().hex[:8]}",
                      **options)  # fmt: skip
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 MASK = "***"
@@ -54,4 +54,21 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return mask_url_password(text)[:MAX_TEXT_LENGTH]
 
 
-__all__ = ["MASK", "mask", "mask_url_password", "strings_in"]
+class MaskingLogger:
+    """A ``logging.Logger`` stand-in that masks every message before it reaches ``logger``.
+
+    For client libraries that log through a logger they are given (librdkafka's log
+    lines, through confluent-kafka): their text never reaches a handler unmasked.
+    """
+
+    def __init__(self, logger: Any, masker: Callable[[str], str]) -> None:
+        self.logger = logger
+        self.masker = masker
+
+    def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(level):
+            text = msg % args if args else str(msg)
+            self.logger.log(level, "%s", self.masker(text))
+
+
+__all__ = ["MASK", "MaskingLogger", "mask", "mask_url_password", "strings_in"]

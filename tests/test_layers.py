@@ -13,15 +13,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "telemetry_sinks"
 
 #: The rooms, bottom first; a module may import its own room and those listed before it.
 ROOMS = [
-    ("leaves", ["capsule", "errors", "masking", "fileio"]),
+    ("leaves", ["capsule", "errors", "masking", "fileio", "dedup"]),
     ("delivery", ["delivery"]),
     ("core", ["schema", "actions", "pseudonym", "policy", "policy_words", "retention", "config",
-              "archive_index", "lake"]),
+              "archive_index", "lake", "kafka_options"]),
     ("sinks", ["sinks"]),
     ("registry", ["registry"]),
     ("eventlog", ["eventlog", "instrumentation"]),
     ("describe", ["describe"]),
-    ("entry points", ["server", "cli", "jupyter", "__init__", "__main__"]),
+    ("entry points", ["server", "cli", "jupyter", "relay", "__init__", "__main__"]),
 ]
 RANK = {top: rank for rank, (_, tops) in enumerate(ROOMS) for top in tops}
 

@@ -24,7 +24,8 @@ export const recording = (state: ConsentState): boolean => state === "required" 
 
 export interface ConsentHost {
   readonly policy: Policy;
-  readonly collector: string;
+  /** Where a choice is posted (the collector's ``/api/consent``). */
+  readonly consentUrl: string;
   readonly fetcher: typeof fetch;
   readonly storage: Storage | null;
   readonly namespace: string;
@@ -126,7 +127,7 @@ export class Consent {
     this.writeLocal(choice);
     await this.changed();
     try {
-      const response = await this.host.fetcher(new URL("/api/consent", this.host.collector).href, {
+      const response = await this.host.fetcher(this.host.consentUrl, {
         method: "POST", credentials: "include", mode: "cors",
         headers: { "Content-Type": "application/json" }, body: JSON.stringify({ choice }),
       });

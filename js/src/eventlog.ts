@@ -23,9 +23,23 @@ import type { Capsule, Envelope, Policy, PolicySchema } from "./types";
 
 export const METADATA_VERSION = 1;
 
+/** Where the collector's API is, when it is not at the root of ``collector`` (e.g. inside another server). */
+export interface Endpoints {
+  /** ``GET`` the policy (default ``/api/policy``). */
+  policy: string;
+  /** ``POST`` events (default ``/api/events``). */
+  events: string;
+  /** ``POST`` the consent choice (default ``/api/consent``). */
+  consent: string;
+  /** Where ``sendBeacon`` posts events when fetch refuses (default: ``events``); null: never. */
+  beacon: string | null;
+}
+
 export interface ConnectOptions extends Partial<DeliveryOptions> {
   /** The collector's URL (default: where this module was loaded from). */
   collector?: string;
+  /** Its endpoints: absolute URLs, or paths resolved against ``collector``. */
+  endpoints?: Partial<Endpoints>;
   /** More sinks, besides those the operator enabled (they receive the same redacted capsules). */
   sinks?: Sink[];
   /** Keep unsent events across reloads in localStorage (off by default). */
@@ -76,6 +90,17 @@ function defaultCollector(): string {
   }
 }
 
+function endpoints(collector: string, given: Partial<Endpoints> = {}): Endpoints {
+  const at = (path: string): string => new URL(path, collector).href;
+  const events = at(given.events ?? "/api/events");
+  return {
+    policy: at(given.policy ?? "/api/policy"),
+    events,
+    consent: at(given.consent ?? "/api/consent"),
+    beacon: given.beacon === null ? null : given.beacon === undefined ? events : at(given.beacon),
+  };
+}
+
 function defaultStorage(): Storage | null {
   try {
     return typeof localStorage !== "undefined" ? localStorage : null;
@@ -117,7 +142,7 @@ export class EventLog {
   static async connect(options: ConnectOptions = {}): Promise<EventLog> {
     const collector = options.collector ?? defaultCollector();
     const fetcher = options.fetch ?? fetch.bind(globalThis);
-    const url = new URL("/api/policy", collector).href;
+    const url = endpoints(collector, options.endpoints).policy;
     let response: Response;
     try {
       response = await fetcher(url, { credentials: "include", mode: "cors", cache: "no-store" });
@@ -138,7 +163,10 @@ export class EventLog {
     this.collector = collector;
     this.maxDepth = options.maxEventDepth ?? 64;
     this.storage = options.storage === undefined ? defaultStorage() : options.storage;
-    this.namespace = fnv1a(new URL(collector).origin).toString(36);
+    const urls = endpoints(collector, options.endpoints);
+    // One namespace per collector; an API below the origin's root (one server per user) has its own.
+    this.namespace = fnv1a(new URL(collector).origin + (options.endpoints?.policy ? ` ${urls.policy}` : ""))
+      .toString(36);
     this.session = this.sessionId();
     for (const spec of policy.schemas) {
       const tree = categoryTree(spec.schema);
@@ -166,7 +194,7 @@ export class EventLog {
       : null;
     const sinks: Sink[] = [];
     for (const spec of policy.sinks) {
-      if (spec.type === "collector") sinks.push(new CollectorSink(collector, fetcher));
+      if (spec.type === "collector") sinks.push(new CollectorSink(collector, fetcher, urls));
       else if (spec.type === "console") sinks.push(new ConsoleSink());
       else if (spec.type === "http") sinks.push(new HttpSink(spec.url, spec.format, fetcher));
     }
@@ -174,7 +202,7 @@ export class EventLog {
     for (const sink of sinks) this.channels.push(new Channel(sink, delivery, this.outbox ?? undefined));
 
     this.consent = new Consent({
-      policy, collector, fetcher, storage: this.storage, namespace: this.namespace,
+      policy, consentUrl: urls.consent, fetcher, storage: this.storage, namespace: this.namespace,
       purgeDenied: () => this.purgeDenied(),
     });
     this.onHide = () => this.drain();

@@ -5,7 +5,7 @@
  *   const log = await EventLog.connect();
  *   log.emit({ schema_id: "https://events.example.org/ui/click", version: 1, data: { element: "run" } });
  */
-export { EventLog, METADATA_VERSION, type ConnectOptions, type EmitRequest } from "./eventlog";
+export { EventLog, METADATA_VERSION, type ConnectOptions, type EmitRequest, type Endpoints } from "./eventlog";
 export { Consent, consentState } from "./consent";
 export { EventValidationError, UnknownSchemaError } from "./errors";
 export { CollectorSink, ConsoleSink, HttpSink, type SendOptions, type SendResult, type Sink } from "./sinks";

@@ -67,11 +67,12 @@ export async function classify(response: Response, count: number): Promise<SendR
 
 /**
  * POST ``body``; with ``keepalive`` the request outlives the page (fetch keepalive, or sendBeacon
- * when fetch refuses, e.g. over the keepalive quota).  A beacon's answer is unknown: it counts as sent.
+ * to ``beacon`` when fetch refuses, e.g. over the keepalive quota).  A beacon's answer is unknown:
+ * it counts as sent.
  */
 export async function post(
   fetcher: Fetch, url: string, body: string, type: string, batch: readonly Envelope[],
-  keepalive: boolean, credentials: RequestCredentials,
+  keepalive: boolean, credentials: RequestCredentials, beacon: string | null = url,
 ): Promise<SendResult> {
   // Every request small enough is keepalive: one in flight when the page goes away still arrives.
   const bytes = batch.reduce((n, e) => n + e.bytes + 1, 1);
@@ -82,8 +83,8 @@ export async function post(
       headers: { "Content-Type": type },
     });
   } catch (error) {
-    if (keepalive && typeof navigator !== "undefined" && navigator.sendBeacon
-        && navigator.sendBeacon(url, new Blob([body], { type }))) {
+    if (keepalive && beacon && typeof navigator !== "undefined" && navigator.sendBeacon
+        && navigator.sendBeacon(beacon, new Blob([body], { type }))) {
       return { ok: true };
     }
     return { ok: false, retry: true, reason: `network error: ${(error as Error).message || error}` };
@@ -95,21 +96,28 @@ function lines(batch: readonly Envelope[]): string[] {
   return batch.map((e) => e.json);
 }
 
-/** The collector's ``POST /api/events`` (capsules with ``__event_id__``; it drops duplicates). */
+/**
+ * The collector's ``POST /api/events`` (capsules with ``__event_id__``; it drops duplicates), or
+ * ``endpoints.events`` (with ``endpoints.beacon`` for sendBeacon: null never uses it).
+ */
 export class CollectorSink implements Sink {
   readonly name = "collector";
   readonly maxBatchBytes = 32768;
   private readonly url: string;
+  private readonly beacon: string | null;
   private readonly fetcher: Fetch;
 
-  constructor(collector: string, fetcher: Fetch = fetch.bind(globalThis)) {
-    this.url = new URL("/api/events", collector).href;
+  constructor(collector: string, fetcher: Fetch = fetch.bind(globalThis),
+    endpoints: { events?: string; beacon?: string | null } = {}) {
+    this.url = new URL(endpoints.events ?? "/api/events", collector).href;
+    this.beacon = endpoints.beacon === undefined ? this.url : endpoints.beacon;
     this.fetcher = fetcher;
   }
 
   send(batch: readonly Envelope[], options: SendOptions): Promise<SendResult> {
     const body = `[${lines(batch).join(",")}]`;
-    return post(this.fetcher, this.url, body, "application/json", batch, options.keepalive, "include");
+    return post(this.fetcher, this.url, body, "application/json", batch, options.keepalive, "include",
+      this.beacon);
   }
 }
 

@@ -198,36 +198,85 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.Collector.hub_service = True
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.processes < 1:
+        print("telemetry-sinks: error: --processes must be 1 or more", file=sys.stderr)
+        return EXIT_USAGE
+    if args.processes > 1:
+        from ..server.processes import serve_processes
+
+        code = serve_processes(config, args.processes, on_ready=_announce_collector)
+        print(f"telemetry-sinks collector stopped ({args.processes} processes); sinks flushed and closed",
+              flush=True)  # fmt: skip
+        return code
     collector = Collector(config=config)
-
-    def ready(port: int) -> None:
-        prefix = "/"
-        if collector.hub_service:
-            from ..server.hub import service_prefix
-
-            prefix = service_prefix()
-        print(f"telemetry-sinks collector listening on {collector.url} (POST {prefix}api/events)")
-        handlers = collector.eventlog.all_handlers
-        for handler in handlers:
-            name = getattr(handler, "sink_name", "") or type(handler).__name__
-            target = getattr(handler, "filename", None)
-            print(f"  sink {name} ({type(handler).__name__})" + (f" -> {target}" if target else ""))
-        if not handlers:
-            print("  no sinks configured: every event will be answered 'not_recorded'")
-        print(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
-        print(f"  in the browser: {collector.url}/demo "
-              f"(the module: {collector.url}/static/telemetry-sinks.js)")
-        if collector.hub_service:
-            auth = "JupyterHub (OAuth cookie or Hub API token)"
-        elif collector.token:
-            auth = "bearer token required"
-        else:
-            auth = "none (set c.Collector.token or TELEMETRY_SINKS_TOKEN to require a bearer token)"
-        print(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: {auth}")
-        sys.stdout.flush()
-
-    collector.run(on_ready=ready)
+    collector.run(on_ready=lambda port: _announce_collector(collector, 1, 1))
     print("telemetry-sinks collector stopped; sinks flushed and closed", flush=True)
+    return EXIT_OK
+
+
+def _announce_collector(collector: Any, index: int, processes: int) -> None:
+    """The start banner: the first process says where it listens and what it records.
+
+    Written at once, so that the lines of several processes never mix.
+    """
+    if index > 1:
+        pid = os.getpid()
+        sys.stdout.write(f"telemetry-sinks collector process {index} of {processes} (pid {pid}) ready\n")
+        sys.stdout.flush()
+        return
+    prefix = "/"
+    if collector.hub_service:
+        from ..server.hub import service_prefix
+
+        prefix = service_prefix()
+    extra = f", {processes} processes (this one pid {os.getpid()})" if processes > 1 else ""
+    lines = [f"telemetry-sinks collector listening on {collector.url} (POST {prefix}api/events){extra}"]
+    handlers = collector.eventlog.all_handlers
+    for handler in handlers:
+        name = getattr(handler, "sink_name", "") or type(handler).__name__
+        target = getattr(handler, "filename", None)
+        lines.append(f"  sink {name} ({type(handler).__name__})" + (f" -> {target}" if target else ""))
+    if not handlers:
+        lines.append("  no sinks configured: every event will be answered 'not_recorded'")
+    lines.append(f"  what is recorded, for the people the events are about: {collector.url}/ (public page)")
+    lines.append(f"  in the browser: {collector.url}/demo "
+                 f"(the module: {collector.url}/static/telemetry-sinks.js)")
+    if collector.hub_service:
+        auth = "JupyterHub (OAuth cookie or Hub API token)"
+    elif collector.token:
+        auth = "bearer token required"
+    else:
+        auth = "none (set c.Collector.token or TELEMETRY_SINKS_TOKEN to require a bearer token)"
+    lines.append(f"  {len({sid for sid, _ in collector.eventlog.schemas})} schemas registered; auth: {auth}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- relay
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    import logging
+
+    from traitlets.config import Config
+
+    from ..relay import Relay
+
+    config = load_config_file(args.config) if args.config else Config()
+    if args.topic:
+        config.Relay.topics = args.topic
+    if args.group_id:
+        config.Relay.group_id = args.group_id
+    if args.bootstrap_servers:
+        config.Relay.bootstrap_servers = args.bootstrap_servers
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    relay = Relay(config=config)
+    sinks = ", ".join(t.label for t in relay.targets)
+    print(f"telemetry-sinks relay: group {relay.group_id!r} reading {', '.join(relay.topics)} from "
+          f"{','.join(relay.bootstrap_list())} into {sinks}", flush=True)
+    relay.run_until_signal()
+    print("telemetry-sinks relay stopped; delivered offsets committed, sinks closed", flush=True)
     return EXIT_OK
 
 

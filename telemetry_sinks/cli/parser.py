@@ -24,6 +24,7 @@ from .commands import (
     cmd_dead_letters_replay,
     cmd_describe,
     cmd_emit,
+    cmd_relay,
     cmd_serve,
     cmd_sinks,
     cmd_validate,
@@ -118,7 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-service", action="store_true",
                    help="run as a JupyterHub service: Hub authentication (OAuth cookie or Hub API "
                         "token) on every request, under $JUPYTERHUB_SERVICE_PREFIX")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="collector processes on the port, each with its own sink workers and spool "
+                   "(process-<i> under each configured spool_dir); default 1")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "relay",
+        help="deliver capsules from Kafka topics to sinks, as a consumer group",
+        description="Consume capsules from Kafka topics (as written by the Kafka sink) as a member of "
+        "a consumer group and deliver them to the sinks of --config (c.Relay.sinks, or "
+        "c.EventLog.sinks), committing each partition's offset only after every sink acknowledged, "
+        "spooled or dead-lettered the events before it. Relays with the same group share the "
+        "partitions. Stops gracefully on SIGTERM or SIGINT. Needs confluent-kafka: "
+        'pip install "telemetry-sinks[relay]".',
+        epilog=_epilog("  telemetry-sinks relay --config relay_config.py\n"
+                       "  telemetry-sinks relay --config archive.py --topic telemetry-events "
+                       "--group-id archive-writers"),
+        formatter_class=raw,
+    )
+    p.add_argument("--config", help="traitlets config file (.py or .json): c.Relay.* and the sinks' options")
+    p.add_argument("--topic", action="append", metavar="TOPIC",
+                   help="topic to consume (repeatable; default c.Relay.topics)")
+    p.add_argument("--group-id", help="consumer group (default c.Relay.group_id)")
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT,...",
+                   help="brokers (default c.Relay.bootstrap_servers)")
+    p.set_defaults(func=cmd_relay)
 
     p = sub.add_parser(
         "describe",

@@ -59,14 +59,20 @@ def observe(source: _Observed) -> None:
         if _registered:
             return
         _registered = True
-        try:
-            from prometheus_client import REGISTRY
-        except ImportError:
-            return
-        try:
-            REGISTRY.register(_Collector())
-        except ValueError:  # already registered by another copy of this module
-            pass
+        register_collector(_Collector())
+
+
+def register_collector(collector: Any) -> None:
+    """Add ``collector`` (an object with ``collect()``) to prometheus_client's default registry,
+    if prometheus_client is installed; call it once per kind of collector."""
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:
+        return
+    try:
+        REGISTRY.register(collector)
+    except ValueError:  # already registered by another copy of the module
+        pass
 
 
 class _Collector:
@@ -90,4 +96,4 @@ class _Collector:
         return self.collect()
 
 
-__all__ = ["COUNTERS", "GAUGES", "observe"]
+__all__ = ["COUNTERS", "GAUGES", "observe", "register_collector"]

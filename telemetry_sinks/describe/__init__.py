@@ -44,12 +44,15 @@ def describe_html(
     sinks: list[SinkDescription] | None = None,
     title: str = DEFAULT_TITLE,
     consent_html: str = "",
+    referrer_policy: str = "no-referrer",
 ) -> str:
     """A self-contained HTML page (inline CSS, no scripts or external assets) describing
     what ``eventlog`` records, what it removes and where events go.
 
-    ``consent_html`` (from :func:`consent_section_html`) is placed after the summary."""
-    return render_html(page(eventlog, sinks, title), after_summary=consent_html)
+    ``consent_html`` (from :func:`consent_section_html`) is placed after the summary;
+    ``referrer_policy`` is the page's (``same-origin`` where its form must send its origin)."""
+    return render_html(page(eventlog, sinks, title), after_summary=consent_html,
+                       referrer_policy=referrer_policy)
 
 
 def consent_section_html(
@@ -59,9 +62,11 @@ def consent_section_html(
     schemas: Mapping[str, Mapping[str, str]],
     titles: Mapping[str, str],
     action: str,
+    **options: Any,
 ) -> str:
-    """The consent section (:func:`.consent.consent_section`) as an HTML fragment."""
-    return render_section(consent_section(default_mode, choice, gpc, schemas, titles, action))
+    """The consent section (:func:`.consent.consent_section`, with its ``hidden``, ``kept`` and
+    ``locked`` options) as an HTML fragment."""
+    return render_section(consent_section(default_mode, choice, gpc, schemas, titles, action, **options))
 
 
 def describe_markdown(

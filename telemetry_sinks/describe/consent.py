@@ -33,11 +33,20 @@ def consent_section(
     schemas: Mapping[str, Mapping[str, str]],
     titles: Mapping[str, str],
     action: str,
+    hidden: Mapping[str, str] | None = None,
+    kept: str = "in a cookie of this service, in this browser; turning recording off also stops pages "
+    "that use this service from sending events",
+    locked: bool = False,
 ) -> Section:
     """The reader's current choice, what it means for each kind of event (``schemas``:
     ``{schema_id: {"mode", "state"}}``), and a form posting ``choice=granted|denied|clear``
-    to ``action``."""
-    if choice == "granted":
+    (and the ``hidden`` fields) to ``action``.
+
+    ``kept`` says where the choice is kept; ``locked``: the administrator made it, no form."""
+    if locked:
+        current = ("Your administrator allowed recording for everyone." if choice == "granted"
+                   else "Your administrator turned recording off for everyone.")
+    elif choice == "granted":
         current = "You allowed recording."
     elif choice == "denied":
         current = "You turned recording off."
@@ -54,14 +63,15 @@ def consent_section(
             state = STATE_WORDS.get(entry["state"], entry["state"])
             items.append([Strong(titles.get(sid) or sid), f": {mode}; now ", Strong(state), "."])
         blocks.append(Bullets(items))
-    if any(entry["mode"] != "required" for entry in schemas.values()):
+    if locked:
+        blocks.append(Para(["Your administrator made this choice; it cannot be changed here."]))
+    elif any(entry["mode"] != "required" for entry in schemas.values()):
         buttons = [("granted", "Allow recording"), ("denied", "Turn recording off")]
         if choice is not None:
             buttons.append(("clear", "Forget my choice"))
         blocks += [
-            Form(action, "choice", buttons),
-            Para(["Your choice is kept in a cookie of this service, in this browser; turning recording "
-                  "off also stops pages that use this service from sending events."], muted=True),
+            Form(action, "choice", buttons, list((hidden or {}).items())),
+            Para([f"Your choice is kept {kept}."], muted=True),
         ]
     else:
         blocks.append(Para(["Every kind of event recorded here is required by the operator: there is no "

@@ -124,7 +124,9 @@ def _block(block: Block) -> list[str]:
     if isinstance(block, Form):
         buttons = [f'<button type="submit" name="{_e(block.name)}" value="{_e(value)}">{_e(label)}</button>'
                    for value, label in block.buttons]
-        return [f'<form method="post" action="{_e(block.action)}">', *buttons, "</form>"]
+        hidden = [f'<input type="hidden" name="{_e(name)}" value="{_e(value)}">'
+                  for name, value in block.hidden]
+        return [f'<form method="post" action="{_e(block.action)}">', *hidden, *buttons, "</form>"]
     if isinstance(block, Section):
         tag = "div" if block.kind == "summary" else "section"
         inner = [line for child in block.blocks for line in _block(child)]
@@ -140,11 +142,12 @@ def render_section(section: Section) -> str:
     return "\n".join(_block(section))
 
 
-def render_html(page: Page, after_summary: str = "") -> str:
-    """``page`` as a complete HTML document; ``after_summary`` (HTML) follows the summary box."""
+def render_html(page: Page, after_summary: str = "", referrer_policy: str = "no-referrer") -> str:
+    """``page`` as a complete HTML document; ``after_summary`` (HTML) follows the summary box;
+    ``referrer_policy`` is the page's (``same-origin`` where its form must send its origin)."""
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             '<meta name="referrer" content="no-referrer">',
+             f'<meta name="referrer" content="{_e(referrer_policy)}">',
              f"<title>{_e(page.title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", "<main>"]
     for block in page.blocks:
         parts += _block(block)

@@ -96,6 +96,7 @@ class Form:
     action: str
     name: str
     buttons: list[tuple[str, str]]  # (value, label)
+    hidden: list[tuple[str, str]] = field(default_factory=list)  # (name, value): e.g. an XSRF token
 
 
 @dataclass

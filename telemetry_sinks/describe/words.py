@@ -20,6 +20,8 @@ CATEGORY_WORDS: dict[str, tuple[str, str, str]] = {
         "information that could identify you, such as an IP address or a file name",
     ),
     "action-timestamp": ("action times", "an action time", "the exact time of something you did"),
+    "content": ("content", "content", "what you write and compute, such as the code of a notebook cell and "
+                "its outputs"),
 }
 
 #: Capsule fields every recorded event carries, in plain words.

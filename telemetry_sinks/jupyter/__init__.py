@@ -1,7 +1,8 @@
 """telemetry-sinks inside Jupyter: the Jupyter Server extension and the JupyterHub helpers.
 
 * Jupyter Server: ``jupyter server extension enable telemetry_sinks.jupyter``
-  (:mod:`telemetry_sinks.jupyter.server`).
+  (:mod:`telemetry_sinks.jupyter.server`); with it, the JupyterLab extension's endpoints
+  (:mod:`telemetry_sinks.jupyter.lab`).
 * JupyterHub: ``configure_hub(c)`` at the end of ``jupyterhub_config.py``
   (:mod:`telemetry_sinks.jupyter.hub`); the collector as a Hub service:
   ``telemetry-sinks serve --hub-service`` (:mod:`telemetry_sinks.server.hub`).
@@ -17,6 +18,13 @@ from .schemas import JUPYTER_PROPERTY_CATEGORIES, export_jupyter_schemas, jupyte
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "telemetry_sinks.jupyter"}]
+
+
+def _link_jupyter_server_extension(serverapp: Any) -> None:
+    # Before the JupyterLab app builds its handlers: let it find the prebuilt extension.
+    from .lab import add_labextension
+
+    add_labextension(serverapp)
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:

@@ -8,7 +8,7 @@ with a category is also taken out of ``required``: the policy may remove it, and
 capsule without it must still validate where it is read again (the collector).
 
 A collector that receives Jupyter's events (from an HTTP sink or from browsers)
-registers the same copies::
+registers the same copies (and the JupyterLab extension's schemas)::
 
     from telemetry_sinks.jupyter import export_jupyter_schemas
     c.EventLog.schema_paths = [export_jupyter_schemas("/var/lib/telemetry-sinks/jupyter-schemas")]
@@ -69,7 +69,8 @@ def with_categories(body: Mapping[str, Any], categories: Mapping[str, list[str]]
 
 
 def installed_schema_files() -> Iterator[Path]:
-    """The schema files of the installed Jupyter Server and JupyterHub (those present)."""
+    """The schema files of the installed Jupyter Server and JupyterHub (those present), and
+    those of this package's JupyterLab extension."""
     for package, folder in (("jupyter_server", "event_schemas"), ("jupyterhub", "event-schemas")):
         try:
             module = __import__(package)
@@ -80,6 +81,7 @@ def installed_schema_files() -> Iterator[Path]:
         directory = Path(module.__file__).parent / folder
         if directory.is_dir():
             yield from iter_schema_files(directory)
+    yield from iter_schema_files(Path(__file__).parent / "event_schemas")
 
 
 def jupyter_schemas(extra: Mapping[str, Mapping[str, list[str]]] | None = None) -> list[dict[str, Any]]:

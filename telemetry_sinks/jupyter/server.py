@@ -8,7 +8,7 @@ configured logging, builds the sinks and the policy from the server's config
 (``c.EventLog.*``, ``c.<Sink>.*``, ``c.JupyterTelemetry.*``), puts them on the
 server's ``event_logger`` (see :mod:`telemetry_sinks.jupyter.bridge`), and serves the
 sinks' stats at ``GET /api/telemetry/health`` (authenticated like the rest of the
-server's API).
+server's API).  The endpoints of the JupyterLab extension are in :mod:`telemetry_sinks.jupyter.lab`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from . import lab_handlers
 from .bridge import JupyterTelemetry, route_library_log
 
 SETTINGS_KEY = "telemetry_sinks"
@@ -36,8 +37,12 @@ class HealthHandler(APIHandler):
     @authorized
     def get(self) -> None:
         telemetry: JupyterTelemetry = self.settings[SETTINGS_KEY]
+        stats = telemetry.stats()
+        lab = self.settings.get(lab_handlers.SETTINGS_KEY)
+        if lab is not None:
+            stats["jupyterlab"] = lab.stats()
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(telemetry.stats(), default=str))
+        self.finish(json.dumps(stats, default=str))
 
 
 def load(serverapp: Any) -> JupyterTelemetry:
@@ -49,6 +54,9 @@ def load(serverapp: Any) -> JupyterTelemetry:
         serverapp.log.error("telemetry_sinks: Jupyter Server's events are not recorded: %s", exc)
         raise
     telemetry.attach(serverapp.event_logger)
+    # After attach: the JupyterLab schemas stay off the server's own POST /api/events, so that
+    # their events always pass the user's consent (api/telemetry/events).
+    lab_handlers.load(serverapp, telemetry.eventlog)
     serverapp.web_app.settings[SETTINGS_KEY] = telemetry
     route = url_path_join(serverapp.base_url, HEALTH_PATH)
     serverapp.web_app.add_handlers(".*$", [(route, HealthHandler)])

@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         'The event collector needs tornado: pip install "telemetry-sinks[server]"'
     ) from exc
 
+from ..dedup import RecentIds
 from .app import TOKEN_ENV, Collector
-from .handlers import RecentIds, make_app, process_events
+from .handlers import make_app, process_events
 
 __all__ = ["Collector", "RecentIds", "TOKEN_ENV", "make_app", "process_events"]

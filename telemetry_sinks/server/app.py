@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -30,9 +31,10 @@ from tornado.netutil import bind_sockets
 from traitlets import Bool, Dict, Float, Instance, Int, List, TraitError, Unicode, Union, default, validate
 from traitlets.config import LoggingConfigurable
 
+from ..dedup import RecentIds
 from ..eventlog import EventLog
 from .browser import check_browser_sinks, check_sample_rates
-from .handlers import ApiError, RecentIds, make_app
+from .handlers import ApiError, make_app
 from .ratelimit import ClientRateLimiter
 
 TOKEN_ENV = "TELEMETRY_SINKS_TOKEN"
@@ -72,7 +74,9 @@ class Collector(LoggingConfigurable):
     dedup_window = Int(
         100_000,
         help="How many recent event ids (event_id / __event_id__) are remembered to answer a "
-        "repeated id as 'duplicate' (0: no deduplication).",
+        "repeated id as 'duplicate' (0: no deduplication). With serve --processes N each process "
+        "remembers its own: a retry that reaches another process is recorded again, with the same "
+        "__event_id__.",
     ).tag(config=True)
     cors_allowed_origins = List(
         Unicode(),
@@ -257,8 +261,12 @@ class Collector(LoggingConfigurable):
 
     # ------------------------------------------------------------------ in the caller's loop
 
-    async def listen(self) -> int:
-        """Start serving on the running event loop; return the bound port."""
+    async def listen(self, sockets: list[socket.socket] | None = None) -> int:
+        """Start serving on the running event loop; return the bound port.
+
+        ``sockets``: listening sockets to serve on (shared by pre-forked processes)
+        instead of binding ``ip`` and ``port``.
+        """
         if self.hub_service:
             from .hub import make_hub_app
 
@@ -274,7 +282,7 @@ class Collector(LoggingConfigurable):
             xheaders=self.trust_forwarded_headers,
         )
         try:
-            sockets = bind_sockets(self.port, address=self.ip or None)
+            sockets = sockets or bind_sockets(self.port, address=self.ip or None)
         except OSError as exc:
             raise OSError(
                 exc.errno,
@@ -311,15 +319,19 @@ class Collector(LoggingConfigurable):
 
     # ------------------------------------------------------------------ blocking (CLI)
 
-    def run(self, on_ready: Callable[[int], None] | None = None) -> None:
+    def run(
+        self, on_ready: Callable[[int], None] | None = None, sockets: list[socket.socket] | None = None
+    ) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully.  Blocks."""
-        asyncio.run(self._serve_until_signal(on_ready))
+        asyncio.run(self._serve_until_signal(on_ready, sockets))
 
-    async def _serve_until_signal(self, on_ready: Callable[[int], None] | None) -> None:
+    async def _serve_until_signal(
+        self, on_ready: Callable[[int], None] | None, sockets: list[socket.socket] | None
+    ) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         try:
-            port = await self.listen()
+            port = await self.listen(sockets)
         except BaseException:
             self.close_eventlog()
             raise

@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import tornado.web
@@ -41,6 +42,7 @@ from . import consent
 from .handlers import ApiError, BaseHandler
 
 if TYPE_CHECKING:
+    from ..eventlog import EventLog
     from .app import Collector
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -61,15 +63,26 @@ def static_url(name: str) -> str:
 # --------------------------------------------------------------------------- configuration checks
 
 
-def check_browser_sinks(value: list[Any]) -> list[dict[str, Any]]:
-    """``c.Collector.browser_sinks`` as a list of dicts; ValueError naming the bad entry."""
+def check_browser_sinks(
+    value: list[Any], trait: str = "Collector.browser_sinks", here: str = "collector"
+) -> list[dict[str, Any]]:
+    """``value`` (the option ``trait``) as a list of dicts; ValueError naming the bad entry.
+
+    ``here`` is the option's word for the endpoint that serves the policy (type ``collector``
+    in the policy document).
+    """
     out = []
     for index, entry in enumerate(value):
-        where = f"Collector.browser_sinks[{index}]"
+        where = f"{trait}[{index}]"
         if isinstance(entry, str):
             entry = {"type": entry}
+        if isinstance(entry, dict) and entry.get("type") == "collector" and here != "collector":
+            raise ValueError(f"{where}: here the endpoint that serves the policy is {here!r}; "
+                             "an external collector is {'type': 'http', 'url': ...}")
+        if isinstance(entry, dict) and entry.get("type") == here:
+            entry = {**entry, "type": "collector"}
         if not isinstance(entry, dict) or entry.get("type") not in BROWSER_SINK_TYPES:
-            raise ValueError(f"{where} must be 'collector', 'console' or {{'type': 'http', 'url': ..., "
+            raise ValueError(f"{where} must be {here!r}, 'console' or {{'type': 'http', 'url': ..., "
                              f"'format': 'json' | 'ndjson'}}, not {entry!r}")
         unknown = set(entry) - {"type", "url", "format"}
         if unknown:
@@ -85,15 +98,18 @@ def check_browser_sinks(value: list[Any]) -> list[dict[str, Any]]:
             if fmt not in HTTP_SINK_FORMATS:
                 raise ValueError(f"{where}: 'format' must be 'json' or 'ndjson', not {fmt!r}")
         elif len(entry) > 1:
-            raise ValueError(f"{where}: a {entry['type']} sink takes no options")
+            raise ValueError(f"{where}: a {here if entry['type'] == 'collector' else entry['type']} "
+                             "sink takes no options")
         out.append(dict(entry))
     return out
 
 
-def check_sample_rates(value: dict[str, Any]) -> dict[str, float]:
+def check_sample_rates(
+    value: dict[str, Any], trait: str = "Collector.browser_sample_rates"
+) -> dict[str, float]:
     for sid, rate in value.items():
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-            raise ValueError(f"Collector.browser_sample_rates[{sid!r}] must be a number from 0 to 1 "
+            raise ValueError(f"{trait}[{sid!r}] must be a number from 0 to 1 "
                              f"(the share of page sessions that record it), not {rate!r}")
     return {sid: float(rate) for sid, rate in value.items()}
 
@@ -105,12 +121,32 @@ def _origin(request: Any) -> str:
     return f"{request.protocol}://{request.host}"
 
 
-def browser_policy(collector: Collector, user: consent.UserConsent, origin: str) -> dict[str, Any]:
-    """The policy document of ``GET /api/policy`` for one user (their consent state included)."""
-    eventlog = collector.eventlog
+class BrowserSource(Protocol):
+    """What the policy document is made from: the collector, or Jupyter Server's JupyterLab endpoints."""
+
+    eventlog: EventLog
+    browser_sinks: list[dict[str, Any]]
+    browser_sample_rates: dict[str, float]
+    max_body_bytes: int
+    max_events_per_request: int
+
+
+def browser_policy(
+    source: BrowserSource,
+    user: consent.UserConsent,
+    page: str,
+    schema_ids: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """The policy document of ``GET /api/policy`` for one user (their consent state included).
+
+    ``page`` is the URL of the plain-language page; ``schema_ids`` limits the document to
+    those schemas (default: every registered one).
+    """
+    eventlog = source.eventlog
     by_id: dict[str, list[int]] = {}
     for sid, version in eventlog.schemas:
-        by_id.setdefault(sid, []).append(version)
+        if schema_ids is None or sid in schema_ids:
+            by_id.setdefault(sid, []).append(version)
     schemas, not_recorded = [], []
     for sid in sorted(by_id):
         policy = policy_for(eventlog.allowed_schemas, sid)
@@ -126,7 +162,7 @@ def browser_policy(collector: Collector, user: consent.UserConsent, origin: str)
                 "title": " ".join(str(body.get("title") or "").split()),
                 "consent": mode,
                 "state": user.state(mode),
-                "sample_rate": collector.browser_sample_rates.get(sid, 1.0),
+                "sample_rate": source.browser_sample_rates.get(sid, 1.0),
                 "allowed_categories": sorted(policy.allowed_categories | {UNRESTRICTED}),
                 "allowed_properties": sorted(policy.allowed_properties),
                 "schema": body,
@@ -136,14 +172,14 @@ def browser_policy(collector: Collector, user: consent.UserConsent, origin: str)
             })
     return {
         "policy_version": POLICY_VERSION,
-        "page": origin + "/",
+        "page": page,
         "consent": {"default": eventlog.default_consent, "choice": user.choice,
                     "choice_time": user.at, "gpc": user.gpc},
         "schemas": schemas,
         "not_recorded": not_recorded,
-        "sinks": collector.browser_sinks,
-        "limits": {"max_body_bytes": collector.max_body_bytes,
-                   "max_events_per_request": collector.max_events_per_request},
+        "sinks": source.browser_sinks,
+        "limits": {"max_body_bytes": source.max_body_bytes,
+                   "max_events_per_request": source.max_events_per_request},
     }
 
 
@@ -163,7 +199,7 @@ class PublicHandler(BaseHandler):
 class PolicyHandler(PublicHandler):
     def get(self) -> None:
         self.set_header("Vary", "Origin, Cookie, Sec-GPC")
-        self.write_json(200, browser_policy(self.collector, self.user(), _origin(self.request)))
+        self.write_json(200, browser_policy(self.collector, self.user(), _origin(self.request) + "/"))
 
 
 class ConsentHandler(PublicHandler):

@@ -36,20 +36,22 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections import OrderedDict
+from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import tornado.web
 from tornado import httputil
 
 from ..capsule import format_timestamp, parse_timestamp, to_json_data
+from ..dedup import RecentIds
 from ..errors import EventValidationError, UnknownSchemaError
 from ..policy import policy_for
 from ..schema import json_path, parse_version
 from . import consent
 
 if TYPE_CHECKING:
+    from ..eventlog import EventLog
     from .app import Collector
     from .consent import UserConsent
 
@@ -78,32 +80,6 @@ class ApiError(tornado.web.HTTPError):
         self.message = message
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
-
-
-class RecentIds:
-    """The ``capacity`` most recently seen event ids (least recently seen are forgotten first)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def seen(self, event_id: str) -> bool:
-        """Whether ``event_id`` was added before (and is still remembered); refreshes it."""
-        if event_id in self._ids:
-            self._ids.move_to_end(event_id)
-            return True
-        return False
-
-    def add(self, event_id: str) -> None:
-        if self.capacity <= 0:
-            return
-        self._ids[event_id] = None
-        self._ids.move_to_end(event_id)
-        while len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
 
 
 # --------------------------------------------------------------------------- processing
@@ -192,8 +168,16 @@ def _unpack(item: Any) -> _Event:
     return ev
 
 
+class EventIntake(Protocol):
+    """Where events from clients are recorded: the collector, or Jupyter Server's JupyterLab endpoint."""
+
+    eventlog: EventLog
+    recent_ids: RecentIds
+    counters: Counter[str]
+
+
 def _process_one(
-    collector: Collector, item: Any, batch_ids: set[str], user: UserConsent | None
+    collector: EventIntake, item: Any, batch_ids: set[str], user: UserConsent | None
 ) -> dict[str, Any]:
     eventlog = collector.eventlog
     try:
@@ -229,7 +213,7 @@ def _process_one(
 
 
 def process_events(
-    collector: Collector, items: list[Any], user: UserConsent | None = None
+    collector: EventIntake, items: list[Any], user: UserConsent | None = None
 ) -> dict[str, Any]:
     """Validate, filter and dispatch ``items``; return the response body (without ``error``).
 

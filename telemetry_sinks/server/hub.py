@@ -44,6 +44,10 @@ SERVICE_PREFIX_ENV = "JUPYTERHUB_SERVICE_PREFIX"
 SERVICE_URL_ENV = "JUPYTERHUB_SERVICE_URL"
 
 
+#: Signs the OAuth cookies: one per process tree, so that the processes of
+#: ``serve --processes N`` (forked after this module is imported) accept each other's cookies.
+COOKIE_SECRET = os.urandom(32)
+
 def _hub_auth_module() -> Any:
     try:
         from jupyterhub.services import auth
@@ -163,7 +167,7 @@ def make_hub_app(collector: Collector) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         collector=collector,
         hub_auth=hub_auth,
-        cookie_secret=os.urandom(32),
+        cookie_secret=COOKIE_SECRET,
         login_url=hub_auth.login_url,
         log_function=_log_request,
     )

@@ -34,6 +34,10 @@ How it works
   written, or missing from it, is sorted, counted, indexed (and compressed when its
   day is over): this repairs what a crash left.  An existing file for the day the
   first events belong to is continued (a ``.gz`` is decompressed first).
+- **Duplicates.**  An event that carries an ``__event_id__`` already written (among
+  the last ``dedup_window`` ids; the newest day file's last lines are read back at
+  start) is skipped and counted in ``duplicates``: a relay that delivers its last
+  round again after a crash, or a retrying client, writes each event once.
 - One writing process per directory.
 - **Retention** (:mod:`telemetry_sinks.retention`): with ``max_age`` set, day files
   whose day ended longer ago are deleted; with retention stages in the EventLog's
@@ -54,16 +58,21 @@ import os
 import re
 from typing import Any
 
-from traitlets import Bool, Unicode
+from traitlets import Bool, Int, Unicode
 
 from ..archive_index import INDEX_NAME, IndexEntry, day_files, iter_lines, read_index, write_index
 from ..capsule import event_time, event_timestamp, parse_timestamp
+from ..dedup import RecentIds
+from ..delivery.envelope import EVENT_ID_FIELD
 from ..fileio import replace_file, write_all
 from ..retention import RetentionRules, purge_archive
-from .base import Sink
+from .base import DirectorySink
 from .max_age import MaxAge
 
 __all__ = ["ArchiveSink"]
+
+#: At most this much of the newest day file is read at start for the ids of its last lines.
+_TAIL_BYTES = 16 * 1024 * 1024
 
 _log = logging.getLogger("telemetry_sinks.sinks.archive")
 _UTC = _dt.timezone.utc
@@ -104,7 +113,7 @@ def _utc_today() -> str:
 # --------------------------------------------------------------------------- the sink
 
 
-class ArchiveSink(MaxAge, Sink):
+class ArchiveSink(MaxAge, DirectorySink):
     """Events in one ``events-YYYY-MM-DD.jsonl`` file per UTC day, with an ``index.jsonl``.
 
     The layout of the mybinder.org events archive; see the module documentation
@@ -112,7 +121,6 @@ class ArchiveSink(MaxAge, Sink):
     """
 
     sink_name = "archive"
-    required_options = ("directory",)
 
     directory = Unicode(None, allow_none=True, help="Directory of the day files and index.jsonl.").tag(
         config=True, destination=("directory", "path")
@@ -121,17 +129,20 @@ class ArchiveSink(MaxAge, Sink):
         False,
         help="gzip each day's file once the day is over (events-YYYY-MM-DD.jsonl.gz; the index names it).",
     ).tag(config=True)
+    dedup_window = Int(
+        10_000,
+        help="How many recent event ids (__event_id__) are remembered: an event whose id was written "
+        "already (delivered again by a relay or a retrying client) is not written twice. At start the "
+        "ids of the newest day file's last lines are read back. 0: no deduplication.",
+    ).tag(config=True)
 
     # Class defaults: logging.shutdown() may close a sink whose __init__ failed.
     _fd: int | None = None
     _day: str | None = None
     _closed = False
 
-    def __init__(self, directory: str | os.PathLike | None = None, **options: Any) -> None:
-        if directory is not None:
-            options["directory"] = os.fspath(directory) if isinstance(directory, os.PathLike) else directory
-        super().__init__(**options)
-        self.directory = os.path.abspath(os.path.expanduser(self.directory))
+    def __init__(self, directory: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        super().__init__(directory, **options)
         os.makedirs(self.directory, exist_ok=True)
         self._fd = None
         self._day = None
@@ -140,6 +151,9 @@ class ArchiveSink(MaxAge, Sink):
         self._index = read_index(self.directory)
         self._retention: RetentionRules | None = None
         self._recover()
+        self._recent = RecentIds(self.dedup_window)
+        self.duplicates = 0  # events not written because their id was written already
+        self._remember_last_ids()
         self.apply_retention()
 
     # ------------------------------------------------------------------ paths
@@ -180,9 +194,40 @@ class ArchiveSink(MaxAge, Sink):
 
     # ------------------------------------------------------------------ writing
 
+    def _remember_last_ids(self) -> None:
+        """Read the ids of the newest day file's last ``dedup_window`` lines (a restart's memory)."""
+        days = sorted(day_files(self.directory).items())
+        if not self._recent.capacity or not days:
+            return
+        path = os.path.join(self.directory, days[-1][1])
+        if path.endswith(".gz"):
+            return  # a closed day: what is delivered again goes to the open one
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            file.seek(max(0, size - _TAIL_BYTES))
+            lines = file.read().splitlines()[-self._recent.capacity :]
+        for line in lines:
+            try:
+                event_id = json.loads(line).get(EVENT_ID_FIELD)
+            except (ValueError, AttributeError):
+                continue  # a partial first line, or not an object
+            if isinstance(event_id, str):
+                self._recent.add(event_id)
+
     def write_payload(self, payload: dict[str, Any]) -> None:
         if self._closed:
             raise ValueError("the archive sink is closed")
+        event_id = payload.get(EVENT_ID_FIELD)
+        if isinstance(event_id, str) and self._recent.capacity:
+            if self._recent.seen(event_id):
+                self.duplicates += 1
+                return
+            self._write_payload(payload)
+            self._recent.add(event_id)  # only once it is written
+            return
+        self._write_payload(payload)
+
+    def _write_payload(self, payload: dict[str, Any]) -> None:
         line = (self.encode(payload) + "\n").encode("utf-8")
         day = _payload_day(payload) or _utc_today()
         if day != self._day:

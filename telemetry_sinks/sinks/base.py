@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from typing import Any, ClassVar
 
 from traitlets import TraitError
@@ -36,6 +37,10 @@ class Sink(logging.Handler, Configurable):
     sink_name: ClassVar[str] = ""
     #: Options that must be set (by keyword or by config) for the sink to work.
     required_options: ClassVar[tuple[str, ...]] = ()
+    #: Options naming a file or a directory that only one process may write, with their kind
+    #: ("file" or "directory"): ``telemetry-sinks serve --processes N`` gives each process its
+    #: own, in a sub-directory ``process-<i>`` of the configured directory (or of the file's).
+    per_process_options: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -149,3 +154,23 @@ class Sink(logging.Handler, Configurable):
     def encode(payload: Any) -> str:
         """The JSON line for ``payload`` (the module-wide encoding rule)."""
         return encode(payload)
+
+
+class DirectorySink(Sink):
+    """A sink that writes a layout of files under one directory, its ``directory`` option.
+
+    The directory may be given first, positionally, as a string or a path object; it is
+    made absolute (``~`` expanded) once, so that a later change of working directory does
+    not move the files.  Only one process writes a directory (``per_process_options``).
+    Subclasses declare the ``directory`` trait with their own help and destination label.
+    """
+
+    required_options: ClassVar[tuple[str, ...]] = ("directory",)
+    per_process_options: ClassVar[dict[str, str]] = {"directory": "directory"}
+    directory: str
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        if directory is not None:
+            options["directory"] = os.fspath(directory)
+        super().__init__(**options)
+        self.directory = os.path.abspath(os.path.expanduser(self.directory))

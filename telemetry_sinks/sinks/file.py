@@ -177,6 +177,7 @@ class RotatingFileSink(FileSink):
     """
 
     sink_name = "rotating_file"
+    per_process_options = {"filename": "file"}  # processes rotating one file would clash
 
     max_bytes = Int(
         10 * 1024 * 1024, help="Rotate before a line would take the file past this size (0: never)."
@@ -239,6 +240,7 @@ class TimedRotatingFileSink(FileSink):
     """
 
     sink_name = "timed_rotating_file"
+    per_process_options = {"filename": "file"}
 
     when = CaselessStrEnum(
         ["S", "M", "H", "D", "midnight", "W0", "W1", "W2", "W3", "W4", "W5", "W6"],

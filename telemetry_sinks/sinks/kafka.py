@@ -1,27 +1,42 @@
-"""Kafka sink: every capsule as a UTF-8 JSON message on a topic, through kafka-python.
+"""Kafka sink: every capsule as a UTF-8 JSON message on a topic, through librdkafka or kafka-python.
 
 A thin adapter of the delivery core: an event counts as delivered only when the
-broker acknowledged it (its producer future resolved); anything else goes back
-to the core's retry, spool and dead-letter paths.  A failed SASL authentication
-or a missing ACL (topic, cluster, transactional id) is retried, with a warning
-naming what to check, and never dead-lettered.  The producer is created
-lazily in the worker, so a broker that is down at start never stops the
-application.
+broker acknowledged it (a delivery report without error, or a resolved
+kafka-python future); anything else goes back to the core's retry, spool and
+dead-letter paths.  A failed SASL authentication or a missing ACL (topic,
+cluster, transactional id) is retried, with a warning naming what to check, and
+never dead-lettered.  The producer is created lazily in the worker, so a broker
+that is down at start never stops the application.
+
+Two clients (``client``), with the same options and the same guarantee:
+
+* ``"confluent"``: librdkafka through confluent-kafka (``pip install
+  "telemetry-sinks[librdkafka]"``, the C library comes in the wheel).  Producing
+  costs the application a copy into librdkafka's queue; its own threads batch,
+  compress and send, several requests in flight per broker
+  (:mod:`telemetry_sinks.sinks.kafka_librdkafka`).  ``librdkafka_config`` passes any
+  other librdkafka property.
+* ``"kafka-python"``: the pure-Python client (``pip install "telemetry-sinks[kafka]"``);
+  ``producer_config`` passes any other ``KafkaProducer`` option.
+* ``"auto"`` (the default): the client the other options are written for
+  (``producer_config`` set: kafka-python; ``librdkafka_config`` set: librdkafka),
+  else librdkafka when confluent-kafka is installed, else kafka-python.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-import threading
 from typing import Any
 
-import kafka
-import kafka.errors as kerrors
-from traitlets import Bool, Dict, Float, Int, List, Unicode, Union
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, Union, validate
 
 from ..capsule import capsule_head
-from ..delivery import AuthError, BatchResult, Envelope
+from ..delivery import BatchResult, Envelope
 from ..delivery.retry import error_text
+from ..errors import MissingExtraError
+from ..kafka_options import KafkaClientOptions
+from .kafka_librdkafka import LibrdkafkaProducer, Message
 from .naming import NameOption, NameRule, name_template
 from .network import NetworkSink
 
@@ -34,55 +49,32 @@ TOPIC_NAME = NameRule(
 #: ``name`` with characters Kafka forbids in topic names replaced by ``_``.
 topic_safe = TOPIC_NAME.safe
 
-def _errors(*names: str) -> tuple[type[Exception], ...]:
-    return tuple(getattr(kerrors, name) for name in names if hasattr(kerrors, name))
+CLIENTS = ("auto", "confluent", "kafka-python")
+#: Each client's module, distribution and extra.
+_LIBRARIES = {
+    "confluent": ("confluent_kafka", "confluent-kafka", "librdkafka"),
+    "kafka-python": ("kafka", "kafka-python", "kafka"),
+}
 
 
-# Errors for which the same message will never be accepted.
-_PERMANENT_ERRORS = _errors(
-    "MessageSizeTooLargeError",
-    "RecordListTooLargeError",
-    "InvalidTopicError",
-    "CorruptRecordError",
-    "InvalidRecordError",
-    "UnsupportedForMessageFormatError",
-)
-# The broker refused the credentials or the ACLs: an operator fixes them, the events wait.
-_AUTH_ERRORS = _errors(
-    "AuthenticationFailedError",
-    "SaslAuthenticationFailedError",
-    "TopicAuthorizationFailedError",
-    "ClusterAuthorizationFailedError",
-    "TransactionalIdAuthorizationFailedError",
-    "GroupAuthorizationFailedError",
-)
+def installed(client: str) -> bool:
+    """Whether the library of ``client`` can be imported."""
+    return importlib.util.find_spec(_LIBRARIES[client][0]) is not None
 
 
-class _AuthFailureWatch(logging.Handler):
-    """Remembers an authentication error kafka-python logs in one thread.
-
-    kafka-python retries a refused SASL authentication while it bootstraps and then
-    raises only a timeout ("Unable to bootstrap"); the cause is in what it logs.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.thread = threading.get_ident()
-        self.error: BaseException | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self.thread or not isinstance(record.args, tuple):
-            return
-        for arg in record.args:
-            if isinstance(arg, _AUTH_ERRORS):
-                self.error = arg
+if not (installed("confluent") or installed("kafka-python")):
+    raise ImportError(
+        'the Kafka sink needs a Kafka client: pip install "telemetry-sinks[librdkafka]" (librdkafka) '
+        'or "telemetry-sinks[kafka]" (kafka-python)',
+        name="confluent_kafka",
+    )
 
 
-class KafkaSink(NetworkSink):
-    """Send capsules to a Kafka topic (``pip install "telemetry-sinks[kafka]"``).
+class KafkaSink(NetworkSink, KafkaClientOptions):
+    """Send capsules to a Kafka topic (``pip install "telemetry-sinks[librdkafka]"`` or ``[kafka]``).
 
-    Options map one-to-one to Kafka's concepts; ``producer_config`` passes any
-    other kafka-python ``KafkaProducer`` option.
+    Options map one-to-one to Kafka's concepts; see the module documentation for the
+    two clients and how one is chosen.
     """
 
     sink_name = "kafka"
@@ -92,11 +84,14 @@ class KafkaSink(NetworkSink):
         "(WRITE and DESCRIBE on the topic)"
     )
 
-    bootstrap_servers = Union(
-        [Unicode(), List(Unicode())],
-        default_value="localhost:9092",
-        help='Brokers to bootstrap from: "host:port", "h1:p1,h2:p2" or a list.',
-    ).tag(config=True, destination=("servers", "hosts"))
+    client = CaselessStrEnum(
+        CLIENTS,
+        default_value="auto",
+        help="Kafka client: 'confluent' (librdkafka, pip install \"telemetry-sinks[librdkafka]\"), "
+        "'kafka-python' (pip install \"telemetry-sinks[kafka]\"), or 'auto': the one "
+        "producer_config (kafka-python) or librdkafka_config is written for, else librdkafka when "
+        "confluent-kafka is installed, else kafka-python.",
+    ).tag(config=True)
     topic = NameOption(
         TOPIC_NAME,
         None,
@@ -117,7 +112,13 @@ class KafkaSink(NetworkSink):
         None, allow_none=True, help="gzip, snappy, lz4, zstd, or None."
     ).tag(config=True)
     linger_ms = Int(5, help="Producer linger time in milliseconds.").tag(config=True)
-    batch_size = Int(16384, help="Producer batch size in bytes (per partition).").tag(config=True)
+    batch_size = Int(
+        None,
+        allow_none=True,
+        help="Producer batch size in bytes (per partition). None: the client's own default "
+        "(librdkafka 1,000,000; kafka-python 16,384): librdkafka with 16 KiB batches needs several "
+        "round trips for one batch of the sink.",
+    ).tag(config=True)
     max_request_size = Int(
         1048576,
         help="Largest message in bytes the producer sends; a larger event is dead-lettered.",
@@ -130,106 +131,88 @@ class KafkaSink(NetworkSink):
         help="Add headers schema, schema_version and event_id so consumers can route "
         "without parsing.",
     ).tag(config=True)
-
-    security_protocol = Unicode(
-        "PLAINTEXT", help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
-    ).tag(config=True)
-    sasl_mechanism = Unicode(
-        None, allow_none=True, help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ..."
-    ).tag(config=True)
-    sasl_plain_username = Unicode(None, allow_none=True, help="SASL user name.").tag(config=True)
-    sasl_plain_password = Unicode(None, allow_none=True, help="SASL password.").tag(
-        config=True, secret=True
-    )
-    ssl_cafile = Unicode(None, allow_none=True, help="CA file to verify the brokers.").tag(
-        config=True
-    )
-    ssl_certfile = Unicode(None, allow_none=True, help="Client certificate file.").tag(config=True)
-    ssl_keyfile = Unicode(None, allow_none=True, help="Client key file.").tag(config=True)
-    ssl_password = Unicode(None, allow_none=True, help="Password of the client key.").tag(
-        config=True, secret=True
-    )
     producer_config = Dict(
-        help="Any other kafka-python KafkaProducer option, passed as it is."
+        help="Any other kafka-python KafkaProducer option, passed as it is (client kafka-python)."
     ).tag(config=True, secret=True)
+    librdkafka_config = Dict(
+        help='Any other librdkafka producer property, passed as it is, e.g. {"queue.buffering.max.kbytes": '
+        "65536} (client confluent).",
+    ).tag(config=True, secret=True)
+
+    @validate("acks")
+    def _check_acks(self, proposal: Any) -> Any:
+        if str(proposal.value).lower() not in ("0", "1", "all", "-1"):
+            raise TraitError(f"The 'acks' trait of a KafkaSink must be 0, 1 or 'all', not "
+                             f"{proposal.value!r}.")  # fmt: skip
+        return proposal.value
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._producer: Any = None
         self._topic = name_template(self, "topic")
+        self.chosen_client = self._choose_client()
+        # Read once: the hot path reads plain attributes, not traits.
+        self._key_field, self._with_headers, self._max_size = self.key, self.headers, self.max_request_size
+        self._producer: Any = None
+
+    def _choose_client(self) -> str:
+        """The client in force (see the ``client`` option); a missing library names its extra."""
+        wanted = self.client.lower()
+        if wanted == "auto":
+            if self.producer_config and not self.librdkafka_config:
+                wanted = "kafka-python"
+            elif self.librdkafka_config or installed("confluent"):
+                wanted = "confluent"
+            else:
+                wanted = "kafka-python"
+        if not installed(wanted):
+            _, distribution, extra = _LIBRARIES[wanted]
+            raise MissingExtraError(
+                f"KafkaSink client {wanted!r} needs {distribution}: pip install \"telemetry-sinks[{extra}]\""
+            )
+        return wanted
 
     # ------------------------------------------------------------------ adapter
 
-    def producer_options(self) -> dict[str, Any]:
-        """The keyword arguments given to ``kafka.KafkaProducer``."""
-        servers = self.bootstrap_servers
-        if isinstance(servers, str):
-            servers = [s.strip() for s in servers.split(",") if s.strip()]
-        acks = self.acks
-        if isinstance(acks, str) and acks.isdigit():
-            acks = int(acks)
-        options: dict[str, Any] = {
-            "bootstrap_servers": servers,
-            "acks": acks,
-            "linger_ms": self.linger_ms,
-            "batch_size": self.batch_size,
-            "max_request_size": self.max_request_size,
-            "security_protocol": self.security_protocol,
-            "client_id": "telemetry-sinks",
-        }
-        optional = {
-            "compression_type": self.compression_type,
-            "sasl_mechanism": self.sasl_mechanism,
-            "sasl_plain_username": self.sasl_plain_username,
-            "sasl_plain_password": self.sasl_plain_password,
-            "ssl_cafile": self.ssl_cafile,
-            "ssl_certfile": self.ssl_certfile,
-            "ssl_keyfile": self.ssl_keyfile,
-            "ssl_password": self.ssl_password,
-        }
-        options.update({k: v for k, v in optional.items() if v is not None})
-        # The producer must not hold the sink's worker longer than an acknowledgement may take:
-        # kafka-python waits up to 60 s for metadata in send() and, from 3.0 on, up to 30 s to
-        # bootstrap inside KafkaProducer(); meanwhile nothing could be spooled or flushed.
+    def librdkafka_properties(self) -> dict[str, Any]:
+        """The configuration given to ``confluent_kafka.Producer``."""
+        acks = str(self.acks).lower()
         wait_ms = max(1, int(self.ack_timeout * 1000))
-        defaults = kafka.KafkaProducer.DEFAULT_CONFIG
-        options["max_block_ms"] = wait_ms
-        if "bootstrap_timeout_ms" in defaults:
-            options["bootstrap_timeout_ms"] = wait_ms
-        options.update(self.producer_config)
-        return options
+        config = self.librdkafka_connection()
+        config.update({
+            "client.id": "telemetry-sinks",
+            "acks": "all" if acks in ("all", "-1") else acks,
+            "enable.idempotence": acks in ("all", "-1"),  # retries keep the order of a partition
+            "linger.ms": self.linger_ms,
+            "message.max.bytes": max(self.max_request_size, 1000),
+            "compression.type": self.compression_type or "none",
+            # A message not acknowledged by then fails its batch (retried by the delivery core):
+            "message.timeout.ms": wait_ms,
+            "request.timeout.ms": min(30_000, wait_ms),
+        })  # fmt: skip
+        if self.batch_size is not None:
+            config["batch.size"] = self.batch_size
+        config.update(self.librdkafka_config)
+        return config
 
     def open(self) -> None:
-        watch = _AuthFailureWatch()
-        client_log = logging.getLogger("kafka")
-        client_log.addHandler(watch)
-        try:
-            self._producer = kafka.KafkaProducer(**self.producer_options())
-        except kerrors.KafkaError as exc:
-            if watch.error is not None:
-                raise AuthError(f"{error_text(exc)}: {error_text(watch.error)}") from None
-            raise
-        finally:
-            client_log.removeHandler(watch)
+        if self.chosen_client == "confluent":
+            self._producer = LibrdkafkaProducer(self.librdkafka_properties(), self.ack_timeout, self.mask)
+        else:
+            from .kafka_python import KafkaPythonProducer
+
+            self._producer = KafkaPythonProducer(self.producer_options(), self.ack_timeout, self.label)
+        self._producer.open()
+
+    def producer_options(self) -> dict[str, Any]:
+        """The keyword arguments given to ``kafka.KafkaProducer``."""
+        from .kafka_python import producer_options
+
+        return producer_options(self)
 
     def close_backend(self) -> None:
-        """Stop the producer at once: what it still holds was not acknowledged, and the
-        delivery core retries those events (from memory or the spool)."""
         producer, self._producer = self._producer, None
-        if producer is None:
-            return
-        # kafka-python 3's close() flushes first and, when that flush times out (records a
-        # down broker never acknowledged), raises without closing: the producer's network
-        # thread would live on, one per outage, and its finaliser would block whichever
-        # thread drops it for a second.  Stopping the sender first fails those records.
-        sender = getattr(producer, "_sender", None)
-        if sender is not None and hasattr(sender, "force_close"):
-            sender.force_close()
-            sender.join(self.ack_timeout)
-        try:
-            producer.close(timeout=0)
-        except kerrors.KafkaError as exc:
-            log.debug("sink %r: the Kafka producer did not close cleanly: %s", self.label, exc)
+        if producer is not None:
+            producer.close()
 
     def topic_for(self, envelope: Envelope) -> str:
         """The topic of ``envelope`` (the ``topic`` template rendered)."""
@@ -238,13 +221,14 @@ class KafkaSink(NetworkSink):
         return topic.template if topic.fixed else topic.render(envelope.payload)
 
     def _key_for(self, envelope: Envelope) -> bytes | None:
-        if self.key is None:
+        if self._key_field is None:
             return None
-        value = envelope.payload.get(self.key) if isinstance(envelope.payload, dict) else None
+        payload = envelope.payload
+        value = payload.get(self._key_field) if isinstance(payload, dict) else None
         return None if value is None else str(value).encode("utf-8")
 
     def _headers_for(self, envelope: Envelope) -> list[tuple[str, bytes]] | None:
-        if not self.headers:
+        if not self._with_headers:
             return None
         headers = [("event_id", envelope.event_id.encode())]
         # A capsule's JSON starts with its metadata: read it there instead of decoding the event.
@@ -261,49 +245,26 @@ class KafkaSink(NetworkSink):
         return headers
 
     def send_batch(self, batch: list[Envelope]) -> BatchResult:
-        producer = self._producer
         result = BatchResult()
-        futures = []
+        messages: list[Message] = []
         for envelope in batch:
-            if envelope.size > self.max_request_size:
+            if envelope.size > self._max_size:
                 result.reject(
                     envelope.event_id,
                     f"message of {envelope.size} bytes is larger than max_request_size "
-                    f"({self.max_request_size} bytes)",
+                    f"({self._max_size} bytes)",
                 )
                 continue
             try:
-                future = producer.send(
-                    self.topic_for(envelope),
-                    value=envelope.data.encode("utf-8"),
-                    key=self._key_for(envelope),
-                    headers=self._headers_for(envelope),
-                )
-            except _PERMANENT_ERRORS as exc:
-                result.reject(envelope.event_id, error_text(exc))
+                topic = self.topic_for(envelope)
+            except Exception as exc:  # a template the event cannot fill
+                result.reject(envelope.event_id, f"cannot render the topic: {error_text(exc)}")
                 continue
-            except Exception as exc:  # buffer full, broker gone, credentials refused, ...
-                result.retry(envelope.event_id, error_text(exc), auth=isinstance(exc, _AUTH_ERRORS))
-                continue
-            futures.append((envelope, future))
-        try:
-            producer.flush(timeout=self.ack_timeout)
-        except kerrors.KafkaTimeoutError:
-            pass  # the unresolved futures are retried below
-        for envelope, future in futures:
-            if not future.is_done:
-                result.retry(envelope.event_id, "no acknowledgement from the broker in time")
-            elif future.failed():
-                failure = future.exception
-                if isinstance(failure, _PERMANENT_ERRORS):
-                    result.reject(envelope.event_id, error_text(failure))
-                else:
-                    result.retry(envelope.event_id, error_text(failure),
-                                 auth=isinstance(failure, _AUTH_ERRORS))
-        # Drop the producer with whatever it still holds (a broker that restarted may have
-        # forgotten its producer id): the engine closes it and opens a fresh one for the retry.
-        result.reconnect = bool(result.retryable)
+            messages.append((envelope.event_id, topic, envelope.data, self._key_for(envelope),
+                             self._headers_for(envelope)))  # fmt: skip
+        if messages:
+            result.merge(self._producer.send(messages))
         return result
 
 
-__all__ = ["KafkaSink", "topic_safe"]
+__all__ = ["CLIENTS", "KafkaSink", "topic_safe"]

@@ -90,6 +90,8 @@ class _StartsWhenBuilt(MetaHasTraits):
 class NetworkSink(Sink, metaclass=_StartsWhenBuilt):
     """A sink that queues events and delivers them from a background thread (see module doc)."""
 
+    per_process_options = {"spool_dir": "directory"}
+
     # --- batching
     max_batch_events = delivery_trait("max_batch_events")
     max_batch_bytes = delivery_trait("max_batch_bytes")

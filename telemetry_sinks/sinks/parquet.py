@@ -34,18 +34,17 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, List, TraitError, Unico
 from ..errors import SchemaError, SinkConfigError
 from ..lake.export import load_schemas
 from ..lake.writer import LakeWriter, SchemaLookup
-from .base import Sink
+from .base import DirectorySink
 
 __all__ = ["ParquetSink"]
 
 _log = logging.getLogger("telemetry_sinks.sinks.parquet")
 
 
-class ParquetSink(Sink):
+class ParquetSink(DirectorySink):
     """Events as Parquet files, one typed table per schema version, partitioned by schema, version and day."""
 
     sink_name = "parquet"
-    required_options = ("directory",)
 
     directory = Unicode(None, allow_none=True, help="Root directory of the Parquet layout.").tag(
         config=True, destination=("directory", "path")
@@ -85,11 +84,8 @@ class ParquetSink(Sink):
     _writer: LakeWriter | None = None
     _closed = False
 
-    def __init__(self, directory: str | os.PathLike | None = None, **options: Any) -> None:
-        if directory is not None:
-            options["directory"] = os.fspath(directory) if isinstance(directory, os.PathLike) else directory
-        super().__init__(**options)
-        self.directory = os.path.abspath(os.path.expanduser(self.directory))
+    def __init__(self, directory: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        super().__init__(directory, **options)
         try:
             self._bodies = load_schemas(self.schema_paths)
         except SchemaError as exc:

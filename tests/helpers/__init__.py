@@ -10,6 +10,6 @@
   and privacy suites; the per-backend modules below are what it (and each sink's suite) builds on;
 * backends: :mod:`.bulk` (Elasticsearch and OpenSearch), :mod:`.cloudwatch` and
   :mod:`.aws_fault_proxy`, :mod:`.fake_logging_api` (Cloud Logging), :mod:`.collector_process`
-  (HTTP), :mod:`.kafka_readback`;
+  (HTTP), :mod:`.kafka_readback`, :mod:`.relay` (``telemetry-sinks relay`` processes, group offsets);
 * :mod:`.delivery`: test adapters of the delivery core; :mod:`.privacy`: the privacy suite's schema.
 """

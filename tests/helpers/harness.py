@@ -483,7 +483,10 @@ class KafkaBackend(Backend):
         return {"request_timeout_ms": 2000, "reconnect_backoff_ms": 50, "reconnect_backoff_max_ms": 300}
 
     def sink_options(self) -> dict[str, Any]:
+        # These suites tune kafka-python (producer_config, its DEBUG logs): they run that client;
+        # tests/sinks/kafka runs the Kafka sink's own suite with both clients.
         return {
+            "client": "kafka-python",
             "bootstrap_servers": self.bootstrap,
             "topic": self.topic,
             "ack_timeout": 2.0,
@@ -496,8 +499,8 @@ class KafkaBackend(Backend):
         # producer does not reconnect to a closed port for the next ten minutes of the session.
         config = {**cls._producer_config(), "max_block_ms": 600_000, "request_timeout_ms": 600_000,
                   "bootstrap_timeout_ms": 60_000, "reconnect_backoff_max_ms": 1000}
-        return {"bootstrap_servers": f"127.0.0.1:{port}", "topic": "hang", "ack_timeout": 600.0,
-                "producer_config": config}
+        return {"client": "kafka-python", "bootstrap_servers": f"127.0.0.1:{port}", "topic": "hang",
+                "ack_timeout": 600.0, "producer_config": config}
 
     def received(self) -> list[tuple[str | None, dict]]:
         out = []

@@ -7,15 +7,18 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.002) -> Any:
-    """Poll ``predicate`` until it is true and return its value; fail after ``timeout`` seconds."""
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.002, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it is true and return its value; fail after ``timeout`` seconds
+    (the message says ``what`` was awaited)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"{what} not met within {timeout} s")
         time.sleep(interval)
 
 

@@ -129,7 +129,7 @@ class AWSRefusal(Scenario):
 
 
 class KafkaSasl(Scenario):
-    """Tansu behind a SASL/PLAIN gate whose user still has the old password."""
+    """Tansu behind a SASL/PLAIN gate whose user still has the old password (kafka-python)."""
 
     refusal = "SaslAuthenticationFailedError"
 
@@ -175,9 +175,24 @@ class KafkaSasl(Scenario):
         self.broker.stop()
 
 
+class LibrdkafkaSasl(KafkaSasl):
+    """The same gate, the Kafka sink on librdkafka: its messages time out, error_cb says why."""
+
+    refusal = "_AUTHENTICATION"
+
+    def sink(self, **options):
+        from telemetry_sinks.sinks.kafka import KafkaSink
+
+        config = {"reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 300}
+        return KafkaSink(bootstrap_servers=f"127.0.0.1:{self.front.port}", topic=self.topic, ack_timeout=2.0,
+                         client="confluent", librdkafka_config=config, **self.security,
+                         **{**FAST, **options})
+
+
 CASES = {
     "http-401": lambda f, p: CollectorToken(f, p),
     "kafka-sasl": lambda f, p: KafkaSasl(f, p),
+    "kafka-sasl-librdkafka": lambda f, p: LibrdkafkaSasl(f, p),
     "cloudwatch-AccessDenied": lambda f, p: AWSRefusal(f, "AccessDeniedException"),
     "cloudwatch-UnrecognizedClient": lambda f, p: AWSRefusal(f, "UnrecognizedClientException"),
     "cloudwatch-ExpiredToken": lambda f, p: AWSRefusal(f, "ExpiredTokenException"),

@@ -266,3 +266,35 @@ def test_rebuild_of_a_missing_directory_is_a_usage_error(tmp_path):
     assert result.returncode == 2 and "is not a directory" in result.stderr
     result = run("archive")
     assert result.returncode == 2 and "ARCHIVE_COMMAND" in result.stderr
+
+
+def test_an_event_id_written_before_is_not_written_again_also_after_a_restart(tmp_path):
+    from telemetry_sinks import ArchiveSink
+
+    def capsule(n: int, event_id: str | None) -> dict:
+        body = {"__timestamp__": "2026-11-22T10:00:00.000Z", "__schema__": "s", "__schema_version__": 1,
+                "__metadata_version__": 1, "n": n}
+        return {"__event_id__": event_id, **body} if event_id else body
+
+    sink = ArchiveSink(directory=str(tmp_path))
+    for n in range(5):
+        sink.handle_capsule(capsule(n, f"id-{n}"))
+    sink.handle_capsule(capsule(3, "id-3"))  # delivered again
+    sink.handle_capsule(capsule(9, None))  # no id: always written
+    sink.handle_capsule(capsule(9, None))
+    assert sink.duplicates == 1
+    sink.close()
+    again = ArchiveSink(directory=str(tmp_path))  # a restarted relay delivers its last round again
+    for n in range(3, 7):
+        again.handle_capsule(capsule(n, f"id-{n}"))
+    assert again.duplicates == 2
+    again.close()
+    lines = [json.loads(line) for line in (tmp_path / "events-2026-11-22.jsonl").read_text().splitlines()]
+    ids = [line.get("__event_id__") for line in lines]
+    assert sorted(i for i in ids if i) == [f"id-{n}" for n in range(7)]
+    assert ids.count(None) == 2
+    off = ArchiveSink(directory=str(tmp_path / "off"), dedup_window=0)
+    off.handle_capsule(capsule(1, "x"))
+    off.handle_capsule(capsule(1, "x"))
+    off.close()
+    assert len((tmp_path / "off" / "events-2026-11-22.jsonl").read_text().splitlines()) == 2

@@ -338,7 +338,9 @@ def test_throttling_is_retried_then_delivered(proxy, group):
         log.emit(schema_id=LAUNCH, data={"seq": seq})
     stats = wait_delivered(sink, timeout=30)
     sink.close()
-    assert stats["sent"] == 20 and stats["dead_lettered"] == 0 and stats["retried"] >= 20, stats
+    # Four refused attempts, each retrying the events of the batch it carried (the first batch
+    # may hold fewer than 20: the worker takes what is queued when it wakes).
+    assert stats["sent"] == 20 and stats["dead_lettered"] == 0 and stats["retried"] >= 4, stats
     statuses = [c.status for c in proxy.calls()]
     assert statuses[:4] == [400, 400, 400, 500] and statuses[-1] == 200, statuses
     assert sorted(p["seq"] for p in payloads(read_events(proxy.url, group))) == list(range(20))

@@ -20,8 +20,9 @@ SCHEMA = {
 }
 
 
-def test_events_after_dictconfig_reach_kafka(bootstrap, topic):
-    sink = KafkaSink(bootstrap_servers=bootstrap, topic=topic, linger_ms=5, flush_interval=0.05)
+def test_events_after_dictconfig_reach_kafka(bootstrap, topic, client):
+    sink = KafkaSink(bootstrap_servers=bootstrap, topic=topic, linger_ms=5, flush_interval=0.05,
+                     client=client)  # fmt: skip
     log = EventLog(handlers=[sink], allowed_schemas=[SCHEMA["$id"]])
     log.register_schema(SCHEMA)
     try:
