@@ -47,6 +47,7 @@ SCENARIOS = {
     "relay": "bench.scenario_relay",
     "collector": "bench.scenario_collector",
     "kafka": "bench.scenario_kafka",
+    "durability": "bench.scenario_durability",
 }
 
 

@@ -1,5 +1,6 @@
 """telemetry-sinks: schema-validated, privacy-aware event logging with pluggable sinks."""
 
+from .delivery.shutdown import install_signal_handlers
 from .errors import (
     EventValidationError,
     MissingExtraError,
@@ -30,6 +31,7 @@ def __getattr__(name: str) -> type:
 
 __all__ = [
     "EventLog",
+    "install_signal_handlers",
     "EventRouter",
     "Instrumented",
     "instrument",

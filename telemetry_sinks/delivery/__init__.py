@@ -14,18 +14,20 @@ Modules: ``adapter`` (the contract), ``options``, ``engine`` (queue and worker),
 ``envelope`` (the contract's data types and event ids), ``toolkit`` (request
 splitting, bisection, sending a list of requests), ``spool`` (the write-ahead
 log and its format), ``retry`` (backoff and failure classification),
-``deadletter``, ``replay``, ``metrics``.
+``deadletter``, ``replay``, ``metrics``, ``shutdown`` (the opt-in signal hook that
+closes the sinks).
 """
 
 from .adapter import Adapter
 from .engine import DeliveryEngine
-from .envelope import BatchResult, Envelope, PermanentError, RetryableError
+from .envelope import AuthError, BatchResult, Envelope, PermanentError, RetryableError
 from .options import DeliveryOptions, OptionError
 from .retry import Backoff, is_retryable_status, parse_retry_after
-from .toolkit import RequestRefused, send_requests, split_requests
+from .toolkit import RequestRefused, error_for_status, send_requests, split_requests
 
 __all__ = [
     "Adapter",
+    "AuthError",
     "Backoff",
     "BatchResult",
     "DeliveryEngine",
@@ -35,6 +37,7 @@ __all__ = [
     "PermanentError",
     "RequestRefused",
     "RetryableError",
+    "error_for_status",
     "is_retryable_status",
     "parse_retry_after",
     "send_requests",

@@ -13,6 +13,8 @@ An adapter is any object with these five members (:class:`Adapter`, a
             response = self.client.post([e.data for e in batch])
             if response.status in (200, 201):
                 return None                  # every event acknowledged
+            if response.status in (401, 403):
+                raise AuthError(f"HTTP {response.status}")   # credentials refused: retried
             if is_retryable_status(response.status):
                 raise RetryableError(f"HTTP {response.status}",
                                      retry_after=parse_retry_after(response.retry_after))
@@ -23,6 +25,8 @@ An adapter is any object with these five members (:class:`Adapter`, a
 
         def mask(self, text: str) -> str:    # ``text`` without the adapter's secrets
             return text.replace(self.token, "***")
+
+        credentials_help = "its token"       # optional: what to check when credentials are refused
 
 What the engine promises in return:
 
@@ -44,7 +48,16 @@ What the engine promises in return:
 acknowledged), a :class:`BatchResult` naming the events that failed, or raises
 :class:`PermanentError` / :class:`RetryableError` / any exception for the whole
 batch (any other exception is retried).  Adapters that send a batch as several
-requests build them with :mod:`telemetry_sinks.delivery.toolkit`.
+requests build them with :mod:`telemetry_sinks.delivery.toolkit`
+(``error_for_status`` classifies a failed HTTP answer).
+
+Refused credentials or permissions are one case for every backend: the adapter
+raises :class:`AuthError` (a :class:`RetryableError`) for the whole batch, or marks
+events with ``BatchResult.retry(event_id, reason, auth=True)``.  The engine retries
+them with backoff like any outage, never dead-letters them, counts the refusals in
+``stats()["auth_failures"]`` and warns once per ``drop_report_interval``, ending
+with the adapter's optional ``credentials_help`` (what an operator should check).
+Both are compatible additions: an adapter without them works as before.
 """
 
 from __future__ import annotations

@@ -1,29 +1,43 @@
-"""The delivery engine: bounded queue, background worker, retries, spool and dead letters.
+"""The delivery engine: bounded queue, background worker, retries, durable spool and dead letters.
 
 ``DeliveryEngine(adapter, options)`` delivers events through an
 :class:`~telemetry_sinks.delivery.adapter.Adapter` (the code that talks to one
 backend) as :class:`~telemetry_sinks.delivery.options.DeliveryOptions` say.
-``put`` (the hot path) only appends to an in-memory queue under a lock; one
-daemon thread per engine, started on the first event (or at ``start()`` when the
-spool holds events from earlier runs), does everything else:
+
+``put`` (the hot path) never touches the network.  Without a ``spool_dir`` it
+appends the event to an in-memory queue under a lock.  With one, it first
+appends the event to the spool (one ``write(2)``: the event survives ``kill -9``
+of the process from then on, a power loss too with ``spool_fsync``), then keeps
+it in memory if the queue has room; if not, the event waits on disk only and is
+read back from there.
+
+One daemon thread per engine, started on the first event (or at ``start()`` when
+the spool holds events from earlier runs), does everything else:
 
 * connects through the adapter's ``open()``, and connects again after a failed
   ``open()``, when a result asks for it (``BatchResult.reconnect``) and after a fork;
+* replays the spool's backlog (events of earlier runs, events only on disk),
+  oldest first, before the newer events in memory;
 * sends batches (by count, bytes or age) through the adapter's ``send_batch``;
-* retries retryable failures with backoff, honouring the backend's Retry-After;
-* while the backend is down, writes the queue to the spool (if configured) and
-  later replays the spool, oldest first, before newer events;
+* retries retryable failures with backoff, honouring the backend's Retry-After,
+  until the backend takes or rejects them (credentials and permissions refused
+  included: warned about once per interval, counted in ``auth_failures``);
+* records in the spool what was settled (acknowledged or dead-lettered), so a
+  restart replays only the rest;
 * writes permanent rejections to the dead-letter file;
 * reports dropped events as one warning per interval on ``telemetry_sinks.delivery``.
 
-Order: events reach the backend in emission order, except that a batch which is
-being sent when the queue overflows into the spool (policy ``spill``) can land
-after newer events.  Events read back from the spool are retried until the
-backend takes or rejects them; a poison event that always fails retryably blocks
-the spool (it shows in ``last_error``).
+A retry blocks the newer events behind it, so events reach the backend in
+emission order; a poison event that always fails retryably blocks the sink (it
+shows in ``last_error``).
 
-Every open engine is closed by an ``atexit`` hook and reset in a forked child
-(empty queue, fresh locks, a new worker on first use, ``open()`` called again).
+``flush()`` waits until every event put before it is acknowledged or
+dead-lettered (a pending retry is tried at once).  ``close()`` delivers within
+``close_timeout`` what it can, the spool's backlog included, then stops; what is
+left stays in the spool (without a spool it is dead-lettered, or counted as
+dropped).  Every open engine is closed by an ``atexit`` hook (all at once, so the
+process waits ``close_timeout`` once, not once per sink) and reset in a forked
+child (empty queue, fresh locks, a new worker on first use, ``open()`` called again).
 
 A closed engine that is handed an event opens again (:meth:`DeliveryEngine.reopen`),
 as ``logging.FileHandler`` reopens its file: ``logging.shutdown()`` and every
@@ -42,7 +56,7 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -50,10 +64,10 @@ from ..errors import SinkConfigError
 from . import metrics
 from .adapter import Adapter
 from .deadletter import DeadLetterFile
-from .envelope import BatchResult, Envelope, PermanentError, RetryableError, next_event_id
+from .envelope import AuthError, BatchResult, Envelope, PermanentError, RetryableError, next_event_id
 from .options import DeliveryOptions
 from .retry import Backoff, error_text
-from .spool import Spool
+from .spool import FULL, KEPT, REFUSED, Segment, Spool
 from .toolkit import split_requests
 
 log = logging.getLogger("telemetry_sinks.delivery")
@@ -63,10 +77,6 @@ RESCAN_INTERVAL = 30.0
 #: Memory a queued event takes besides its JSON text (Envelope, id, str header, counters,
 #: allocator slack; measured by ``python -m bench``): counted against ``max_queue_bytes``.
 EVENT_OVERHEAD = 384
-#: A full queue with overflow=spill moves at most this much to the spool in one emit() call,
-#: so no caller pays for writing the whole queue (the worker spools the rest).
-SPILL_CHUNK_EVENTS = 256
-SPILL_CHUNK_BYTES = 256 * 1024
 _INF = float("inf")
 _SIZE = attrgetter("size")
 
@@ -89,12 +99,8 @@ class DeliveryEngine:
         self._flush_interval = options.flush_interval
         self._max_events = options.max_queue_events
         self._max_bytes = options.max_queue_bytes
-        # "Pressure": the queue is half full; the worker then moves it to the spool if it can.
-        self._pressure_events = (self._max_events + 1) // 2
-        self._pressure_bytes = (self._max_bytes + 1) // 2
         self._overflow = options.effective_overflow
         self._block_timeout = options.block_timeout
-        self._max_retry_time = options.max_retry_time
         self._close_timeout = options.close_timeout
         self._report_interval = options.drop_report_interval
         self._backoff = Backoff(options.retry_initial_backoff, options.retry_max_backoff)
@@ -117,6 +123,7 @@ class DeliveryEngine:
         self._dead = DeadLetterFile(dead_letter_file) if dead_letter_file else None
         self._closed = False
         self._close_done = False  # close() has finished: reopen() may start over
+        self._generation = 0  # counts reopen(): a worker of an earlier generation is retired
         self._reset_state()
         _open_engines.add(self)
         metrics.observe(self)
@@ -130,18 +137,21 @@ class DeliveryEngine:
 
     def _reset_state(self) -> None:
         """Fresh locks, an empty queue and zero counters (at start and in a forked child)."""
-        self._lock = threading.Lock()
+        # Reentrant: the signal hook (install_signal_handlers) closes the engines in the main
+        # thread, which the signal may have interrupted inside put().
+        self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)  # the worker waits here
         self._done = threading.Condition(self._lock)  # flush() and blocked producers wait here
         self._queue: deque[Envelope] = deque()
         self._queue_bytes = 0
         self._inflight: list[Envelope] = []  # events from the queue the worker holds
         self._pending: list[Envelope] = []  # events waiting for their next attempt
+        self._pending_replayed = False  # the pending events were read back from the spool
         self._retry_at = 0.0
         self._attempt = 0
-        self._first_failure = 0.0
         self._ticket = 0
         self._flush_waiters = 0
+        self._spilling = False  # the last event was written to the spool only
         self._stopping = False
         self._abandoned = False
         self._worker: threading.Thread | None = None
@@ -151,6 +161,7 @@ class DeliveryEngine:
         self._last_error: str | None = None
         self._drops: Counter[str] = Counter()
         self._next_report = 0.0
+        self._next_auth_warning = 0.0
         self._next_scan = time.monotonic() + RESCAN_INTERVAL
 
     @property
@@ -171,48 +182,84 @@ class DeliveryEngine:
     # ------------------------------------------------------------------ hot path
 
     def put(self, data: str, event_id: str | None = None) -> None:
-        """Enqueue one encoded event (a new id unless ``event_id``).  Never touches the network."""
+        """Accept one encoded event (a new id unless ``event_id``).  Never touches the network.
+
+        With a spool, the event is in the spool file when this returns (unless the
+        spool is full or cannot be written: then it is held in memory, or dropped).
+        """
         due = False
         with self._lock:
             self._counts["emitted"] += 1
             reopened = self._closed and self._close_done and not _exiting and self._reopen_locked()
-            if not self._closed:
-                self._enqueue_locked(Envelope(event_id or next_event_id(), data))
-            else:
+            if self._closed:
                 self._drop_locked(1, "sink closed")
                 due = time.monotonic() >= self._next_report
+            else:
+                env = Envelope(event_id or next_event_id(), data)
+                if self._spool is None:
+                    self._enqueue_locked(env)
+                else:
+                    self._spool_locked(env)
         if reopened:
             self._log_reopened()
         elif due:  # closed, so no worker: warn from here, still once per interval
             self._report_drops()
 
+    def _spool_locked(self, env: Envelope) -> None:
+        """Write ``env`` to the spool; keep it in memory too if the queue has room."""
+        spool = self._spool
+        assert spool is not None
+        fits = self._fits(env)
+        outcome, evicted = spool.write(env, fits)
+        if outcome == REFUSED and spool.refusal == FULL and self._overflow == "block":
+            deadline = time.monotonic() + self._block_timeout
+            while outcome == REFUSED and spool.refusal == FULL and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._done.wait(remaining)
+                fits = self._fits(env)
+                outcome, lost = spool.write(env, fits)
+                evicted += lost
+        if evicted:
+            self._drop_locked(evicted, "spool full, oldest dropped")
+        if outcome == REFUSED:
+            if fits:  # not on disk, but memory has room: delivered unless the process dies
+                self._append_locked(env)
+            else:
+                why = spool.refusal
+                self._drop_locked(1, why if why == FULL else f"spool cannot be written: {why}")
+            return
+        self._counts["spooled"] += 1
+        if outcome == KEPT:
+            self._spilling = False
+            self._append_locked(env)
+            return
+        if not self._spilling:  # the first event on disk only: the worker replays from there
+            self._spilling = True
+            if self._worker is None:
+                self._start_worker_locked()
+            self._work.notify()
+
     def _enqueue_locked(self, env: Envelope) -> None:
+        """Queue ``env`` in memory (no spool): the overflow policy decides when it is full."""
+        if not self._fits(env) and not self._make_room_locked(env):
+            return
+        self._append_locked(env)
+
+    def _append_locked(self, env: Envelope) -> None:
         queue = self._queue
-        count = len(queue) + 1
-        if (
-            count > self._max_events
-            or self._queue_bytes + env.size + count * EVENT_OVERHEAD > self._max_bytes
-        ):
-            if not self._make_room_locked(env):
-                return
-            count = len(queue) + 1
         self._ticket += 1
         env.ticket = self._ticket
         env.enqueued = time.monotonic()
         queue.append(env)
+        count = len(queue)
         before = self._queue_bytes
         self._queue_bytes = size = before + env.size
         if self._worker is None:
             self._start_worker_locked()
         # Wake the worker only when the queue crosses a level it acts on, not on every event.
-        memory = size + count * EVENT_OVERHEAD
-        if (
-            count == 1
-            or count == self._batch_events
-            or count == self._pressure_events
-            or before < self._batch_bytes <= size
-            or memory - env.size - EVENT_OVERHEAD < self._pressure_bytes <= memory
-        ):
+        if count == 1 or count == self._batch_events or before < self._batch_bytes <= size:
             self._work.notify()
 
     def _memory_locked(self) -> int:
@@ -225,19 +272,13 @@ class DeliveryEngine:
         )
 
     def _make_room_locked(self, env: Envelope) -> bool:
-        """Apply the overflow policy; True if ``env`` may now be queued."""
+        """Apply the overflow policy of a memory-only sink; True if ``env`` may now be queued."""
         policy = self._overflow
         if env.size + EVENT_OVERHEAD > self._max_bytes:
-            if policy == "spill":
-                self._spill_locked([env])
-            else:
-                self._drop_locked(1, "event larger than max_queue_bytes")
+            self._drop_locked(1, "event larger than max_queue_bytes")
             return False
-        if policy == "drop_newest":
-            self._drop_locked(1, "queue full")
-            return False
-        queue = self._queue
         if policy == "drop_oldest":
+            queue = self._queue
             dropped = 0
             while not self._fits(env):
                 self._queue_bytes -= queue.popleft().size
@@ -253,35 +294,8 @@ class DeliveryEngine:
                     return False
                 self._done.wait(remaining)
             return True
-        # spill: move the oldest events to the spool, one small chunk (one write) per call;
-        # the worker, woken here, moves the rest of the queue as soon as it is free.
-        chunk: list[Envelope] = []
-        chunk_bytes = 0
-        while queue and (
-            not self._fits(env)
-            or (len(chunk) < SPILL_CHUNK_EVENTS and chunk_bytes < SPILL_CHUNK_BYTES)
-        ):
-            old = queue.popleft()
-            self._queue_bytes -= old.size
-            chunk_bytes += old.size
-            chunk.append(old)
-        self._spill_locked(chunk)
-        return True
-
-    def _spill_locked(self, envelopes: list[Envelope]) -> None:
-        """Write to the spool from the caller's thread (queue full; worker busy); holds the lock."""
-        assert self._spool is not None
-        refused, evicted = self._spool.append(envelopes)
-        self._record_spooled_locked(len(envelopes), refused, evicted)
-        self._work.notify()
-
-    def _record_spooled_locked(self, count: int, refused: list[Envelope], evicted: int) -> None:
-        self._counts["spooled"] += count - len(refused)
-        if refused:
-            error = self._spool.write_error if self._spool is not None else None
-            self._drop_locked(len(refused), f"spool cannot be written: {error}" if error else "spool full")
-        if evicted:
-            self._drop_locked(evicted, "spool full, oldest dropped")
+        self._drop_locked(1, "queue full")
+        return False
 
     def _drop_locked(self, count: int, reason: str) -> None:
         if count <= 0:
@@ -293,7 +307,10 @@ class DeliveryEngine:
 
     def _start_worker_locked(self) -> None:
         worker = threading.Thread(
-            target=self._run, name=f"telemetry-sinks-delivery[{self.label}]", daemon=True
+            target=self._run,
+            args=(self._generation,),
+            name=f"telemetry-sinks-delivery[{self.label}]",
+            daemon=True,
         )
         try:
             worker.start()
@@ -304,7 +321,7 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------------ worker
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         try:
             while True:
                 with self._lock:
@@ -321,9 +338,9 @@ class DeliveryEngine:
                         self._work.wait(0.1)
         finally:
             with self._lock:
-                abandoned = self._retired_locked()
+                current = generation == self._generation  # not replaced by reopen()
                 self._done.notify_all()
-            if not abandoned:
+            if current:
                 self._disconnect()
 
     def _retired_locked(self) -> bool:
@@ -331,19 +348,17 @@ class DeliveryEngine:
         return self._abandoned or threading.current_thread() is not self._worker
 
     def _retry_stranded_locked(self) -> None:
-        """After an unexpected error, retry the in-memory events the failed action held.
+        """After an unexpected error, retry the events the failed action held.
 
-        Spooled events stay in their segment and are replayed anyway; events the
-        backend may already have taken are sent again (at-least-once).
+        Events the backend may already have taken are sent again (at-least-once).
         """
-        stranded = [env for env in self._inflight if env.segment is None]
+        stranded = self._inflight
         if not stranded or self._pending:
             return
-        now = time.monotonic()
         self._attempt += 1
-        self._pending = self._inflight = stranded
-        self._first_failure = now
-        self._retry_at = now + self._backoff.delay(self._attempt)
+        self._pending = stranded
+        self._pending_replayed = False
+        self._retry_at = time.monotonic() + self._backoff.delay(self._attempt)
 
     def _next_action_locked(self) -> Action | None:
         """Decide what the worker does next, waiting until there is something to do."""
@@ -352,49 +367,33 @@ class DeliveryEngine:
                 return None
             now = time.monotonic()
             queue, spool = self._queue, self._spool
-            urgent = self._flush_waiters > 0 or self._stopping
-            if self._stopping and not queue and not self._inflight:
-                return None
             if self._drops and now >= self._next_report:
                 return self._report_drops
-            ready = bool(queue) and (
-                urgent
-                or len(queue) >= self._batch_events
-                or self._queue_bytes >= self._batch_bytes
-                or now - queue[0].enqueued >= self._flush_interval
-            )
-            pressure = (
-                len(queue) >= self._pressure_events
-                or self._memory_locked() >= self._pressure_bytes
-            )
-            # The queue's deadline matters only where the worker would act on it.
-            queue_due = queue[0].enqueued + self._flush_interval if queue else _INF
+            # Oldest first: a retry; a replay under way or earlier runs' events; the queue;
+            # then the events that waited on disk only because memory was full.
+            wake = _INF
             if self._pending:
-                durable = self._pending[0].segment is not None
-                gave_up = now - self._first_failure >= self._max_retry_time
-                if not durable and spool is not None and (urgent or ready or pressure or gave_up):
-                    return self._spool_pending
                 if now >= self._retry_at:
                     return self._send_pending
-                if durable and (ready or pressure):
-                    return self._spool_queue
                 wake = self._retry_at
-                if not durable and spool is not None:
-                    wake = min(wake, self._first_failure + self._max_retry_time)
-                if spool is not None:
-                    wake = min(wake, queue_due)
-            elif now < self._retry_at:  # backend down, failed events already spooled
-                if spool is not None and ready:
-                    return self._spool_queue
-                wake = self._retry_at if spool is None else min(self._retry_at, queue_due)
             elif spool is not None and spool.has_backlog():
-                if queue and (urgent or pressure):
-                    return self._spool_queue
                 return self._replay
-            elif ready:
-                return self._send_queue
-            else:
-                wake = queue_due
+            elif queue:
+                urgent = self._flush_waiters > 0 or self._stopping
+                if (
+                    urgent
+                    or len(queue) >= self._batch_events
+                    or self._queue_bytes >= self._batch_bytes
+                    or now - queue[0].enqueued >= self._flush_interval
+                ):
+                    return self._send_queue
+                wake = queue[0].enqueued + self._flush_interval
+            elif spool is not None and spool.has_spilled():
+                return self._replay
+            elif self._stopping:
+                return None  # everything delivered: close() closes the spool
+            elif spool is not None and spool.idle_head():
+                return spool.retire_head
             if spool is not None:
                 if now >= self._next_scan:
                     return self._rescan
@@ -410,7 +409,7 @@ class DeliveryEngine:
             batch = self._take_batch_locked()
             self._inflight = batch
             self._done.notify_all()  # room in the queue
-        self._deliver(batch)
+        self._deliver(batch, replayed=False)
 
     def _take_batch_locked(self) -> list[Envelope]:
         """Remove the next batch from the queue, holding the lock as briefly as possible."""
@@ -431,40 +430,18 @@ class DeliveryEngine:
         assert self._spool is not None
         batch = self._spool.next_batch(self._batch_events, self._batch_bytes)
         if batch:
-            self._deliver(batch)
+            self._deliver(batch, replayed=True)
 
     def _send_pending(self) -> None:
         with self._lock:
             batch = self._pending
+            replayed = self._pending_replayed
             self._counts["retried"] += len(batch)
-        self._deliver(batch)
-
-    def _spool_pending(self) -> None:
-        assert self._spool is not None
-        with self._lock:
-            batch = self._pending
-        refused, evicted = self._spool.append(batch)
-        with self._lock:
-            self._record_spooled_locked(len(batch), refused, evicted)
-            self._pending = self._inflight = []
-            self._done.notify_all()
-
-    def _spool_queue(self) -> None:
-        assert self._spool is not None
-        with self._lock:
-            chunk = list(self._queue)
-            self._queue.clear()
-            self._queue_bytes = 0
-            self._inflight = chunk
-            self._done.notify_all()
-        refused, evicted = self._spool.append(chunk)
-        with self._lock:
-            self._record_spooled_locked(len(chunk), refused, evicted)
-            self._inflight = []
-            self._done.notify_all()
+        self._deliver(batch, replayed=replayed)
 
     def _rescan(self) -> None:
         assert self._spool is not None
+        self._spool.check_directory()
         self._spool.scan()
         with self._lock:
             self._next_scan = time.monotonic() + RESCAN_INTERVAL
@@ -504,7 +481,8 @@ class DeliveryEngine:
         except PermanentError as exc:
             return BatchResult.reject_all(batch, error_text(exc))
         except RetryableError as exc:
-            return BatchResult.retry_all(batch, error_text(exc), exc.retry_after)
+            auth = isinstance(exc, AuthError)
+            return BatchResult.retry_all(batch, error_text(exc), exc.retry_after, auth=auth)
         except Exception as exc:
             return BatchResult.retry_all(batch, error_text(exc))
         if result is None:
@@ -514,12 +492,11 @@ class DeliveryEngine:
             return BatchResult.retry_all(batch, problem)
         return result
 
-    def _deliver(self, batch: list[Envelope]) -> None:
+    def _deliver(self, batch: list[Envelope], *, replayed: bool) -> None:
         """Send ``batch`` and settle every event in it: acknowledged, retried or rejected."""
         result = self._call_adapter(batch)
         if result.reconnect:
             self._disconnect()
-        durable = batch[0].segment is not None
         retry: list[Envelope] = []
         rejected: list[tuple[Envelope, str]] = []
         done = batch
@@ -532,27 +509,34 @@ class DeliveryEngine:
                 for env in done
                 if env.event_id in result.permanent
             ]
+        with self._lock:
+            if self._retired_locked():
+                return  # close() gave up on this send: its events are the spool's (or dead letters)
         if rejected:
             self._reject(rejected)
-        if durable and done:
-            assert self._spool is not None
+        if self._spool is not None and done:
             self._spool.ack(done)
+        auth_error = self._adapter.mask(result.auth_error) if result.auth_error else None
         now = time.monotonic()
         with self._lock:
             if self._retired_locked():
                 return
             acked = len(done) - len(rejected)
             self._counts["sent"] += acked
-            if durable:
+            if replayed:
                 self._counts["replayed"] += acked
+            if auth_error:
+                self._counts["auth_failures"] += 1
+            warn = auth_error is not None and now >= self._next_auth_warning
+            if warn:
+                self._next_auth_warning = now + self._report_interval
             if retry:
-                self._last_error = self._adapter.mask(result.retryable[retry[0].event_id])
+                self._last_error = auth_error or self._adapter.mask(result.retryable[retry[0].event_id])
                 self._attempt += 1
                 self._retry_at = now + self._backoff.delay(self._attempt, result.retry_after)
-                if batch is not self._pending:  # a fresh batch: its retry time starts now
-                    self._first_failure = now
                 self._pending = retry
-                self._inflight = [] if durable else retry
+                self._pending_replayed = replayed
+                self._inflight = [] if replayed else retry
             else:
                 if rejected:
                     self._last_error = rejected[0][1]
@@ -560,6 +544,23 @@ class DeliveryEngine:
                 self._retry_at = 0.0
                 self._attempt = 0
             self._done.notify_all()
+        if warn:
+            self._warn_auth(auth_error, len(retry))  # type: ignore[arg-type]  # set when warn is
+
+    def _warn_auth(self, reason: str, count: int) -> None:
+        """The backend refused the credentials or permissions: say so loudly, with what to check."""
+        where = (f"on disk in {self._spool.directory}" if self._spool is not None
+                 else "in memory (at most max_queue_events; set spool_dir to keep them on disk)")  # fmt: skip
+        advice = getattr(self._adapter, "credentials_help", None) or "the sink's credentials"
+        log.warning(
+            "sink %r: the backend refused its credentials or permissions (%s); %d events and those "
+            "after them are kept %s and retried with backoff until it accepts them. Check %s.",
+            self.label,
+            reason,
+            count,
+            where,
+            advice,
+        )
 
     def _reject(
         self,
@@ -576,24 +577,33 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------------ flush / close
 
-    def _unsettled_locked(self, ticket: int) -> bool:
-        """True while an event with ticket <= ``ticket`` is neither acknowledged nor spooled."""
-        return bool(
-            (self._queue and self._queue[0].ticket <= ticket)
-            or (self._inflight and self._inflight[0].ticket <= ticket)
-        )
+    def _unsettled_locked(self, ticket: int, marks: list[tuple[Segment, int]] | None) -> bool:
+        """True while an event put before (``ticket`` in memory, ``marks`` in the spool) is
+        neither acknowledged nor dead-lettered."""
+        if (self._queue and self._queue[0].ticket <= ticket) or (
+            self._inflight and self._inflight[0].ticket <= ticket
+        ):
+            return True
+        return bool(marks) and self._spool is not None and self._spool.unsettled(marks)  # type: ignore[arg-type]  # not None when marks
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event queued so far is acknowledged, spooled or dead-lettered."""
+        """Wait until every event put so far is acknowledged or dead-lettered.
+
+        A pending retry is tried at once instead of waiting out its backoff.  Returns
+        False if ``timeout`` passed first (with a spool, the events are safe on disk).
+        """
         with self._lock:
             target = self._ticket
-            if not self._unsettled_locked(target):
+            marks = self._spool.marks() if self._spool is not None else None
+            if not self._unsettled_locked(target, marks):
                 return True
             self._flush_waiters += 1
+            if self._pending:
+                self._retry_at = 0.0
             self._work.notify()
             try:
                 self._done.wait_for(
-                    lambda: not self._unsettled_locked(target)
+                    lambda: not self._unsettled_locked(target, marks)
                     or self._abandoned
                     or self._worker is None
                     or not self._worker.is_alive(),
@@ -601,28 +611,40 @@ class DeliveryEngine:
                 )
             finally:
                 self._flush_waiters -= 1
-            return not self._unsettled_locked(target)
+            return not self._unsettled_locked(target, marks)
 
     def close(self) -> None:
-        """Drain within ``close_timeout``; spool (or dead-letter) what is left; stop the worker."""
+        """Deliver within ``close_timeout`` what is queued and spooled; keep the rest; stop the worker."""
+        deadline = self.begin_close()
+        if deadline is not None:
+            self.finish_close(deadline)
+
+    def begin_close(self) -> float | None:
+        """Start closing: the worker delivers everything it can (retrying at once), then stops.
+
+        Returns the deadline for :meth:`finish_close`, or None if already closed.
+        """
         with self._lock:
             if self._closed:
-                return
+                return None
             self._closed = True
+            self._stopping = True
+            if self._pending:
+                self._retry_at = 0.0
+            self._work.notify()
             self._done.notify_all()  # producers blocked on a full queue give up
         _open_engines.discard(self)
-        deadline = time.monotonic() + self._close_timeout
-        self.flush(self._close_timeout)
-        with self._lock:
-            self._stopping = True
-            self._work.notify()
+        return time.monotonic() + self._close_timeout
+
+    def finish_close(self, deadline: float) -> None:
+        """Wait for the worker until ``deadline``; keep what is undelivered; close the spool."""
         worker = self._worker
-        if worker is not None:
+        if worker is not None and worker is not threading.current_thread():
             worker.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._abandoned = True  # a worker stuck in send_batch must not touch anything now
-            leftovers = self._inflight + list(self._queue)
-            self._inflight, self._pending = [], [e for e in self._pending if e.segment]
+            leftovers = [env for env in self._inflight + list(self._queue) if env.segment is None]
+            self._inflight, self._pending = [], []
             self._queue.clear()
             self._queue_bytes = 0
             self._work.notify()
@@ -654,10 +676,12 @@ class DeliveryEngine:
         if self._spool is not None:
             self._spool.reopen()
         self._closed = self._close_done = self._stopping = self._abandoned = False
+        self._generation += 1
         self._opened = False  # close_backend() ran: the adapter connects again
         self._worker = self._worker_ident = None  # a worker stuck in a send stays retired
         self._inflight, self._pending = [], []  # spooled ones are read again from the spool
         self._retry_at, self._attempt = 0.0, 0
+        self._spilling = False
         self._next_scan = time.monotonic() + RESCAN_INTERVAL
         _open_engines.add(self)
         if self._spool is not None and self._spool.has_backlog():
@@ -675,27 +699,27 @@ class DeliveryEngine:
         )
 
     def _keep_leftovers(self, leftovers: list[Envelope], last_error: str | None) -> None:
-        """Events still undelivered at close: to the spool, else the dead-letter file."""
+        """Events still undelivered at close and not on disk: to the spool, else the dead-letter file."""
         if self._spool is not None:
             refused, evicted = self._spool.append(leftovers)
             with self._lock:
-                self._record_spooled_locked(len(leftovers), refused, evicted)
-            return
+                self._counts["spooled"] += len(leftovers) - len(refused)
+                self._drop_locked(evicted, "spool full, oldest dropped")
+            if not refused:
+                return
+            leftovers = refused
         reason = f"not delivered within close_timeout={self._close_timeout:g} s: {last_error}"
         self._reject([(env, reason) for env in leftovers], "undelivered at close, no spool_dir")
 
     def backpressure(self) -> bool:
-        """True when new events would soon be dropped or block: memory (and spool) nearly full."""
+        """True when new events would soon be dropped or block: memory (or the spool) nearly full."""
+        if self._spool is not None:
+            return self._spool.size >= 0.9 * self.options.max_spool_bytes
         with self._lock:
-            memory_full = (
+            return (
                 len(self._queue) >= 0.9 * self._max_events
                 or self._memory_locked() >= 0.9 * self._max_bytes
             )
-        if not memory_full:
-            return False
-        if self._overflow == "spill" and self._spool is not None:
-            return self._spool.size >= 0.9 * self.options.max_spool_bytes
-        return True
 
     def stats(self) -> dict[str, Any]:
         """Counters and levels (see :mod:`telemetry_sinks.delivery.metrics`) and ``last_error``."""
@@ -736,14 +760,29 @@ _open_engines: weakref.WeakSet[DeliveryEngine] = weakref.WeakSet()
 _exiting = False
 
 
+def close_engines(engines: Iterable[DeliveryEngine] | None = None) -> None:
+    """Close ``engines`` (default: every open one) together: each gets its ``close_timeout``
+    from now, so the caller waits for the slowest, not for the sum."""
+    started = []
+    for engine in list(_open_engines if engines is None else engines):
+        try:
+            deadline = engine.begin_close()
+        except Exception:
+            log.exception("closing sink %r failed", engine.label)
+            continue
+        if deadline is not None:
+            started.append((engine, deadline))
+    for engine, deadline in started:
+        try:
+            engine.finish_close(deadline)
+        except Exception:
+            log.exception("closing sink %r failed", engine.label)
+
+
 def _close_all_at_exit() -> None:
     global _exiting
     _exiting = True
-    for engine in list(_open_engines):
-        try:
-            engine.close()
-        except Exception:
-            log.exception("closing sink %r at exit failed", engine.label)
+    close_engines()
 
 
 def _reset_all_in_child() -> None:
@@ -754,4 +793,4 @@ def _reset_all_in_child() -> None:
 atexit.register(_close_all_at_exit)
 os.register_at_fork(after_in_child=_reset_all_in_child)
 
-__all__ = ["EVENT_OVERHEAD", "DeliveryEngine"]
+__all__ = ["EVENT_OVERHEAD", "DeliveryEngine", "close_engines"]

@@ -51,11 +51,12 @@ class Envelope:
     """One encoded event: ``event_id``, ``data`` (its JSON line), ``size`` (bytes of ``data``).
 
     ``payload`` decodes ``data`` on first use, so adapters that send the JSON text
-    as it is never pay for decoding.  ``segment`` is set on events read back from
-    the spool.
+    as it is never pay for decoding.  ``segment`` and ``end`` say where the event's
+    record is in the disk spool (the segment and the byte offset where the record
+    ends), for events written to it.
     """
 
-    __slots__ = ("event_id", "data", "size", "ticket", "enqueued", "segment", "_payload")
+    __slots__ = ("event_id", "data", "size", "ticket", "enqueued", "segment", "end", "_payload")
 
     def __init__(self, event_id: str, data: str, *, segment: Any = None) -> None:
         self.event_id = event_id
@@ -65,6 +66,7 @@ class Envelope:
         self.ticket = 0
         self.enqueued = 0.0
         self.segment = segment
+        self.end = 0
         self._payload: Any = None
 
     @property
@@ -102,6 +104,17 @@ class RetryableError(Exception):
         self.retry_after = retry_after
 
 
+class AuthError(RetryableError):
+    """Raised by ``send_batch``: the backend refused the sink's credentials or permissions.
+
+    401/403 answers, AWS's AccessDenied / UnrecognizedClient / ExpiredToken, a failed
+    SASL authentication, a missing ACL.  Operators fix these, not the events: the
+    batch is retried with backoff like any :class:`RetryableError` and never
+    dead-lettered, and the engine warns (naming the sink and what to check) and
+    counts the failure in ``stats()["auth_failures"]``.
+    """
+
+
 @dataclass
 class BatchResult:
     """What happened to a batch.  Events named in neither dict were acknowledged.
@@ -110,12 +123,15 @@ class BatchResult:
     the backend's requested delay in seconds (e.g. from a ``Retry-After`` header).
     ``reconnect`` asks the engine to drop the adapter's connection
     (``close_backend()``) and ``open()`` a new one before the next attempt.
+    ``auth_error`` names a refusal of the sink's credentials or permissions among
+    the retryable failures (see :class:`AuthError`): retried, warned about, counted.
     """
 
     retryable: dict[str, str] = field(default_factory=dict)
     permanent: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
     reconnect: bool = False
+    auth_error: str | None = None
 
     @classmethod
     def ok(cls) -> BatchResult:
@@ -124,21 +140,34 @@ class BatchResult:
 
     @classmethod
     def retry_all(
-        cls, batch: Iterable[Envelope], reason: str, retry_after: float | None = None
+        cls,
+        batch: Iterable[Envelope],
+        reason: str,
+        retry_after: float | None = None,
+        *,
+        auth: bool = False,
     ) -> BatchResult:
-        """Every event failed but may succeed later."""
-        return cls(retryable={e.event_id: reason for e in batch}, retry_after=retry_after)
+        """Every event failed but may succeed later (``auth``: credentials were refused)."""
+        return cls(
+            retryable={e.event_id: reason for e in batch},
+            retry_after=retry_after,
+            auth_error=reason if auth else None,
+        )
 
     @classmethod
     def reject_all(cls, batch: Iterable[Envelope], reason: str) -> BatchResult:
         """The backend will never accept any of these events."""
         return cls(permanent={e.event_id: reason for e in batch})
 
-    def retry(self, event_id: str, reason: str, retry_after: float | None = None) -> None:
-        """Mark one event as failed for now."""
+    def retry(
+        self, event_id: str, reason: str, retry_after: float | None = None, *, auth: bool = False
+    ) -> None:
+        """Mark one event as failed for now (``auth``: its credentials or permissions were refused)."""
         self.retryable[event_id] = reason
         if retry_after is not None:
             self.retry_after = max(self.retry_after or 0.0, retry_after)
+        if auth:
+            self.auth_error = reason
 
     def reject(self, event_id: str, reason: str) -> None:
         """Mark one event as permanently rejected."""
@@ -152,10 +181,12 @@ class BatchResult:
             if other.retry_after is not None:
                 self.retry_after = max(self.retry_after or 0.0, other.retry_after)
             self.reconnect = self.reconnect or other.reconnect
+            self.auth_error = other.auth_error or self.auth_error
         return self
 
 
 __all__ = [
+    "AuthError",
     "BatchResult",
     "Envelope",
     "PermanentError",

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 #: Monotonic counters, in the order ``stats()`` lists them.
-COUNTERS = ("emitted", "sent", "retried", "spooled", "replayed", "dead_lettered", "dropped")
+COUNTERS = (
+    "emitted", "sent", "retried", "spooled", "replayed", "dead_lettered", "dropped", "auth_failures",
+)  # fmt: skip
 #: Current levels.
 GAUGES = ("queue_events", "queue_bytes", "spool_bytes")
 
@@ -22,10 +24,13 @@ _HELP = {
     "emitted": "Events given to the sink.",
     "sent": "Events acknowledged by the backend.",
     "retried": "Events sent again after a retryable failure.",
-    "spooled": "Events written to the disk spool.",
-    "replayed": "Events from the disk spool acknowledged by the backend.",
+    "spooled": "Events written to the disk spool (with a spool_dir: every event accepted, "
+    "unless the spool was full or could not be written).",
+    "replayed": "Events read back from the disk spool and acknowledged by the backend.",
     "dead_lettered": "Events the backend rejected for good, written to the dead-letter file.",
     "dropped": "Events lost: queue or spool full, or nowhere left to keep them.",
+    "auth_failures": "Attempts the backend refused for the sink's credentials or permissions "
+    "(retried, never dead-lettered).",
     "queue_events": "Events waiting in memory.",
     "queue_bytes": "Memory of the events waiting in the queue (JSON + 384 bytes each).",
     "spool_bytes": "Bytes in the disk spool.",

@@ -10,6 +10,7 @@ with the field's default and help text, and builds this object from them.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -62,10 +63,13 @@ class DeliveryOptions:
     )
     overflow: str | None = _option(
         None,
-        "What to do when the queue (or the spool) is full: 'spill' oldest events to the "
-        "spool, 'drop_newest', 'drop_oldest', or 'block' the caller up to `block_timeout` "
-        "then drop. Default: 'spill' with a spool_dir, else 'drop_newest'. A full spool "
-        "drops its oldest segments with 'drop_oldest' and refuses new events otherwise.",
+        "What to do when an event cannot be kept. Without a spool_dir, when the queue is "
+        "full: 'drop_newest' (the default), 'drop_oldest', or 'block' the caller up to "
+        "`block_timeout`, then drop. With a spool_dir the queue never drops (its overflow "
+        "waits on disk) and the policy applies when the spool is full: 'spill' (the "
+        "default) and 'drop_newest' refuse the new event (it is held in memory if there is "
+        "room, else dropped), 'drop_oldest' deletes the oldest segments, 'block' waits up "
+        "to `block_timeout` for room.",
         "overflow",
         choices=OVERFLOW_POLICIES,
     )
@@ -78,17 +82,21 @@ class DeliveryOptions:
     # --- disk spool
     spool_dir: str | None = _option(
         None,
-        "Directory of the disk spool (write-ahead log) for events that cannot be delivered "
-        "now; they are replayed when the backend is back or the process restarts. "
+        "Directory of the disk spool, a write-ahead log: every event is written there before "
+        "emit() returns, so it survives a crash or kill -9 of the process, and a process "
+        "started on the same directory delivers everything after the last acknowledgement. "
         "Give each sink its own directory (processes of one application may share it). "
-        "None: no spool (events wait in memory only).",
+        "None: no spool (events wait in memory only and die with the process).",
     )
     max_spool_bytes: int = _option(256 * _MiB, "Largest size of the spool directory in bytes.", "positive")
     spool_segment_bytes: int = _option(
         1 * _MiB, "Size at which a spool segment file is closed and a new one started.", "positive"
     )
     spool_fsync: bool = _option(
-        False, "fsync spool writes: survive power loss, not only a crash (slower)."
+        False,
+        "Flush each event written to the spool to the disk (fdatasync): it then survives a "
+        "power loss or a kernel crash too, not only a crash of the process (one disk flush "
+        "per event: much slower).",
     )
 
     # --- retries and failures
@@ -102,11 +110,10 @@ class DeliveryOptions:
     )
     max_retry_time: float = _option(
         60.0,
-        "How long, in seconds, a failing batch is retried from memory before it goes to the "
-        "spool, where it is retried until delivered. Without a spool a failing batch is "
-        "retried from memory until delivered, while new events wait in the bounded queue "
-        "(`overflow` decides when it is full).",
+        "No longer used (setting it warns): events are on disk as soon as they are accepted "
+        "(with a spool_dir), and a failing batch is retried until delivered either way.",
         "non_negative",
+        deprecated=True,
     )
     dead_letter_file: str | None = _option(
         None,
@@ -117,7 +124,11 @@ class DeliveryOptions:
 
     # --- lifecycle and reporting
     close_timeout: float = _option(
-        5.0, "close() waits this long for delivery, then spools what is left.", "non_negative"
+        5.0,
+        "close() and interpreter exit deliver for at most this long, the spool's backlog "
+        "included; what is left stays in the spool (without one: dead-lettered). flush() "
+        "without a timeout waits at most this long too.",
+        "non_negative",
     )
     drop_report_interval: float = _option(
         60.0, "At most one warning per this many seconds about dropped events.", "non_negative"
@@ -132,6 +143,13 @@ class DeliveryOptions:
                     raise OptionError(option.name, problem)
         if self.overflow is not None:
             object.__setattr__(self, "overflow", self.overflow.lower())
+        for option in fields(self):
+            if option.metadata.get("deprecated") and getattr(self, option.name) != option.default:
+                warnings.warn(
+                    f"delivery option {option.name!r} is no longer used: {option.metadata['help']}",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
         if self.overflow == "spill" and not self.spool_dir:
             raise OptionError(
                 "overflow",

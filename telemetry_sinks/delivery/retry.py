@@ -16,6 +16,9 @@ if hasattr(os, "register_at_fork"):  # forked workers must not retry in lockstep
 
 #: HTTP statuses worth retrying: request timeout, too early, throttling, server errors.
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+#: HTTP statuses that refuse the caller's credentials (401) or permissions (403): retried,
+#: never dead-lettered, because an operator fixes them (see ``envelope.AuthError``).
+AUTH_STATUSES = frozenset({401, 403})
 
 
 def error_text(exc: BaseException) -> str:
@@ -27,6 +30,11 @@ def error_text(exc: BaseException) -> str:
 def is_retryable_status(status: int) -> bool:
     """True for 408, 425, 429 and 5xx: the same request may succeed later."""
     return status in RETRYABLE_STATUSES or 500 <= status <= 599
+
+
+def is_auth_status(status: int | None) -> bool:
+    """True for 401 and 403: the credentials or permissions were refused (retried, warned about)."""
+    return status in AUTH_STATUSES
 
 
 def parse_retry_after(value: str | float | None) -> float | None:
@@ -73,4 +81,12 @@ class Backoff:
         return delay
 
 
-__all__ = ["Backoff", "RETRYABLE_STATUSES", "error_text", "is_retryable_status", "parse_retry_after"]
+__all__ = [
+    "AUTH_STATUSES",
+    "Backoff",
+    "RETRYABLE_STATUSES",
+    "error_text",
+    "is_auth_status",
+    "is_retryable_status",
+    "parse_retry_after",
+]

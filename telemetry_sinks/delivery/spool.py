@@ -1,42 +1,59 @@
-"""The disk spool: an append-only, checksummed, segment-based write-ahead log.
+"""The disk spool: an append-only, checksummed, segmented write-ahead log with acknowledgement checkpoints.
 
-Events that cannot be delivered now are appended here and replayed, oldest
-first, when the backend is back or when a process starts again with the same
-``spool_dir`` (at-least-once: an event can be sent twice, never lost silently).
+Every event a sink with a ``spool_dir`` accepts is appended here, with one
+``write(2)``, before ``emit()`` returns; delivery then reads it from memory, or
+from here when memory was full.  What the backend acknowledged (or what was
+dead-lettered) is recorded in the same file as *checkpoints*, so a process that
+starts on the spool replays exactly the events after the last checkpoint, oldest
+first, under their original event ids (at-least-once: the events acknowledged
+after the last checkpoint are sent again, never lost).
 
 Layout
     ``<spool_dir>/<time_ns:020d>-<producer>-<n:06d>.wal``.  File names sort in
-    creation order.  A process appends only to its own *head* segment and starts a
-    new one when the head reaches ``segment_bytes``.
+    creation order.  A process appends events only to its own *head* segment and
+    starts a new one when the head reaches ``segment_bytes``.
 
-Record format (integers big-endian)::
+Items (integers big-endian); a segment is a sequence of them::
 
     offset  size  field
-    0       4     magic  b"\\x89TSR"
+    0       4     magic: b"\\x89TSR" (an event) or b"\\x89TSA" (a checkpoint)
     4       4     n: length of the body in bytes (uint32)
     8       4     CRC-32 (zlib.crc32) of the body (uint32)
-    12      n     body: event_id (ASCII), b"\\n", the event's JSON line (UTF-8)
+    12      n     event: event_id (ASCII), b"\\n", the event's JSON line (UTF-8)
+                  checkpoint: n = 12, a uint64 byte offset ``o`` in this segment and
+                  the uint32 CRC-32 ``c`` of the record that ends there
 
-Reading (:func:`parse_records`, a pure function over bytes) keeps every record
-whose header and checksum are valid.  Bytes that are not a valid record (a torn
-tail after a power loss or ``kill -9``, a corrupted record) are skipped up to the
-next valid record and reported as :class:`SpoolIssue`.
+A checkpoint says: the event record that ends at offset ``o`` (the one whose
+checksum is ``c``) and every record before it were acknowledged by the backend or
+dead-lettered (events are settled out of order; a checkpoint covers the settled
+prefix).  It counts only if that record is there, ending at ``o`` before the
+checkpoint, with checksum ``c``, so damage that shifts the bytes (a deleted or
+inserted range) voids it rather than settling another event.  The segment's
+*settled offset* is the largest ``o`` of the checkpoints that count, 0 without one.
+A checkpoint is appended after each delivered batch that moved the prefix, so a
+crash re-sends at most the events acknowledged since, and those in flight.
 
-Ownership and acknowledgement
-    A process replays a segment only while holding an exclusive ``flock`` on it,
-    and holds one on its head while writing, so several processes (or a forked
-    child) can share one directory.  A segment is deleted only when every record
-    in it was acknowledged by the backend (or dead-lettered).  If the process dies
-    before that, the whole segment is replayed again later (duplicates carry the
-    same event id).
+Reading (:func:`parse_records`, a pure function over bytes) keeps every item
+whose header and checksum are valid.  Bytes that are not a valid item (a torn
+tail after a power loss, a corrupted record) are skipped up to the next valid
+item and reported as :class:`SpoolIssue`.
+
+Ownership
+    A process writes to (and replays) a segment only while holding an exclusive
+    ``flock`` on it.  It holds its own segments until every event in them is
+    settled, then deletes them; at ``close()`` it writes a last checkpoint and lets
+    them go.  Segments nobody holds (left by an earlier or a dead process) are
+    claimed, replayed from their settled offset and deleted once settled.  So
+    several processes (or a forked child) can share one directory.
 
 Faults of the directory itself
     A spool directory removed under a running process is created again (with a
     warning); segments this process holds open are read through their open file,
-    so their events are still replayed, and rewritten into the directory at
+    so their events are still delivered, and rewritten into the directory at
     ``close()``.  Write and read errors are warned about at most once per
-    ``WARN_INTERVAL`` seconds per kind of problem; the events an append could not
-    write are returned as refused (the engine counts them as dropped).
+    ``WARN_INTERVAL`` seconds per kind of problem; an event that cannot be written
+    is refused (:data:`REFUSED`): the engine keeps it in memory if it has room,
+    else counts it as dropped.
 """
 
 from __future__ import annotations
@@ -49,8 +66,10 @@ import struct
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..fileio import write_all
 from .envelope import Envelope, producer_id
@@ -64,16 +83,40 @@ except ImportError:  # pragma: no cover - Windows: one process per spool_dir
 log = logging.getLogger("telemetry_sinks.delivery")
 
 MAGIC = b"\x89TSR"
+CHECKPOINT_MAGIC = b"\x89TSA"
+_PREFIX = b"\x89TS"  # what both magics start with: where the reader resynchronises
 HEADER = struct.Struct(">4sII")
+_ANCHOR = struct.Struct(">QI")  # a checkpoint's body: offset, checksum of the record ending there
+CHECKPOINT_SIZE = HEADER.size + _ANCHOR.size
 SUFFIX = ".wal"
 #: At most one warning per this many seconds for the same kind of spool problem.
 WARN_INTERVAL = 60.0
 
+#: What :meth:`Spool.write` did with an event.
+KEPT = "kept"  # on disk, and the caller may hold it in memory too
+ON_DISK = "on disk"  # on disk only: it is replayed from there (memory was full)
+REFUSED = "refused"  # not written: the spool is full, closed or cannot be written
+#: ``Spool.refusal`` when an event was refused for lack of room (``max_bytes``).
+FULL = "spool full"
+
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+
 
 def encode_record(event_id: str, data: str) -> bytes:
     """One spool record for an event (see the module docstring)."""
+    return _record(event_id, data)[0]
+
+
+def _record(event_id: str, data: str) -> tuple[bytes, int]:
     body = event_id.encode("ascii") + b"\n" + data.encode("utf-8")
-    return HEADER.pack(MAGIC, len(body), zlib.crc32(body)) + body
+    crc = zlib.crc32(body)
+    return HEADER.pack(MAGIC, len(body), crc) + body, crc
+
+
+def encode_checkpoint(offset: int, checksum: int) -> bytes:
+    """A checkpoint: the record ending at ``offset`` (CRC-32 ``checksum``) and those before are settled."""
+    body = _ANCHOR.pack(offset, checksum)
+    return HEADER.pack(CHECKPOINT_MAGIC, len(body), zlib.crc32(body)) + body
 
 
 @dataclass(frozen=True)
@@ -87,48 +130,89 @@ class SpoolIssue:
 
 @dataclass
 class ParsedSegment:
-    """The valid records of a segment, in order, and what was skipped."""
+    """The valid items of a segment, in order, and what was skipped.
+
+    ``records`` are (event_id, data); ``ends[i]`` is the offset where record ``i``
+    ends and ``checksums[i]`` its CRC-32; ``checkpoints`` are (position, offset,
+    checksum) triples.
+    """
 
     records: list[tuple[str, str]] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    checksums: list[int] = field(default_factory=list)
+    checkpoints: list[tuple[int, int, int]] = field(default_factory=list)
     issues: list[SpoolIssue] = field(default_factory=list)
 
+    @property
+    def settled(self) -> int:
+        """The settled offset: records ending at or before it were acknowledged or dead-lettered.
 
-def _record_at(buf: bytes, pos: int) -> tuple[int, str, str] | None:
-    """The record starting at ``pos`` as (end, event_id, data), or None if there is none."""
+        The largest offset of a checkpoint whose record is there: ending at that offset,
+        before the checkpoint, with the checksum it names.
+        """
+        anchors = dict(zip(self.ends, self.checksums))
+        return max(
+            (offset for position, offset, checksum in self.checkpoints
+             if offset <= position and anchors.get(offset) == checksum),
+            default=0,
+        )  # fmt: skip
+
+    def unsettled(self) -> list[tuple[str, str, int]]:
+        """(event_id, data, end) of every record after the settled offset, in order."""
+        settled = self.settled
+        return [(i, d, end) for (i, d), end in zip(self.records, self.ends) if end > settled]
+
+
+def _item_at(buf: bytes, pos: int) -> tuple[int, str | None, Any, int] | None:
+    """The item starting at ``pos`` as (end, event_id, data, checksum) for a record,
+    (end, None, offset, checksum) for a checkpoint, or None if there is none."""
     body_start = pos + HEADER.size
     if body_start > len(buf):
         return None
     magic, length, crc = HEADER.unpack_from(buf, pos)
     end = body_start + length
-    if magic != MAGIC or end > len(buf):
+    if end > len(buf):
         return None
-    body = buf[body_start:end]
-    if zlib.crc32(body) != crc:
-        return None
-    sep = body.find(b"\n")
-    if sep <= 0:
-        return None
-    try:
-        return end, body[:sep].decode("ascii"), body[sep + 1 :].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    if magic == MAGIC:
+        body = buf[body_start:end]
+        if zlib.crc32(body) != crc:
+            return None
+        sep = body.find(b"\n")
+        if sep <= 0:
+            return None
+        try:
+            return end, body[:sep].decode("ascii"), body[sep + 1 :].decode("utf-8"), crc
+        except UnicodeDecodeError:
+            return None
+    if magic == CHECKPOINT_MAGIC and length == _ANCHOR.size:
+        body = buf[body_start:end]
+        if zlib.crc32(body) != crc:
+            return None
+        return end, None, *_ANCHOR.unpack(body)
+    return None
 
 
 def parse_records(buf: bytes | bytearray | memoryview) -> ParsedSegment:
-    """Every valid record in ``buf`` and the byte ranges skipped.  Never raises."""
+    """Every valid record and checkpoint in ``buf`` and the byte ranges skipped.  Never raises."""
     buf = bytes(buf)
     parsed = ParsedSegment()
     pos, end = 0, len(buf)
     while pos < end:
-        found = _record_at(buf, pos)
+        found = _item_at(buf, pos)
         if found is not None:
-            pos, event_id, data = found
-            parsed.records.append((event_id, data))
+            stop, event_id, value, checksum = found
+            if event_id is None:
+                parsed.checkpoints.append((pos, value, checksum))
+            else:
+                parsed.records.append((event_id, value))
+                parsed.ends.append(stop)
+                parsed.checksums.append(checksum)
+            pos = stop
             continue
         resync = pos
         while True:
-            resync = buf.find(MAGIC, resync + 1)
-            if resync < 0 or _record_at(buf, resync) is not None:
+            resync = buf.find(_PREFIX, resync + 1)
+            if resync < 0 or _item_at(buf, resync) is not None:
                 break
         if resync < 0:
             parsed.issues.append(SpoolIssue(pos, end - pos, "torn tail"))
@@ -146,11 +230,11 @@ def _unlinked(fd: int) -> bool:
         return True
 
 
-def _read_fd(fd: int) -> bytes:
-    """The whole content of the file open as ``fd`` (also after it was deleted)."""
-    chunks, offset = [], 0
+def _read_fd(fd: int, offset: int = 0) -> bytes:
+    """The content of the file open as ``fd`` from ``offset`` on (also after it was deleted)."""
+    chunks = []
     if not hasattr(os, "pread"):  # pragma: no cover - Windows
-        os.lseek(fd, 0, os.SEEK_SET)
+        os.lseek(fd, offset, os.SEEK_SET)
     while chunk := (os.pread(fd, 1 << 20, offset) if hasattr(os, "pread") else os.read(fd, 1 << 20)):
         chunks.append(chunk)
         offset += len(chunk)
@@ -169,22 +253,61 @@ def _try_lock(fd: int) -> bool:
 
 @dataclass(eq=False)
 class Segment:
-    """A segment file this process holds (locked through ``fd``)."""
+    """A segment file this process holds (locked through ``fd``), and which of its events are settled.
+
+    ``pending`` holds the end offsets of the records not settled yet, in file
+    order, and ``sums`` their checksums; ``early`` those settled before an earlier
+    record was; ``settled`` is the end of the settled prefix (``settled_sum`` the
+    checksum of the record ending there) and ``checkpointed`` the offset of the
+    last checkpoint written.  ``disk_from`` (own segments): where the records that are
+    only on disk start (memory was full), None if there are none left to load.
+    ``replay`` holds the records loaded to be handed out again, from ``cursor``.
+    """
 
     path: str
     fd: int
     size: int = 0
-    records: list[tuple[str, str]] = field(default_factory=list)
-    cursor: int = 0  # next record to hand out for replay
-    outstanding: int = 0  # handed out, not yet acknowledged
+    sealed: bool = False
+    pending: deque[int] = field(default_factory=deque)
+    sums: deque[int] = field(default_factory=deque)
+    early: set[int] = field(default_factory=set)
+    settled: int = 0
+    settled_sum: int = 0
+    checkpointed: int = 0
+    disk_from: int | None = None
+    replay: list[tuple[str, str, int]] = field(default_factory=list)
+    cursor: int = 0
+    closed: bool = False
+
+    def settle(self, end: int) -> None:
+        """The record ending at ``end`` was acknowledged or dead-lettered."""
+        pending = self.pending
+        if not pending or end < pending[0]:
+            return  # settled before (a duplicate), or not tracked
+        if end != pending[0]:
+            self.early.add(end)
+            return
+        pending.popleft()
+        self.settled, self.settled_sum = end, self.sums.popleft()
+        early = self.early
+        while early and pending and pending[0] in early:
+            early.discard(pending[0])
+            self.settled, self.settled_sum = pending.popleft(), self.sums.popleft()
+
+    def unsettled_records(self, buf: bytes, base: int = 0) -> list[tuple[str, str, int]]:
+        """The records of ``buf`` (this segment's bytes from ``base``) that are still pending."""
+        waiting = set(self.pending) - self.early
+        parsed = parse_records(buf)
+        return [(i, d, base + end) for (i, d), end in zip(parsed.records, parsed.ends)
+                if base + end in waiting]  # fmt: skip
 
 
 class Spool:
-    """A directory of segments: ``append`` events, replay them with ``next_batch``, ``ack`` them.
+    """A directory of segments: ``write`` events, replay with ``next_batch``, ``ack`` what was settled.
 
-    Thread-safe.  ``max_bytes`` bounds the directory: when an append would exceed
-    it, the oldest segments are deleted if ``evict_oldest`` (their records are
-    counted as dropped), otherwise the new events are refused.
+    Thread-safe.  ``max_bytes`` bounds the directory: when a write would exceed
+    it, the oldest segments are deleted if ``evict_oldest`` (their events that are
+    only on disk are counted as lost), otherwise the new event is refused.
     """
 
     def __init__(
@@ -202,16 +325,20 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.evict_oldest = evict_oldest
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # see DeliveryEngine._reset_state
         self._head: Segment | None = None
-        self._claimed: list[Segment] = []  # segments being replayed, oldest first
+        self._sealed: list[Segment] = []  # own segments no longer written to, oldest first
+        self._claimed: list[Segment] = []  # segments of other (earlier, dead) processes
+        self._replaying: Segment | None = None  # the segment next_batch hands records from
+        #: Some own events are on disk only (not loaded yet): new ones go there too, in order.
+        self._spilling = False
         self._candidates: list[str] = []  # segment names not tried yet, oldest first
-        self._orphans: list[Segment] = []  # own segments deleted under us, held in memory
         self._warn_after: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
-        #: The OS error of the last write that failed (None after a successful append).
+        #: Why the last refused write was refused: FULL, or the OS error.
+        self.refusal: str | None = None
+        #: The OS error of the last write that failed (None after a successful write).
         self.write_error: str | None = None
-        self._write_errno: int | None = None
         self._size = 0
         self._counter = 0
         self._last_ns = 0
@@ -225,12 +352,15 @@ class Spool:
 
     # ------------------------------------------------------------------ scanning
 
+    def _held_locked(self) -> list[Segment]:
+        return [*self._sealed, *([self._head] if self._head else []), *self._claimed]
+
     def scan(self) -> None:
         """Re-read the directory: segments left by earlier or other processes become replayable."""
         with self._lock:
             if self._closed:
                 return
-            own = {os.path.basename(s.path) for s in [self._head, *self._claimed] if s}
+            own = {os.path.basename(s.path) for s in self._held_locked()}
             names, total = [], 0
             try:
                 self._ensure_directory_locked()
@@ -253,90 +383,132 @@ class Spool:
                     self._last_ns = max(self._last_ns, int(stamp))
             names.sort()
             self._candidates = names
-            self._size = total
+            # Own segments deleted under us are not in the directory but still held.
+            self._size = total + sum(s.size for s in self._held_locked() if _unlinked(s.fd))
+
+    def check_directory(self) -> None:
+        """Create the directory again if it was removed; move on from a head deleted under us."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._ensure_directory_locked()
+            except OSError as exc:
+                self._warn_locked("scan", "spool %s cannot be used (%s); retrying later",
+                                  self.directory, str(exc))
+            head = self._head
+            if head is not None and _unlinked(head.fd):
+                self._seal_head_locked()  # its events stay readable through the open file
 
     def has_backlog(self) -> bool:
-        """True if there may be records to replay."""
+        """True if records older than the events held in memory wait: a replay under way, or
+        segments of earlier (or other) processes."""
         with self._lock:
-            return bool(
-                self._candidates
-                or self._orphans
-                or (self._head is not None and self._head.size > 0)
-                or (self._claimed and self._claimed[-1].cursor < len(self._claimed[-1].records))
-            )
+            replaying = self._replaying
+            return bool((replaying is not None and replaying.cursor < len(replaying.replay))
+                        or self._candidates)  # fmt: skip
+
+    def has_spilled(self) -> bool:
+        """True if own events newer than those held in memory wait on disk only."""
+        return self._spilling
+
+    def _update_spilling_locked(self) -> None:
+        head = self._head
+        self._spilling = (head is not None and head.disk_from is not None) or any(
+            s.disk_from is not None for s in self._sealed
+        )
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, envelopes: Sequence[Envelope]) -> tuple[list[Envelope], int]:
-        """Write ``envelopes`` in order; return (the ones refused, the count of evicted records)."""
+    def write(self, env: Envelope, keep: bool = True) -> tuple[str, int]:
+        """Append ``env`` (one ``write(2)``); return (KEPT, ON_DISK or REFUSED, records evicted).
+
+        ``keep``: the caller has room to hold the event in memory.  Once an event is
+        on disk only, the later ones are too until the worker reads them back, so
+        that they keep their order.  Sets ``env.segment`` and ``env.end`` when written.
+        """
+        record, checksum = _record(env.event_id, env.data)
+        size = len(record)
         with self._lock:
             if self._closed:
-                return list(envelopes), 0
-            self.write_error = None
+                self.refusal = "the spool is closed"
+                return REFUSED, 0
             evicted = 0
-            buf = bytearray()
-            first = 0  # index of the first envelope in ``buf``
-            refused_from = len(envelopes)
-            for index, env in enumerate(envelopes):
-                record = encode_record(env.event_id, env.data)
-                over = self._size + len(buf) + len(record) - self.max_bytes
-                if over > 0 and self.evict_oldest:
-                    evicted += self._evict_locked(over)
-                    over = self._size + len(buf) + len(record) - self.max_bytes
-                if over > 0:
-                    refused_from = index
-                    break
-                used = (self._head.size if self._head else 0) + len(buf)
-                if used and used + len(record) > self.segment_bytes:
-                    written, freed = self._write_evicting_locked(buf)
-                    evicted += freed
-                    if not written:
-                        return list(envelopes[first:]), evicted
-                    buf.clear()
-                    first = index
-                    self._roll_locked()
-                buf += record
-            written, freed = self._write_evicting_locked(buf)
-            evicted += freed
-            if not written:
-                return list(envelopes[first:]), evicted
-            return list(envelopes[refused_from:]), evicted
+            over = self._size + size - self.max_bytes
+            if over > 0 and self.evict_oldest:
+                evicted = self._evict_locked(over)
+                over = self._size + size - self.max_bytes
+            if over > 0:
+                self.refusal = FULL
+                return REFUSED, evicted
+            head = self._head
+            if head is not None and head.size and head.size + size > self.segment_bytes:
+                self._seal_head_locked()
+                head = None
+            try:
+                if head is None:
+                    head = self._new_head_locked()
+                write_all(head.fd, record)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC and self.evict_oldest:
+                    self._seal_head_locked()  # never append after a partial record
+                    freed = self._evict_locked(size)
+                    if freed:
+                        return self._retry_write_locked(env, record, checksum, keep, evicted + freed)
+                self._write_failed_locked(exc)
+                return REFUSED, evicted
+            return self._written_locked(env, head, size, checksum, keep), evicted
 
-    def _write_evicting_locked(self, buf: bytearray) -> tuple[bool, int]:
-        """Write ``buf``; on a full disk with ``evict_oldest``, delete old segments and retry once.
-
-        Returns (written, records evicted).
-        """
-        if self._write_locked(buf):
-            return True, 0
-        if not (self.evict_oldest and self._write_errno == errno.ENOSPC):
-            return False, 0
-        evicted = self._evict_locked(len(buf))
-        return (self._write_locked(buf) if evicted else False), evicted
-
-    def _write_locked(self, buf: bytearray) -> bool:
-        if not buf:
-            return True
+    def _retry_write_locked(
+        self, env: Envelope, record: bytes, checksum: int, keep: bool, evicted: int
+    ) -> tuple[str, int]:
+        """Write once more after eviction made room on a full disk."""
         try:
-            if self._head is not None and _unlinked(self._head.fd):
-                self._roll_locked()  # deleted under us: kept in memory, a new file takes over
             head = self._head or self._new_head_locked()
-            # A copy: a traceback kept alive (e.g. by a log handler holding the record) must
-            # not pin a memoryview export of the caller's bytearray, which append() clears.
-            written = write_all(head.fd, bytes(buf))
-            head.size += written
-            self._size += written
-            if self.fsync:
-                os.fsync(head.fd)
+            write_all(head.fd, record)
         except OSError as exc:
-            self.write_error = exc.strerror or str(exc)
-            self._write_errno = exc.errno
-            self._warn_locked("write", "spool %s: cannot write (%s); events refused",
-                              self.directory, str(exc))
-            if self._head is not None:
-                self._roll_locked()  # never append after a partial record
-            return False
-        return True
+            self._write_failed_locked(exc)
+            return REFUSED, evicted
+        return self._written_locked(env, head, len(record), checksum, keep), evicted
+
+    def _written_locked(self, env: Envelope, head: Segment, size: int, checksum: int, keep: bool) -> str:
+        start = head.size
+        end = head.size = start + size
+        self._size += size
+        self.write_error = None
+        if self.fsync:
+            try:
+                _fdatasync(head.fd)
+            except OSError as exc:
+                self._warn_locked("fsync", "spool %s: fsync failed (%s); events may not survive a "
+                                  "power loss", self.directory, str(exc))
+        head.pending.append(end)
+        head.sums.append(checksum)
+        env.segment = head
+        env.end = end
+        if keep and not self._spilling:
+            return KEPT
+        if head.disk_from is None:
+            head.disk_from = start
+        self._spilling = True
+        return ON_DISK
+
+    def _write_failed_locked(self, exc: OSError) -> None:
+        self.write_error = self.refusal = exc.strerror or str(exc)
+        self._warn_locked("write", "spool %s: cannot write (%s); events refused", self.directory, str(exc))
+        if self._head is not None:
+            self._seal_head_locked()  # never append after a partial record
+
+    def append(self, envelopes: Sequence[Envelope]) -> tuple[list[Envelope], int]:
+        """Write ``envelopes`` to be replayed from disk; return (those refused, records evicted)."""
+        refused: list[Envelope] = []
+        evicted = 0
+        for env in envelopes:
+            outcome, lost = self.write(env, keep=False)
+            evicted += lost
+            if outcome == REFUSED:
+                refused.append(env)
+        return refused, evicted
 
     def _warn_locked(self, kind: str, message: str, *args: object) -> None:
         """Log a warning, at most once per ``WARN_INTERVAL`` seconds for each ``kind``."""
@@ -358,7 +530,7 @@ class Spool:
         if os.path.lexists(self.directory):
             raise NotADirectoryError(errno.ENOTDIR, "the spool path is not a directory", self.directory)
         os.makedirs(self.directory, exist_ok=True)
-        self._size = 0
+        self._size = sum(s.size for s in self._held_locked())
         self._warn_locked(
             "removed",
             "spool directory %s was removed; created it again (events only in its files are lost)",
@@ -382,34 +554,46 @@ class Spool:
         self._head = Segment(path, fd)
         return self._head
 
-    def _roll_locked(self) -> None:
-        """Seal the head: close it (releasing its lock) and make it replayable."""
+    def _seal_head_locked(self) -> None:
+        """No more events go to the head: it is kept (locked) until its events are settled."""
         head, self._head = self._head, None
         if head is None:
             return
-        if not self._closed and head.size and _unlinked(head.fd):
-            segment = self._load(head.path, head.fd)  # deleted under us: replay it from memory
-            if segment is not None:
-                self._orphans.append(segment)
+        head.sealed = True
+        if not head.pending and head.disk_from is None:
+            self._delete_locked(head)
             return
         if self.fsync:
             try:
                 os.fsync(head.fd)
             except OSError:
                 pass
-        os.close(head.fd)
-        self._candidates.append(os.path.basename(head.path))
+        self._sealed.append(head)
 
     def _evict_locked(self, need: int) -> int:
-        """Delete the oldest unclaimed segments until ``need`` bytes are free; return records lost."""
+        """Delete the oldest segments until ``need`` bytes are free; return the events lost.
+
+        Segments of other processes go first, then own sealed ones (their events held
+        in memory are still delivered; those only on disk are lost), never the head.
+        """
         freed = lost = 0
         for name in list(self._candidates):
             if freed >= need:
-                break
+                return lost
             segment = self._claim_locked(name)
             if segment is None:
                 continue
-            lost += len(segment.records)
+            lost += len(segment.pending)
+            freed += segment.size
+            self._delete_locked(segment)
+        for segment in list(self._sealed):
+            if freed >= need:
+                break
+            if segment is self._replaying:
+                continue
+            start = segment.disk_from
+            if start is not None:
+                lost += sum(1 for end in segment.pending if end > start and end not in segment.early)
             freed += segment.size
             self._delete_locked(segment)
         return lost
@@ -421,74 +605,132 @@ class Spool:
         with self._lock:
             if self._closed:
                 return []
-            segment = self._claimed[-1] if self._claimed else None
-            if segment is None or segment.cursor >= len(segment.records):
-                segment = self._claim_next_locked()
+            segment = self._replaying
+            if segment is None or segment.cursor >= len(segment.replay):
+                segment = self._next_replay_locked()
                 if segment is None:
                     return []
-                self._claimed.append(segment)
-            records = itertools.islice(segment.records, segment.cursor, None)
-            envelopes = (Envelope(event_id, data, segment=segment) for event_id, data in records)
-            batch = next(split_requests(envelopes, max_events, max_bytes), [])
+            records = itertools.islice(segment.replay, segment.cursor, None)
+            batch = next(split_requests((_envelope(r, segment) for r in records), max_events, max_bytes), [])
             segment.cursor += len(batch)
-            segment.outstanding += len(batch)
             return batch
 
+    def _next_replay_locked(self) -> Segment | None:
+        """Load the next segment with records to replay: others' first, then own ones, oldest first."""
+        done = self._replaying
+        if done is not None:  # every record of it handed out: they are tracked by ``pending``
+            done.replay, done.cursor = [], 0
+        self._replaying = None
+        while self._candidates:
+            segment = self._claim_locked(self._candidates[0])
+            if segment is None:
+                continue
+            if segment.replay:
+                self._replaying = segment
+                return segment
+            self._delete_locked(segment)
+        while True:
+            segment = next((s for s in self._sealed if s.disk_from is not None), None)
+            if segment is None:
+                head = self._head
+                if head is None or head.disk_from is None:
+                    return None
+                self._seal_head_locked()  # new events go to a new head, in memory again
+                segment = head
+            if self._load_own_locked(segment):
+                self._replaying = segment
+                return segment
+
+    def _load_own_locked(self, segment: Segment) -> bool:
+        """Read the records of an own segment that are only on disk; False if there are none."""
+        start, segment.disk_from = segment.disk_from, None
+        self._update_spilling_locked()
+        try:
+            buf = _read_fd(segment.fd, start or 0)
+        except OSError as exc:
+            self._warn_locked("read", "spool segment %s cannot be read (%s); its events stay on disk",
+                              segment.path, str(exc))
+            return False
+        segment.replay = segment.unsettled_records(buf, start or 0)
+        segment.cursor = 0
+        if not segment.replay and not segment.pending and segment.sealed:
+            self._delete_locked(segment)
+        return bool(segment.replay)
+
     def ack(self, envelopes: Sequence[Envelope]) -> None:
-        """Mark replayed records as delivered; delete segments with nothing left to deliver."""
+        """Mark events as settled (acknowledged or dead-lettered); checkpoint or delete their segments."""
         with self._lock:
+            if self._closed:
+                return
             touched: list[Segment] = []
             for env in envelopes:
                 segment = env.segment
-                segment.outstanding -= 1
+                if segment is None or segment.closed:
+                    continue
+                segment.settle(env.end)
                 if not touched or touched[-1] is not segment:
                     touched.append(segment)
-            if self._closed:
-                return
-            for segment in touched:
-                # ``in self._claimed``: not a segment of before a close() (its file is closed).
-                done = segment.outstanding <= 0 and segment.cursor >= len(segment.records)
-                if done and segment in self._claimed:
+            for segment in dict.fromkeys(touched):
+                if segment.closed:
+                    continue
+                if segment.sealed and not segment.pending:
                     self._delete_locked(segment)
+                elif segment.settled > segment.checkpointed:
+                    self._checkpoint_locked(segment)
 
-    def _claim_next_locked(self) -> Segment | None:
-        segment: Segment | None
-        while self._orphans:
-            segment = self._orphans.pop(0)
-            if segment.records:
-                return segment
-            self._delete_locked(segment)
-        while self._candidates:
-            segment = self._claim_locked(self._candidates[0])
-            if segment is not None:
-                if segment.records:
-                    return segment
-                self._delete_locked(segment)
+    def _checkpoint_locked(self, segment: Segment) -> None:
+        try:
+            write_all(segment.fd, encode_checkpoint(segment.settled, segment.settled_sum))
+        except OSError as exc:
+            self._warn_locked("checkpoint", "spool segment %s: cannot record what was delivered (%s); "
+                              "its delivered events may be sent again after a restart", segment.path,
+                              str(exc))
+            return
+        segment.checkpointed = segment.settled
+        segment.size += CHECKPOINT_SIZE
+        self._size += CHECKPOINT_SIZE
+
+    def marks(self) -> list[tuple[Segment, int]]:
+        """Where this process's segments end now (``unsettled(marks)`` is what flush waits for)."""
+        with self._lock:
+            held = [*self._sealed, *([self._head] if self._head else [])]
+            return [(s, s.size) for s in held]
+
+    def unsettled(self, marks: list[tuple[Segment, int]]) -> bool:
+        """True while a record written before ``marks`` were taken is neither acknowledged nor
+        dead-lettered."""
+        with self._lock:
+            return any(s.pending and s.pending[0] <= position for s, position in marks)
+
+    def idle_head(self) -> bool:
+        """True if the head holds only settled events (it can be deleted)."""
         head = self._head
-        if head is not None and head.size:
-            self._head = None  # sealed: new events go to a new head
-            segment = self._load(head.path, head.fd)
-            if segment is not None and not segment.records:
-                self._delete_locked(segment)
-                return None
-            return segment
-        return None
+        return head is not None and not head.pending and head.disk_from is None and not self._closed
+
+    def retire_head(self) -> None:
+        """Delete the head if every event in it is settled (the next write starts a new one)."""
+        with self._lock:
+            head = self._head
+            if head is not None and not head.pending and head.disk_from is None and not self._closed:
+                self._head = None
+                self._delete_locked(head)
 
     def _claim_locked(self, name: str) -> Segment | None:
         """Lock and read segment ``name`` unless another process holds it or it is gone."""
         self._candidates.remove(name)
         path = os.path.join(self.directory, name)
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
             return None
+        except OSError:
+            try:  # a read-only spool: replayable, but its checkpoints cannot be written
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return None
         if not _try_lock(fd) or os.fstat(fd).st_nlink == 0:
             os.close(fd)
             return None
-        return self._load(path, fd)
-
-    def _load(self, path: str, fd: int) -> Segment | None:
-        """Read a locked segment through its descriptor; None (lock released) if it cannot be read."""
         try:
             buf = _read_fd(fd)
         except OSError as exc:
@@ -504,54 +746,81 @@ class Spool:
                 issue.offset,
                 issue.kind,
             )
-        return Segment(path, fd, size=len(buf), records=parsed.records)
+        settled = parsed.settled
+        replay = parsed.unsettled()
+        sums = [c for c, end in zip(parsed.checksums, parsed.ends) if end > settled]
+        segment = Segment(path, fd, size=len(buf), sealed=True, settled=settled, checkpointed=settled,
+                          pending=deque(end for _, _, end in replay), sums=deque(sums),
+                          replay=replay)  # fmt: skip
+        self._claimed.append(segment)
+        return segment
 
     def _delete_locked(self, segment: Segment) -> None:
         removed = False  # ``_size`` counts bytes on disk: a file that was not there is not counted
         try:
-            os.unlink(segment.path)  # while still locked: no other process can claim it
-            removed = True
+            if not _unlinked(segment.fd):
+                os.unlink(segment.path)  # while still locked: no other process can claim it
+                removed = True
         except FileNotFoundError:
             pass
         except OSError as exc:
             self._warn_locked("delete", "spool segment %s cannot be deleted (%s); its events will be "
                               "replayed again", segment.path, str(exc))
         os.close(segment.fd)
+        segment.closed = True
+        segment.pending.clear()
+        segment.sums.clear()
+        segment.replay = []
+        if segment.disk_from is not None:  # evicted before its events were read back
+            segment.disk_from = None
+            self._update_spilling_locked()
         if removed:
             self._size = max(0, self._size - segment.size)
-        if segment in self._claimed:
-            self._claimed.remove(segment)
+        for held in (self._sealed, self._claimed):
+            if segment in held:
+                held.remove(segment)
+        if segment is self._replaying:
+            self._replaying = None
+        if segment is self._head:
+            self._head = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Close the files (releasing their locks); unacknowledged records stay on disk."""
+        """Checkpoint and close the files (releasing their locks); unsettled events stay on disk."""
         with self._lock:
             if self._closed:
                 return
-            # Segments deleted under us exist only in memory now: write them to the directory.
-            rescue: list[tuple[str, str]] = []
+            rescue: list[tuple[str, str, int]] = []
             head = self._head
-            if head is not None and head.size and _unlinked(head.fd):
-                rescue += parse_records(_read_fd(head.fd)).records
-            for segment in [*self._orphans, *self._claimed]:
-                if segment in self._orphans or _unlinked(segment.fd):
-                    rescue += segment.records
+            for segment in self._held_locked():
+                if segment.closed:
+                    continue
+                if not segment.pending and (segment is head or segment.sealed):
+                    self._delete_locked(segment)
+                elif _unlinked(segment.fd):  # deleted under us: its events exist only here now
+                    try:
+                        rescue += segment.unsettled_records(_read_fd(segment.fd))
+                    except OSError:
+                        pass
+                elif segment.settled > segment.checkpointed:
+                    self._checkpoint_locked(segment)
             self._closed = True
-            if head is not None:
-                self._roll_locked()
-            for segment in [*self._orphans, *self._claimed]:
-                os.close(segment.fd)
-            self._claimed, self._orphans = [], []
+            for segment in self._held_locked():
+                if not segment.closed:
+                    os.close(segment.fd)
+                    segment.closed = True
+            self._head, self._sealed, self._claimed, self._replaying = None, [], [], None
+            self._spilling = False
             if rescue:
                 self._rescue_locked(rescue)
 
-    def _rescue_locked(self, records: list[tuple[str, str]]) -> None:
+    def _rescue_locked(self, records: list[tuple[str, str, int]]) -> None:
         """Write ``records`` into a new segment (at close, for segments deleted under us)."""
         try:
             self._new_head_locked()
             assert self._head is not None
-            write_all(self._head.fd, b"".join(encode_record(i, d) for i, d in records))
+            write_all(self._head.fd, b"".join(encode_record(i, d) for i, d, _ in records))
         except OSError as exc:
             log.warning("spool %s: %d events of segments deleted under this process cannot be "
                         "written again (%s); they are lost", self.directory, len(records), str(exc))
@@ -559,6 +828,7 @@ class Spool:
             head, self._head = self._head, None
             if head is not None:
                 os.close(head.fd)
+                head.closed = True
 
     def reopen(self) -> None:
         """Open again after :meth:`close`: the segments in the directory become replayable."""
@@ -568,25 +838,40 @@ class Spool:
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's files.  Closing our copies keeps the parent's locks held."""
-        self._lock = threading.Lock()
-        for segment in [self._head, *self._claimed, *self._orphans]:
-            if segment is not None:
-                try:
-                    os.close(segment.fd)
-                except OSError:
-                    pass
-        self._head, self._claimed, self._orphans = None, [], []
+        self._lock = threading.RLock()  # see DeliveryEngine._reset_state
+        for segment in self._held_locked():
+            try:
+                os.close(segment.fd)
+            except OSError:
+                pass
+        self._head, self._sealed, self._claimed, self._replaying = None, [], [], None
         self._candidates = []
+        self._spilling = False
         if not self._closed:
             self.scan()
 
 
+def _envelope(record: tuple[str, str, int], segment: Segment) -> Envelope:
+    event_id, data, end = record
+    env = Envelope(event_id, data, segment=segment)
+    env.end = end
+    return env
+
+
 __all__ = [
+    "CHECKPOINT_MAGIC",
+    "CHECKPOINT_SIZE",
+    "FULL",
     "HEADER",
+    "KEPT",
     "MAGIC",
+    "ON_DISK",
+    "REFUSED",
     "ParsedSegment",
+    "Segment",
     "Spool",
     "SpoolIssue",
+    "encode_checkpoint",
     "encode_record",
     "parse_records",
 ]

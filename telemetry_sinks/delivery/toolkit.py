@@ -17,12 +17,18 @@ encode a request, send it, classify the answer.  The rest is here, once:
   returns None                 every item acknowledged
   returns a BatchResult        the items it names failed (retryably or for good)
   raises RetryableError        the request, and every request after it, retried later
-                               (a backend in trouble is not sent the rest of the batch)
+                               (a backend in trouble is not sent the rest of the batch);
+                               an AuthError (credentials or permissions refused) also
+                               marks the result's ``auth_error``
   raises PermanentError        every item of the request rejected for good
   raises RequestRefused        the request is bisected to isolate what was refused
   ===========================  ===========================================================
 
   Any other exception propagates (the engine retries the whole batch).
+
+:func:`error_for_status` is the one rule for an HTTP answer that failed: what a
+401/403, a 413, a 429/5xx or another 4xx means, for every adapter that talks HTTP
+(or maps its backend's codes to HTTP statuses).
 
 Items are anything with an ``event_id`` (and, for :func:`split_requests`, a
 ``size`` unless another ``size`` function is given): envelopes, or an adapter's
@@ -35,7 +41,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
-from .envelope import BatchResult, PermanentError, RetryableError
+from .envelope import AuthError, BatchResult, PermanentError, RetryableError
+from .retry import is_auth_status, is_retryable_status
 
 
 class Item(Protocol):
@@ -120,10 +127,33 @@ def send_requests(requests: Iterable[list[I]], send: Send[I]) -> BatchResult:
     return result
 
 
+def error_for_status(status: int, reason: str, *, retry_after: float | None = None) -> Exception:
+    """What a failed HTTP answer means for the events of its request, as an exception to raise.
+
+    ==================  =====================================================================
+    status              exception
+    ==================  =====================================================================
+    401, 403            :class:`AuthError`: credentials or permissions refused; retried with
+                        backoff, warned about, never dead-lettered
+    408, 425, 429, 5xx  :class:`RetryableError` (``retry_after`` honoured)
+    413                 :class:`RequestRefused` (too large): the request is halved
+    any other           :class:`PermanentError`: the events are dead-lettered
+    ==================  =====================================================================
+    """
+    if is_auth_status(status):
+        return AuthError(reason, retry_after=retry_after)
+    if is_retryable_status(status):
+        return RetryableError(reason, retry_after=retry_after)
+    if status == 413:
+        return RequestRefused(reason, too_large=True)
+    return PermanentError(reason)
+
+
 def _retry_all(result: BatchResult, items: Sequence[Item], error: RetryableError) -> None:
     reason = str(error)
+    auth = isinstance(error, AuthError)
     for item in items:
-        result.retry(item.event_id, reason, error.retry_after)
+        result.retry(item.event_id, reason, error.retry_after, auth=auth)
 
 
 def _reject_all(result: BatchResult, items: Sequence[Item], reason: str) -> None:
@@ -186,4 +216,4 @@ def _bisect(
     return None
 
 
-__all__ = ["Item", "RequestRefused", "send_requests", "split_requests"]
+__all__ = ["Item", "RequestRefused", "error_for_status", "send_requests", "split_requests"]

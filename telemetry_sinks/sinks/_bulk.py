@@ -26,10 +26,13 @@ per item                                   outcome
 =========================================  =========================================
 2xx; 409 of a ``create``                   delivered (409: it is already there)
 408, 425, 429, 5xx                         retried (e.g. es_rejected_execution)
-401, 403, 404; a missing ingest pipeline;  retried, with a warning at most every
+401, 403                                   retried, never dead-lettered: credentials
+                                           or privileges refused (the delivery core
+                                           warns and counts ``auth_failures``)
+404; a missing ingest pipeline;            retried, with a warning at most every
 index_closed / cluster_block exceptions    ``drop_report_interval``: operator
-                                           problems (credentials, privileges, a
-                                           missing, closed or read-only index)
+                                           problems (a missing, closed or read-only
+                                           index)
 any other status (400                      dead-lettered with the status, error
 mapper_parsing_exception,                  type and reason
 document_parsing_exception, ...)
@@ -44,9 +47,8 @@ halves down to a single event, which is then dead-lettered; any other status
 dead-letters the batch.  An event larger than ``max_document_bytes`` is
 dead-lettered without being sent.
 
-"Retried" means the delivery core's retries: with ``spool_dir`` the events wait
-in the spool until the cluster takes them; without one, they are dead-lettered
-(or counted as dropped) after ``max_retry_time``.
+"Retried" means the delivery core's retries, until the cluster takes the events:
+with ``spool_dir`` they wait on disk, without one in the bounded queue.
 """
 
 from __future__ import annotations
@@ -62,8 +64,16 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, Union, validate
 
 from ..capsule import event_time, format_timestamp
-from ..delivery import BatchResult, Envelope, PermanentError, RequestRefused, RetryableError, send_requests
-from ..delivery.retry import error_text, is_retryable_status
+from ..delivery import (
+    AuthError,
+    BatchResult,
+    Envelope,
+    PermanentError,
+    RequestRefused,
+    RetryableError,
+    send_requests,
+)
+from ..delivery.retry import error_text, is_auth_status, is_retryable_status
 from ..errors import SinkConfigError
 from ..masking import mask_url_password
 from .naming import TEMPLATE_ERRORS, NameOption, NameRule, name_template
@@ -189,6 +199,10 @@ class BulkIndexSink(NetworkSink):
 
     #: "Elasticsearch" or "OpenSearch", for messages.
     backend_name: ClassVar[str] = ""
+    credentials_help = (
+        "its username and password (or api_key, or AWS signing), and that the user's role may "
+        "write (create_doc or index privileges) to the index"
+    )
 
     hosts = Union(
         [Unicode(), List(Unicode())],
@@ -423,9 +437,10 @@ class BulkIndexSink(NetworkSink):
                 continue
             reason = f"index {action.index}: {describe_item_error(status, error)}"
             if verdict == RETRY:
-                if operator_problem(status, error):
+                auth = is_auth_status(status)
+                if operator_problem(status, error) and not auth:
                     self._warn_operator(reason)
-                result.retry(action.event_id, reason)
+                result.retry(action.event_id, reason, auth=auth)
             else:
                 result.reject(action.event_id, reason)
         return result
@@ -446,6 +461,8 @@ class BulkIndexSink(NetworkSink):
         reason = f"bulk request failed ({where}): {failure.message}"[:1000]
         if verdict == REJECT:
             return PermanentError(reason)
+        if is_auth_status(status):
+            return AuthError(reason)
         if status is not None and status >= 400 and not is_retryable_status(status):
             reason += " (check the sink's hosts, credentials, privileges and client version)"
             self._warn_operator(reason)

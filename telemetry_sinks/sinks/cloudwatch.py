@@ -28,9 +28,12 @@ How CloudWatch's limits are met
   ``rejectedLogEventsInfo`` (tooOld / tooNew / expired) in an answer dead-letters
   those events.
 * ``ThrottlingException``, ``ServiceUnavailableException``, 5xx answers,
-  connection errors, timeouts and credential errors are retried by the delivery
-  core with backoff (boto3's own retries are turned off on clients this sink
-  builds, so that an outage reaches the spool quickly).
+  connection errors and timeouts are retried by the delivery core with backoff
+  (boto3's own retries are turned off on clients this sink builds, so that each
+  attempt's outcome is the core's to handle).  Credentials and permissions that
+  are refused (``AccessDeniedException``, ``UnrecognizedClientException``,
+  ``ExpiredTokenException``, signature errors, no credentials at all) are retried
+  too, with a warning naming what to check, and never dead-lettered.
   ``ResourceNotFoundException`` creates the stream (``create_log_stream``) and
   the group (``create_log_group``) and retries at once; if they may not be
   created, the events are retried until they exist.
@@ -68,6 +71,7 @@ from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
 from ..capsule import event_time, format_timestamp
 from ..delivery import (
+    AuthError,
     BatchResult,
     Envelope,
     RequestRefused,
@@ -251,6 +255,11 @@ class CloudWatchSink(NetworkSink):
     """
 
     sink_name = "cloudwatch"
+    credentials_help = (
+        "the AWS credentials it uses (keys, profile_name, role or the environment; expired "
+        "session tokens) and that they allow logs:PutLogEvents, logs:CreateLogStream and "
+        "logs:CreateLogGroup on the log group"
+    )
     required_options = ("log_group_name",)
 
     log_group_name = NameOption(
@@ -522,8 +531,10 @@ class CloudWatchSink(NetworkSink):
             )
         if code in _PERMANENT_CODES:
             return RequestRefused(reason)
-        if not code or code in _AUTH_CODES:
-            return RetryableError(reason)  # network, timeouts, credentials
+        if code in _AUTH_CODES or isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return AuthError(reason)
+        if not code:
+            return RetryableError(reason)  # network, timeouts
         status = 0
         if isinstance(exc, botocore.exceptions.ClientError):
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)

@@ -14,9 +14,11 @@ The wire format (documented for any endpoint that takes JSON):
   ``"results"`` list of ``{"index", "status", "error"}`` (what
   ``telemetry-sinks serve`` returns, also with 400), only items with status
   ``"rejected"`` failed, and for good.  408, 425, 429 and 5xx answers and
-  connection errors are retried (``Retry-After`` honoured); 413 splits the batch
-  in halves, down to a single event, which is then dead-lettered; other 4xx
-  answers dead-letter the batch with the status and the server's message.
+  connection errors are retried (``Retry-After`` honoured); 401 and 403 (the
+  token, credentials or access rules are refused) are retried too, with a warning
+  naming what to check, and never dead-lettered; 413 splits the batch in halves,
+  down to a single event, which is then dead-lettered; other 4xx answers
+  dead-letter the batch with the status and the server's message.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, Union
 
-from ..delivery import BatchResult, Envelope, PermanentError, RequestRefused, RetryableError, send_requests
+from ..delivery import BatchResult, Envelope, RetryableError, send_requests
 from ..delivery.envelope import EVENT_ID_FIELD, with_event_id
-from ..delivery.retry import error_text, is_retryable_status, parse_retry_after
+from ..delivery.retry import error_text, parse_retry_after
+from ..delivery.toolkit import error_for_status
 from .network import NetworkSink
 
 
@@ -39,6 +42,7 @@ class HTTPSink(NetworkSink):
 
     sink_name = "http"
     required_options = ("url",)
+    credentials_help = "its token (or username and password) and headers, and the endpoint's access rules"
 
     url = Unicode(None, allow_none=True, help="Endpoint to POST batches to.").tag(
         config=True, destination=("URL host", "url")
@@ -142,11 +146,8 @@ class HTTPSink(NetworkSink):
                     outcome.reject(request[index].event_id, f"HTTP {status}: {reason}")
             return outcome
         reason = self.mask(f"HTTP {status}: {_message(response)}")
-        if status == 413:
-            raise RequestRefused(reason, too_large=True)
-        if is_retryable_status(status):
-            raise RetryableError(reason, retry_after=parse_retry_after(response.headers.get("Retry-After")))
-        raise PermanentError(reason)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise error_for_status(status, reason, retry_after=retry_after)
 
 
 def _per_event_results(response: requests.Response, count: int) -> list[dict] | None:

@@ -3,7 +3,9 @@
 A thin adapter of the delivery core: an event counts as delivered only when the
 broker acknowledged it (a delivery report without error, or a resolved
 kafka-python future); anything else goes back to the core's retry, spool and
-dead-letter paths.  The producer is created lazily in the worker, so a broker
+dead-letter paths.  A failed SASL authentication or a missing ACL (topic,
+cluster, transactional id) is retried, with a warning naming what to check, and
+never dead-lettered.  The producer is created lazily in the worker, so a broker
 that is down at start never stops the application.
 
 Two clients (``client``), with the same options and the same guarantee:
@@ -77,6 +79,10 @@ class KafkaSink(NetworkSink, KafkaClientOptions):
 
     sink_name = "kafka"
     required_options = ("topic",)
+    credentials_help = (
+        "security_protocol and the sasl_* / ssl_* options, and the broker's ACLs "
+        "(WRITE and DESCRIBE on the topic)"
+    )
 
     client = CaselessStrEnum(
         CLIENTS,

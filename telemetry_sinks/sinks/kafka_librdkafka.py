@@ -11,8 +11,10 @@ up to ``max.in.flight`` requests, with idempotence keeping their order).
 Reports that did not come within ``ack_timeout`` and failures the broker may
 not repeat (a broker gone, a timeout) make the batch's events retryable: the
 delivery core retries them, from memory or its spool, through a new producer.
-Failures the broker will always repeat (message too large, topic not allowed or
-invalid) are permanent: the events are dead-lettered.
+Failures the broker will always repeat (message too large, topic invalid) are
+permanent: the events are dead-lettered.  Refused credentials (a failed SASL
+authentication, which librdkafka reports through ``error_cb`` while its messages
+time out) and missing ACLs are retried as authentication failures.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ _PERMANENT_NAMES = (
     "INVALID_MSG_SIZE",
     "RECORD_LIST_TOO_LARGE",
     "TOPIC_EXCEPTION",
-    "TOPIC_AUTHORIZATION_FAILED",
     "INVALID_MSG",
     "INVALID_RECORD",
     "UNSUPPORTED_FOR_MESSAGE_FORMAT",
@@ -44,9 +45,28 @@ _PERMANENT_NAMES = (
 )
 
 
+_AUTH_NAMES = (
+    "_AUTHENTICATION",
+    "SASL_AUTHENTICATION_FAILED",
+    "TOPIC_AUTHORIZATION_FAILED",
+    "CLUSTER_AUTHORIZATION_FAILED",
+    "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+    "GROUP_AUTHORIZATION_FAILED",
+)
+
+
+def _codes(kafka_error: Any, names: Sequence[str]) -> frozenset[int]:
+    return frozenset(getattr(kafka_error, name) for name in names if hasattr(kafka_error, name))
+
+
 def permanent_codes(kafka_error: Any) -> frozenset[int]:
     """The error codes for which the same message will never be accepted."""
-    return frozenset(getattr(kafka_error, name) for name in _PERMANENT_NAMES if hasattr(kafka_error, name))
+    return _codes(kafka_error, _PERMANENT_NAMES)
+
+
+def auth_codes(kafka_error: Any) -> frozenset[int]:
+    """The error codes of refused credentials or permissions (retried, never dead-lettered)."""
+    return _codes(kafka_error, _AUTH_NAMES)
 
 
 class LibrdkafkaProducer:
@@ -60,6 +80,8 @@ class LibrdkafkaProducer:
         self._ack_timeout = ack_timeout
         self._mask = mask
         self._permanent = permanent_codes(confluent_kafka.KafkaError)
+        self._auth = auth_codes(confluent_kafka.KafkaError)
+        self._auth_error: str | None = None  # a refusal error_cb reported during this send
         self._producer: Any = None
 
     def open(self) -> None:
@@ -91,6 +113,7 @@ class LibrdkafkaProducer:
         """
         producer = self._producer
         result = BatchResult()
+        self._auth_error = None
         failures: list[tuple[Any, Any]] = []  # (error, value) of each failed report
         reported = 0
 
@@ -132,6 +155,8 @@ class LibrdkafkaProducer:
             for event_id, *_ in produced:
                 if event_id not in result.permanent:
                     result.retry(event_id, "no acknowledgement from the broker in time")
+        if self._auth_error is not None and result.retryable:
+            result.auth_error = self._auth_error  # the messages timed out because of it
         result.reconnect = bool(result.retryable)
         return result
 
@@ -140,7 +165,11 @@ class LibrdkafkaProducer:
         return MaskingLogger(log, self._mask)
 
     def _log_error(self, error: Any) -> None:
-        log.warning("Kafka: %s", self._mask(str(error)))
+        text = self._mask(str(error))
+        if hasattr(error, "code") and error.code() in self._auth:
+            self._auth_error = f"KafkaError {error.name()}: {text}"
+            return  # the delivery core warns about it, once per interval, with what to check
+        log.warning("Kafka: %s", text)
 
     def _classify(self, result: BatchResult, event_id: str, error: Any) -> None:
         code = error.code() if hasattr(error, "code") else None
@@ -148,7 +177,7 @@ class LibrdkafkaProducer:
         if code in self._permanent:
             result.reject(event_id, text)
         else:
-            result.retry(event_id, text)
+            result.retry(event_id, text, auth=code in self._auth)
 
 
-__all__ = ["LibrdkafkaProducer", "Message", "permanent_codes"]
+__all__ = ["LibrdkafkaProducer", "Message", "auth_codes", "permanent_codes"]

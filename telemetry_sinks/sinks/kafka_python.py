@@ -4,36 +4,66 @@ A batch of the delivery core is sent whole (``send`` per event), then flushed
 within ``ack_timeout``; each event whose future did not resolve in time, or failed
 with an error the broker may not repeat, is retried by the delivery core through a
 new producer; errors the broker will always repeat are permanent (dead letters).
+Refused credentials and missing ACLs are retried as authentication failures.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import kafka
 import kafka.errors as kerrors
 
-from ..delivery import BatchResult
+from ..delivery import AuthError, BatchResult
 from ..delivery.retry import error_text
 
 log = logging.getLogger("telemetry_sinks.delivery.kafka")
 
+def _errors(*names: str) -> tuple[type[Exception], ...]:
+    return tuple(getattr(kerrors, name) for name in names if hasattr(kerrors, name))
+
+
 # Errors for which the same message will never be accepted.
-PERMANENT_ERRORS: tuple[type[Exception], ...] = tuple(
-    getattr(kerrors, name)
-    for name in (
-        "MessageSizeTooLargeError",
-        "RecordListTooLargeError",
-        "InvalidTopicError",
-        "TopicAuthorizationFailedError",
-        "CorruptRecordError",
-        "InvalidRecordError",
-        "UnsupportedForMessageFormatError",
-    )
-    if hasattr(kerrors, name)
+PERMANENT_ERRORS = _errors(
+    "MessageSizeTooLargeError",
+    "RecordListTooLargeError",
+    "InvalidTopicError",
+    "CorruptRecordError",
+    "InvalidRecordError",
+    "UnsupportedForMessageFormatError",
 )
+# The broker refused the credentials or the ACLs: an operator fixes them, the events wait.
+AUTH_ERRORS = _errors(
+    "AuthenticationFailedError",
+    "SaslAuthenticationFailedError",
+    "TopicAuthorizationFailedError",
+    "ClusterAuthorizationFailedError",
+    "TransactionalIdAuthorizationFailedError",
+    "GroupAuthorizationFailedError",
+)
+
+
+class _AuthFailureWatch(logging.Handler):
+    """Remembers an authentication error kafka-python logs in one thread.
+
+    kafka-python retries a refused SASL authentication while it bootstraps and then
+    raises only a timeout ("Unable to bootstrap"); the cause is in what it logs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread or not isinstance(record.args, tuple):
+            return
+        for arg in record.args:
+            if isinstance(arg, AUTH_ERRORS):
+                self.error = arg
 
 
 def producer_options(sink: Any) -> dict[str, Any]:
@@ -83,7 +113,18 @@ class KafkaPythonProducer:
         self._producer: Any = None
 
     def open(self) -> None:
-        self._producer = kafka.KafkaProducer(**self._options)
+        """Create the producer; a bootstrap that failed on refused credentials is an AuthError."""
+        watch = _AuthFailureWatch()
+        client_log = logging.getLogger("kafka")
+        client_log.addHandler(watch)
+        try:
+            self._producer = kafka.KafkaProducer(**self._options)
+        except kerrors.KafkaError as exc:
+            if watch.error is not None:
+                raise AuthError(f"{error_text(exc)}: {error_text(watch.error)}") from None
+            raise
+        finally:
+            client_log.removeHandler(watch)
 
     def close(self) -> None:
         """Stop the producer at once: what it still holds was not acknowledged, and the
@@ -114,8 +155,8 @@ class KafkaPythonProducer:
             except PERMANENT_ERRORS as exc:
                 result.reject(event_id, error_text(exc))
                 continue
-            except Exception as exc:  # buffer full, broker gone, ...
-                result.retry(event_id, error_text(exc))
+            except Exception as exc:  # buffer full, broker gone, credentials refused, ...
+                result.retry(event_id, error_text(exc), auth=isinstance(exc, AUTH_ERRORS))
                 continue
             futures.append((event_id, future))
         try:
@@ -130,11 +171,11 @@ class KafkaPythonProducer:
                 if isinstance(failure, PERMANENT_ERRORS):
                     result.reject(event_id, error_text(failure))
                 else:
-                    result.retry(event_id, error_text(failure))
+                    result.retry(event_id, error_text(failure), auth=isinstance(failure, AUTH_ERRORS))
         # Drop the producer with whatever it still holds (a broker that restarted may have
         # forgotten its producer id): the engine closes it and opens a fresh one for the retry.
         result.reconnect = bool(result.retryable)
         return result
 
 
-__all__ = ["PERMANENT_ERRORS", "KafkaPythonProducer", "producer_options"]
+__all__ = ["AUTH_ERRORS", "PERMANENT_ERRORS", "KafkaPythonProducer", "producer_options"]

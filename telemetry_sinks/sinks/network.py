@@ -126,6 +126,10 @@ class NetworkSink(Sink, metaclass=_StartsWhenBuilt):
     #: None until __init__ succeeds (logging may still call flush/close on a failed sink).
     _engine: DeliveryEngine | None = None
 
+    #: What to check when the backend refuses the sink's credentials or permissions (the
+    #: engine's warning ends with it): the options and the backend's access rules.
+    credentials_help = "the sink's credentials and the backend's access rules"
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         try:
@@ -207,12 +211,14 @@ class NetworkSink(Sink, metaclass=_StartsWhenBuilt):
         return self._engine.dead_letter_path if self._engine is not None else None
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]  # adds a timeout and a result
-        """Wait until everything emitted so far is acknowledged, spooled or dead-lettered.
+        """Wait until everything emitted so far is acknowledged by the backend or dead-lettered.
 
-        Returns False if ``timeout`` (seconds) passed first.  Without a timeout it
-        waits at most ``close_timeout``: ``logging`` itself calls ``flush()`` while
-        holding its module lock (``dictConfig``, ``logging.shutdown``), and must
-        never hang on a backend that is down.  Pass ``float("inf")`` to wait for good.
+        A retry waiting out its backoff is tried at once.  Returns False if ``timeout``
+        (seconds) passed first; with a ``spool_dir`` the events are safe on disk then.
+        Without a timeout it waits at most ``close_timeout``: ``logging`` itself calls
+        ``flush()`` while holding its module lock (``dictConfig``, ``logging.shutdown``),
+        and must never hang on a backend that is down.  Pass ``float("inf")`` to wait
+        for good.
         """
         if self._engine is None:
             return True
@@ -221,7 +227,10 @@ class NetworkSink(Sink, metaclass=_StartsWhenBuilt):
         return self._engine.flush(None if timeout == float("inf") else timeout)
 
     def close(self) -> None:
-        """Deliver what is queued within ``close_timeout``, spool the rest, stop the worker."""
+        """Deliver within ``close_timeout`` what is queued and spooled, then stop the worker.
+
+        What is left stays in the spool (without a ``spool_dir``: the dead-letter file).
+        """
         try:
             if self._engine is not None:
                 self._engine.close()
@@ -236,8 +245,9 @@ class NetworkSink(Sink, metaclass=_StartsWhenBuilt):
         return self._engine is not None and self._engine.backpressure()
 
     def stats(self) -> dict[str, Any]:
-        """Counters: emitted, sent, retried, spooled, replayed, dead_lettered, dropped;
-        levels: queue_events, queue_bytes, spool_bytes; and last_error (a string or None)."""
+        """Counters: emitted, sent, retried, spooled, replayed, dead_lettered, dropped,
+        auth_failures; levels: queue_events, queue_bytes, spool_bytes; and last_error (a
+        string or None)."""
         if self._engine is None:
             raise RuntimeError(f"{type(self).__name__} failed to start: it has no stats")
         return self._engine.stats()

@@ -13,11 +13,12 @@ So the outcome of every entry is known:
   entries by index: the others were written; each failed one is retried or
   dead-lettered by its own status;
 * any other error concerns the whole request: ``RESOURCE_EXHAUSTED`` (429),
-  ``UNAVAILABLE`` and other 5xx, ``DEADLINE_EXCEEDED``, ``UNAUTHENTICATED``,
-  connection errors and timeouts are retried with backoff (honouring
-  ``RetryInfo`` and ``Retry-After``); ``INVALID_ARGUMENT`` (400),
-  ``PERMISSION_DENIED`` (403) and other 4xx answers dead-letter the request's
-  entries with the API's message.
+  ``UNAVAILABLE`` and other 5xx, ``DEADLINE_EXCEEDED``, connection errors and
+  timeouts are retried with backoff (honouring ``RetryInfo`` and
+  ``Retry-After``); ``UNAUTHENTICATED`` (401), ``PERMISSION_DENIED`` (403) and
+  credentials that cannot be refreshed are retried too, with a warning naming what
+  to check, and never dead-lettered; ``INVALID_ARGUMENT`` (400) and other 4xx
+  answers dead-letter the request's entries with the API's message.
 
 Limits: an entry larger than ``max_entry_bytes`` (256 KiB, the API's limit) is
 dead-lettered before sending; a batch is split into requests of at most
@@ -41,11 +42,13 @@ import urllib.parse
 from typing import Any
 
 import google.api_core.exceptions as gexc
+import google.auth.exceptions as gauth
 from google.cloud import logging as gcl
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 
 from ..capsule import CANONICAL_TIMESTAMP, capsule_head, event_time, format_timestamp
 from ..delivery import (
+    AuthError,
     BatchResult,
     Envelope,
     PermanentError,
@@ -53,7 +56,7 @@ from ..delivery import (
     send_requests,
     split_requests,
 )
-from ..delivery.retry import error_text, is_retryable_status, parse_retry_after
+from ..delivery.retry import error_text, is_auth_status, is_retryable_status, parse_retry_after
 from ..errors import SinkConfigError
 from .naming import TEMPLATE_ERRORS, NameOption, NameRule, name_template
 from .network import NetworkSink
@@ -68,7 +71,9 @@ _PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]+")  # needs no JSON escaping
 PARTIAL_ERRORS = "google.logging.v2.WriteLogEntriesPartialErrors"
 
 #: gRPC status codes (numbers) worth retrying: the same entry may be written later.
-_RETRYABLE_CODES = frozenset({1, 2, 4, 8, 10, 13, 14, 16})
+_RETRYABLE_CODES = frozenset({1, 2, 4, 8, 10, 13, 14})
+#: PERMISSION_DENIED and UNAUTHENTICATED: the credentials or the roles are refused (retried).
+_AUTH_CODES = frozenset({7, 16})
 _CODE_NAMES = {
     0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
     5: "NOT_FOUND", 6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED",
@@ -134,6 +139,10 @@ class StackdriverSink(NetworkSink):
     """
 
     sink_name = "stackdriver"
+    credentials_help = (
+        "credentials_file (or Application Default Credentials) and that its account has "
+        "roles/logging.logWriter on the project"
+    )
 
     log_name = NameOption(
         LOG_NAME,
@@ -355,6 +364,8 @@ class StackdriverSink(NetworkSink):
             partial = _partial_errors(exc)
             if partial is None:
                 reason = self.mask(_api_error_text(exc))
+                if _is_auth(exc):
+                    raise AuthError(reason, retry_after=_retry_delay(exc)) from None
                 if _is_retryable(exc):
                     raise RetryableError(reason, retry_after=_retry_delay(exc)) from None
                 raise PermanentError(reason) from None
@@ -363,8 +374,8 @@ class StackdriverSink(NetworkSink):
                 if 0 <= index < len(request):
                     event_id = request[index].event_id
                     reason = self.mask(f"{_CODE_NAMES.get(code, code)}: {message}")
-                    if code in _RETRYABLE_CODES:
-                        result.retry(event_id, reason, _retry_delay(exc))
+                    if code in _RETRYABLE_CODES or code in _AUTH_CODES:
+                        result.retry(event_id, reason, _retry_delay(exc), auth=code in _AUTH_CODES)
                     else:
                         result.reject(event_id, reason)
             return result
@@ -449,15 +460,27 @@ def _http_to_grpc(status: Any) -> int:
             503: 14, 504: 4}.get(status, 2)  # fmt: skip
 
 
+def _is_auth(exc: BaseException) -> bool:
+    """The credentials or the caller's roles were refused: 401/UNAUTHENTICATED, 403/PERMISSION_DENIED,
+    or credentials that cannot be refreshed after a 401 (google-auth's errors, except the network
+    failing on the way to the token endpoint)."""
+    if isinstance(exc, gexc.GoogleAPICallError):
+        status = getattr(exc, "grpc_status_code", None)
+        if status is not None and hasattr(status, "value"):
+            return status.value[0] in _AUTH_CODES
+        return is_auth_status(exc.code)
+    return isinstance(exc, gauth.GoogleAuthError) and not isinstance(exc, gauth.TransportError)
+
+
 def _is_retryable(exc: BaseException) -> bool:
-    """Whole-request failures worth retrying: quota, server, auth-refresh, network errors."""
+    """Whole-request failures worth retrying: quota, server, network errors."""
     if isinstance(exc, gexc.GoogleAPICallError):
         status = getattr(exc, "grpc_status_code", None)
         if status is not None and hasattr(status, "value"):
             return status.value[0] in _RETRYABLE_CODES
         code = exc.code
-        return isinstance(code, int) and (is_retryable_status(code) or code in (401, 499))
-    return True  # connection errors, timeouts, credential refresh failures, ...
+        return isinstance(code, int) and (is_retryable_status(code) or code == 499)
+    return True  # connection errors, timeouts, ...
 
 
 def _details(exc: BaseException) -> list[Any]:

@@ -17,6 +17,7 @@ from helpers.delivery import FileBackendSink, Gate
 from helpers.waiting import wait_until
 
 from telemetry_sinks.delivery.envelope import producer_id
+from telemetry_sinks.delivery.spool import parse_records
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
@@ -52,12 +53,52 @@ def test_flush_times_out_on_a_hanging_backend(make_sink):
 
 
 @pytest.mark.timeout(30)
-def test_flush_spools_when_the_backend_is_down(make_sink, tmp_path):
-    sink = make_sink(fail, spool_dir=str(tmp_path), retry_initial_backoff=10, max_retry_time=3600)
+def test_flush_with_the_backend_down_returns_false_at_its_timeout_with_every_event_on_disk(
+    make_sink, tmp_path
+):
+    sink = make_sink(fail, spool_dir=str(tmp_path), retry_initial_backoff=10)
     for n in range(5):
         sink.write_payload({"n": n})
-    assert sink.flush(5) is True  # "acknowledged or spooled"
-    assert sink.stats()["spooled"] == 5
+    assert sink.stats()["spooled"] == 5  # on disk as soon as write_payload returned
+    start = time.monotonic()
+    assert sink.flush(0.3) is False  # not acknowledged: flush says so
+    assert 0.25 < time.monotonic() - start < 2
+    records = [r for f in sorted(tmp_path.glob("*.wal")) for r in parse_records(f.read_bytes()).records]
+    assert [json.loads(data)["n"] for _, data in records] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.timeout(30)
+def test_flush_after_the_backend_returns_tries_the_pending_retry_at_once_and_delivers(make_sink, tmp_path):
+    down = {"on": True}
+
+    def backend(batch):
+        if down["on"]:
+            raise ConnectionError("backend down")
+
+    # A 60 s backoff: flush must not wait it out once the backend is back.
+    sink = make_sink(backend, spool_dir=str(tmp_path), retry_initial_backoff=60, retry_max_backoff=60)
+    for n in range(5):
+        sink.write_payload({"n": n})
+    wait_until(lambda: sink.stats()["last_error"])  # the first attempt failed: a retry in 30-60 s
+    down["on"] = False
+    start = time.monotonic()
+    assert sink.flush(10) is True
+    assert time.monotonic() - start < 5
+    assert sink.delivered_numbers == [0, 1, 2, 3, 4]
+    wait_until(lambda: not list(tmp_path.glob("*.wal")))  # settled: nothing left to replay
+
+
+@pytest.mark.timeout(30)
+def test_close_delivers_a_spooled_backlog_when_the_backend_is_up(make_sink, tmp_path):
+    first = make_sink(fail, spool_dir=str(tmp_path), close_timeout=0.2)
+    for n in range(300):
+        first.write_payload({"n": n})
+    first.close()
+    assert len(list(tmp_path.glob("*.wal"))) >= 1
+    second = make_sink(spool_dir=str(tmp_path), close_timeout=10, max_batch_events=20)
+    second.close()  # no new event, no flush: close itself delivers the backlog
+    assert second.delivered_numbers == list(range(300))
+    assert not list(tmp_path.glob("*.wal"))
 
 
 @pytest.mark.timeout(30)
@@ -176,9 +217,8 @@ sink = FileBackendSink(
 count = int(count)
 for n in range(count):
     sink.write_payload({{"n": n}})
-if mode == "kill":
-    ok = sink.flush(10)
-    print(json.dumps({{"ok": ok, "producer": producer_id(), "stats": sink.stats()}}), flush=True)
+if mode == "kill":  # no flush: every event accepted is on disk already
+    print(json.dumps({{"producer": producer_id(), "stats": sink.stats()}}), flush=True)
     n = count
     while True:  # keep emitting while the backend is down, until SIGKILL
         sink.write_payload({{"n": n}})
@@ -217,7 +257,7 @@ def test_sigkill_while_the_backend_is_down_then_a_new_process_replays_everything
         line = first.stdout.readline()
         assert line, first.stderr.read() if first.poll() is not None else "no output"
         ready = json.loads(line)
-        assert ready["ok"] is True and ready["stats"]["spooled"] == count
+        assert ready["stats"]["spooled"] == count and ready["stats"]["sent"] == 0
         time.sleep(0.2)  # events keep arriving, failing and being spooled
     finally:
         first.send_signal(signal.SIGKILL)
@@ -232,8 +272,8 @@ def test_sigkill_while_the_backend_is_down_then_a_new_process_replays_everything
     delivered = FileBackendSink.read(str(out))
     numbers = [json.loads(data)["n"] for _, data in delivered]
     ids = [event_id for event_id, _ in delivered]
-    assert numbers[:count] == list(range(count))  # everything flushed before the kill
-    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)  # order, no dupes
+    assert numbers[:count] == list(range(count))  # everything emitted before the report
+    assert numbers == list(range(len(numbers)))  # and every one after it, in order, no duplicates
     assert len(set(ids)) == len(ids) and all(i.startswith(ready["producer"]) for i in ids)
     assert json.loads(stdout)["replayed"] == len(delivered)
     assert not list(spool.glob("*.wal"))

@@ -84,7 +84,7 @@ def test_reopen_replays_what_close_spooled_while_the_backend_was_down(make_sink,
             raise ConnectionRefusedError("backend down")
 
     spool = tmp_path / "spool"
-    sink = make_sink(behavior, spool_dir=str(spool), close_timeout=0.3, max_retry_time=0.1)
+    sink = make_sink(behavior, spool_dir=str(spool), close_timeout=0.3)
     logger.addHandler(sink)
     for n in range(3):
         logger.info({"n": n})

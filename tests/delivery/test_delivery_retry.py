@@ -15,6 +15,7 @@ from helpers.waiting import wait_until
 from traitlets import Unicode
 
 from telemetry_sinks.delivery import (
+    AuthError,
     Backoff,
     BatchResult,
     PermanentError,
@@ -161,22 +162,20 @@ def test_a_backend_down_at_start_does_not_stop_the_application(make_sink):
     assert sink.backend_closed == 1
 
 
-def test_retries_exhausted_go_to_the_spool(make_sink, tmp_path):
-    sink = make_sink(
-        failing(10**6, TimeoutError("timed out")), spool_dir=str(tmp_path), max_retry_time=0.05
-    )
+def test_max_retry_time_is_deprecated_and_changes_nothing(make_sink, tmp_path):
+    with pytest.warns(DeprecationWarning, match="max_retry_time"):
+        sink = make_sink(failing(3, TimeoutError("timed out")), spool_dir=str(tmp_path), max_retry_time=0.01)
     sink.write_payload({"n": 0})
-    wait_until(lambda: sink.stats()["spooled"] == 1)  # without flush: retry time is up
-    assert sink.stats()["dropped"] == 0
+    assert sink.flush(5)  # retried until delivered, as without it
+    assert sink.delivered_numbers == [0] and sink.stats()["retried"] == 3
 
 
 def test_without_spool_a_failing_batch_is_retried_until_delivered(make_sink, tmp_path):
-    # An outage longer than max_retry_time loses nothing while memory has room.
+    # An outage loses nothing while memory has room.
     dead = tmp_path / "dead.jsonl"
     sink = make_sink(
         failing(8, TimeoutError("timed out")),
         dead_letter_file=str(dead),
-        max_retry_time=0.05,
         retry_initial_backoff=0.02,
         retry_max_backoff=0.05,
     )
@@ -188,6 +187,64 @@ def test_without_spool_a_failing_batch_is_retried_until_delivered(make_sink, tmp
     assert stats["dropped"] == 0 and stats["dead_lettered"] == 0
     assert sink.delivered_numbers == [0, 1]
     assert not dead.exists()
+
+
+# ---------------------------------------------------------------------- credentials refused
+
+
+class Refusing(MemorySink):
+    credentials_help = "the test's token"
+
+
+@pytest.mark.parametrize("how", ["exception", "result"])
+def test_refused_credentials_are_retried_counted_and_warned_about_once_never_dead_lettered(
+    tmp_path, caplog, how
+):
+    caplog.set_level(logging.WARNING, logger="telemetry_sinks.delivery")
+    dead = tmp_path / "dead.jsonl"
+    fixed = {"now": False}
+
+    def backend(batch):
+        if fixed["now"]:
+            return None
+        if how == "exception":
+            raise AuthError("HTTP 401: invalid token")
+        result = BatchResult()
+        result.retry(batch[0].event_id, "HTTP 403: no write privilege", auth=True)
+        return result
+
+    sink = Refusing(backend, flush_interval=0.0, retry_initial_backoff=0.01, retry_max_backoff=0.02,
+                    dead_letter_file=str(dead), close_timeout=1.0)
+    sink.name = "refusing"
+    try:
+        for n in range(3):
+            sink.write_payload({"n": n})
+        wait_until(lambda: sink.stats()["auth_failures"] >= 5)
+        stats = sink.stats()
+        assert stats["dead_lettered"] == 0 and stats["dropped"] == 0
+        assert ("401" if how == "exception" else "403") in stats["last_error"]
+        warnings = [r.getMessage() for r in caplog.records if "refused its credentials" in r.getMessage()]
+        assert len(warnings) == 1  # at most once per drop_report_interval (60 s)
+        assert "'refusing'" in warnings[0] and "Check the test's token." in warnings[0]
+        assert "in memory" in warnings[0]
+        fixed["now"] = True
+        assert sink.flush(5)
+        assert sorted(sink.delivered_numbers) == [0, 1, 2]
+        assert not dead.exists()
+    finally:
+        sink.close()
+
+
+def test_error_for_status_is_the_one_rule_for_http_answers():
+    from telemetry_sinks.delivery import RequestRefused, error_for_status
+
+    kinds = {status: type(error_for_status(status, f"HTTP {status}"))
+             for status in (400, 401, 403, 404, 408, 413, 422, 429, 500, 503)}
+    assert kinds == {400: PermanentError, 401: AuthError, 403: AuthError, 404: PermanentError,
+                     408: RetryableError, 413: RequestRefused, 422: PermanentError, 429: RetryableError,
+                     500: RetryableError, 503: RetryableError}
+    assert error_for_status(429, "slow down", retry_after=3.0).retry_after == 3.0
+    assert issubclass(AuthError, RetryableError)
 
 
 # ---------------------------------------------------------------------- permanent failures

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import zlib
 from pathlib import Path
 
@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from telemetry_sinks.delivery import BatchResult, Envelope
 from telemetry_sinks.delivery.envelope import next_event_id
 from telemetry_sinks.delivery.spool import (
+    CHECKPOINT_MAGIC,
     HEADER,
     MAGIC,
     Spool,
+    encode_checkpoint,
     encode_record,
     parse_records,
 )
@@ -46,10 +48,9 @@ def record_offsets(buf: bytes) -> list[tuple[int, int]]:
 
 def spool_events(make_sink, directory: Path, count: int, **options) -> list[str]:
     """Emit ``count`` events ({"n": i}) into a spool through a sink whose backend is down."""
-    sink = make_sink(fail, spool_dir=str(directory), **options)
+    sink = make_sink(fail, spool_dir=str(directory), close_timeout=0.1, **options)
     for n in range(count):
         sink.write_payload({"n": n})
-    assert sink.flush(5)
     sink.close()
     stats = sink.stats()
     assert stats["spooled"] == count and stats["sent"] == 0 and stats["dropped"] == 0
@@ -64,6 +65,28 @@ def test_record_format_is_magic_length_crc_then_id_and_json():
     body = b'abc-000000000001\n{"n":1}'
     assert record == MAGIC + len(body).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big") + body
     assert parse_records(record).records == [("abc-000000000001", '{"n":1}')]
+
+
+def test_checkpoint_format_is_magic_length_crc_then_offset_and_the_records_checksum():
+    record = encode_record("abc-000000000001", '{"n":1}')
+    crc = HEADER.unpack_from(record)[2]
+    checkpoint = encode_checkpoint(len(record), crc)
+    body = len(record).to_bytes(8, "big") + crc.to_bytes(4, "big")
+    header = CHECKPOINT_MAGIC + (12).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big")
+    assert checkpoint == header + body
+    parsed = parse_records(record + checkpoint + encode_record("abc-000000000002", "{}"))
+    assert parsed.settled == len(record)
+    assert [r[0] for r in parsed.unsettled()] == ["abc-000000000002"]
+
+
+def test_a_checkpoint_counts_only_if_its_record_is_where_it_says():
+    first, second = encode_record("p-000000000001", '{"n":1}'), encode_record("p-000000000002", '{"n":2}')
+    crc = HEADER.unpack_from(first)[2]
+    good = encode_checkpoint(len(first), crc)
+    assert parse_records(first + second + good).settled == len(first)
+    assert parse_records(first + second + encode_checkpoint(len(first), crc ^ 1)).settled == 0  # other record
+    assert parse_records(b"x" + first + second + good).settled == 0  # shifted: it names no record now
+    assert parse_records(good + first).settled == 0  # a checkpoint covers only what is before it
 
 
 def test_reader_skips_a_corrupted_record_and_a_torn_tail():
@@ -164,6 +187,48 @@ def test_spool_refuses_or_evicts_when_full(tmp_path):
     evicting.close()
 
 
+def replay_all(spool: Spool, ack=lambda batch: batch) -> list[Envelope]:
+    """Every record ``next_batch`` hands out; ``ack(batch)`` says which to acknowledge."""
+    out = []
+    while batch := spool.next_batch(4, 10**6):
+        out += batch
+        spool.ack(ack(batch))
+    return out
+
+
+def test_a_restart_replays_only_what_follows_the_last_checkpoint(tmp_path):
+    first = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    first.append(envelopes(10))
+    batch = first.next_batch(4, 10**6)
+    first.ack(batch)  # 0..3 acknowledged: a checkpoint is appended
+    first.close()  # 4..9 never delivered (as if the process died)
+    [segment] = segments(tmp_path)
+    parsed = parse_records(segment.read_bytes())
+    assert len(parsed.checkpoints) == 1
+    assert [json.loads(d)["n"] for _, d, _ in parsed.unsettled()] == list(range(4, 10))
+    second = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    assert [e.payload["n"] for e in replay_all(second)] == list(range(4, 10))
+    assert segments(tmp_path) == []
+    second.close()
+
+
+def test_acknowledgements_out_of_order_checkpoint_only_the_settled_prefix(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    spool.append(envelopes(6))
+    batch = spool.next_batch(6, 10**6)
+    spool.ack(batch[2:4])  # 2 and 3 first: 0 and 1 are still outstanding
+    spool.close()
+    [segment] = segments(tmp_path)
+    assert parse_records(segment.read_bytes()).settled == 0  # nothing settled as a prefix yet
+    again = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    batch = again.next_batch(6, 10**6)
+    assert [e.payload["n"] for e in batch] == [0, 1, 2, 3, 4, 5]  # 2, 3 again: at-least-once
+    again.ack(batch[1:2])
+    again.ack(batch[0:1])  # now 0..1 are a settled prefix
+    again.close()
+    assert [json.loads(d)["n"] for _, d, _ in parse_records(segment.read_bytes()).unsettled()] == [2, 3, 4, 5]
+
+
 def test_a_segment_held_by_another_writer_is_not_replayed(tmp_path):
     writer = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
     writer.append(envelopes(3))
@@ -244,43 +309,71 @@ def test_segments_are_deleted_only_after_every_event_is_acknowledged(make_sink, 
 def test_spool_overflow_drop_newest_counts_and_warns(make_sink, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger=DELIVERY_LOGGER)
     record_size = len(encode_record(next_event_id(), '{"n":0}'))
+    gate = Gate()
     sink = make_sink(
-        fail,
+        gate,
         spool_dir=str(tmp_path),
         overflow="drop_newest",
         max_spool_bytes=record_size * 4,
         spool_segment_bytes=record_size * 2,
         max_batch_events=1,
+        max_queue_events=1,
     )
-    for n in range(10):
+    sink.write_payload({"n": 0})
+    assert gate.entered.wait(5)  # event 0 in flight
+    for n in range(1, 10):
         sink.write_payload({"n": n})
-    assert sink.flush(5)
+    # 1 is held in memory too, 2 and 3 on disk only; the spool is then full and so is memory.
     stats = sink.stats()
     assert stats["spooled"] == 4 and stats["dropped"] == 6
+    gate.release()
+    assert sink.flush(5)
+    assert sink.delivered_numbers == [0, 1, 2, 3]
     wait_until(lambda: any("spool full" in r.getMessage() for r in caplog.records))
-    assert os.path.getsize(tmp_path / segments(tmp_path)[0].name) > 0
 
 
 @pytest.mark.timeout(30)
-def test_events_spooled_while_down_replay_in_order_when_the_backend_is_back(make_sink, tmp_path):
+def test_a_full_spool_keeps_new_events_in_memory_while_there_is_room(make_sink, tmp_path):
+    record_size = len(encode_record(next_event_id(), '{"n":0}'))
+    gate = Gate()
+    sink = make_sink(gate, spool_dir=str(tmp_path), max_spool_bytes=record_size * 3, max_batch_events=1)
+    sink.write_payload({"n": 0})
+    assert gate.entered.wait(5)
+    for n in range(1, 10):
+        sink.write_payload({"n": n})
+    stats = sink.stats()
+    assert stats["spooled"] == 3 and stats["dropped"] == 0 and stats["queue_events"] == 9
+    gate.release()
+    assert sink.flush(5)
+    assert sink.delivered_numbers == list(range(10))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("memory", ["room", "full"])
+def test_events_spooled_while_down_are_delivered_in_order_when_the_backend_is_back(make_sink, tmp_path,
+                                                                                  memory):
     down = True
 
     def backend(batch):
         if down:
             raise ConnectionError("connection refused")
 
-    sink = make_sink(backend, spool_dir=str(tmp_path), flush_interval=0.01, max_batch_events=7)
+    small = {"max_queue_events": 10} if memory == "full" else {}
+    sink = make_sink(backend, spool_dir=str(tmp_path), flush_interval=0.01, max_batch_events=7, **small)
     for n in range(40):
         sink.write_payload({"n": n})
-        if n == 20:
-            wait_until(lambda: sink.stats()["spooled"] > 0)  # the worker spools while down
-    wait_until(lambda: sink.stats()["spooled"] == 40)
-    assert sink.stats()["sent"] == 0 and segments(tmp_path)
+    stats = sink.stats()
+    assert stats["spooled"] == 40 and stats["sent"] == 0  # on disk at once, without waiting
+    records = [r for f in segments(tmp_path) for r in parse_records(f.read_bytes()).records]
+    on_disk = [json.loads(data)["n"] for _, data in records]
+    assert on_disk == list(range(40))
     down = False
     for n in range(40, 45):
-        sink.write_payload({"n": n})  # newer events wait behind the spooled ones
+        sink.write_payload({"n": n})  # newer events wait behind the older ones
     wait_until(lambda: sink.stats()["sent"] == 45)
     assert sink.delivered_numbers == list(range(45))
     stats = sink.stats()
-    assert stats["replayed"] >= 40 and stats["dropped"] == 0  # 40..44 may be spooled too
+    assert stats["dropped"] == 0
+    if memory == "full":  # what did not fit in memory was read back from disk
+        assert stats["replayed"] >= 40 - 10 - 7, stats
     wait_until(lambda: segments(tmp_path) == [])

@@ -84,6 +84,11 @@ class AWSFaultProxy:
         with self.lock:
             self.rules.append(Rule(action, code, status, message, times, when))
 
+    def clear(self) -> None:
+        """Forward every request again (the failures still pending are dropped)."""
+        with self.lock:
+            self.rules.clear()
+
     def calls(self, action: str = "PutLogEvents") -> list[Seen]:
         with self.lock:
             return [s for s in self.seen if s.action == action]

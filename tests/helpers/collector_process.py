@@ -22,18 +22,26 @@ SCHEMA = {
 
 
 class CollectorProcess(ServerProcess):
-    """``telemetry-sinks serve`` writing to ``<dir>/events.jsonl`` through a rotating file sink."""
+    """``telemetry-sinks serve`` writing to ``<dir>/events.jsonl`` through a rotating file sink.
 
-    def __init__(self, directory: Path, port: int | None = None, token: str | None = None) -> None:
+    It knows (and allows) :data:`SCHEMA` and the ``extra_schemas``.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None, token: str | None = None,
+                 extra_schemas: tuple[dict, ...] = ()) -> None:
         import json
 
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "e2e.json").write_text(json.dumps(SCHEMA))
+        paths = []
+        for index, schema in enumerate((SCHEMA, *extra_schemas)):
+            path = directory / ("e2e.json" if index == 0 else f"extra-{index}.json")
+            path.write_text(json.dumps(schema))
+            paths.append(str(path))
         self.events_file = directory / "events.jsonl"
         config = directory / "collector_config.py"
         config.write_text(
-            f"c.EventLog.schema_paths = [{str(directory / 'e2e.json')!r}]\n"
-            f"c.EventLog.allowed_schemas = [{SCHEMA['$id']!r}]\n"
+            f"c.EventLog.schema_paths = {paths!r}\n"
+            f"c.EventLog.allowed_schemas = {[s['$id'] for s in (SCHEMA, *extra_schemas)]!r}\n"
             "c.EventLog.sinks = ['rotating_file']\n"
             f"c.RotatingFileSink.filename = {str(self.events_file)!r}\n"
             "c.RotatingFileSink.max_bytes = 200000\n"

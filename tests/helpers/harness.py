@@ -10,7 +10,8 @@ as ``(event_id or None, payload)`` pairs.
 collector process is killed (SIGKILL) and restarted (its files survive); for the
 backends that keep their data in memory, a :class:`FlappingProxy` in front of
 them refuses connections and cuts the open ones, so nothing already received is
-forgotten.
+forgotten.  ``slow(delay)`` makes every answer of the backend arrive ``delay``
+seconds late (the proxy holds it), ``slow(0)`` ends that.
 
 The cloud backends are used only when their sink module imports and their
 test helpers exist (:func:`available_backends`).
@@ -51,12 +52,11 @@ SCHEMA = {
 }
 SID = SCHEMA["$id"]
 
-#: Delivery options that keep the tests short: small backoffs, quick move to the spool.
+#: Delivery options that keep the tests short: small batching delay and backoffs.
 FAST = {
     "flush_interval": 0.05,
     "retry_initial_backoff": 0.05,
     "retry_max_backoff": 0.5,
-    "max_retry_time": 0.5,
     "close_timeout": 5.0,
 }
 
@@ -75,12 +75,14 @@ def _reset(sock: socket.socket) -> None:
 class FlappingProxy:
     """A TCP proxy on 127.0.0.1 in front of ``upstream_port`` that can go down and up.
 
-    Down: the port refuses connections and every open connection is reset.
+    Down: the port refuses connections and every open connection is reset.  ``delay``:
+    seconds each chunk of the upstream's answers is held before it is passed on (slow).
     """
 
     def __init__(self, upstream_port: int, port: int | None = None) -> None:
         self.upstream_port = upstream_port
         self.port = port or free_port()
+        self.delay = 0.0
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -150,12 +152,14 @@ class FlappingProxy:
                     _reset(upstream)
                     return
                 self._connections.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, answers), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
         try:
             while data := src.recv(65536):
+                if answers and self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
@@ -242,6 +246,14 @@ class Backend:
 
     def up(self) -> None:
         raise NotImplementedError
+
+    #: The proxy every connection of a sink goes through (``slow()`` delays its answers).
+    proxy: FlappingProxy | None = None
+
+    def slow(self, delay: float) -> None:
+        """Every answer arrives ``delay`` seconds late from now on (0: on time again)."""
+        assert self.proxy is not None
+        self.proxy.delay = delay
 
     @classmethod
     def sink_class(cls) -> type:
@@ -370,7 +382,11 @@ class CollectorServer(ServerProcess):
 
 
 class HTTPBackend(Backend):
-    """The real collector (``telemetry-sinks serve``) as a subprocess, writing JSONL files."""
+    """The real collector (``telemetry-sinks serve``) as a subprocess, writing JSONL files.
+
+    Sinks reach it through a :class:`FlappingProxy` (for ``slow()``); ``down()`` kills the
+    collector itself.
+    """
 
     name = "http"
 
@@ -378,12 +394,15 @@ class HTTPBackend(Backend):
         super().__init__(directory)
         self.server = CollectorServer(directory / "collector", **collector)
         self.token = collector.get("token")
+        self.proxy = FlappingProxy(self.server.port)
 
     def start(self) -> HTTPBackend:
         self.server.start()
+        self.proxy.up()
         return self
 
     def stop(self) -> None:
+        self.proxy.down()
         self.server.stop()
 
     def down(self) -> None:
@@ -399,7 +418,8 @@ class HTTPBackend(Backend):
         return HTTPSink
 
     def sink_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"url": self.server.url, "connect_timeout": 1.0, "read_timeout": 5.0}
+        url = f"{self.proxy.url}/api/events"
+        options: dict[str, Any] = {"url": url, "connect_timeout": 1.0, "read_timeout": 5.0}
         if self.token:
             options["token"] = self.token
         return options

@@ -136,8 +136,9 @@ def env(name: str) -> str | None:
 def wait_delivered(sink, timeout: float = 60.0) -> dict:
     """Wait until a network sink holds nothing in memory or in its spool; return its stats.
 
-    ``flush()`` returns once events are acknowledged *or spooled*; tests of
-    delivery wait for the spool to drain too.
+    ``flush()`` returns once the events emitted so far are acknowledged; this also
+    waits for what earlier processes left in the spool, and for the settled segment
+    files to be gone.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -231,6 +232,11 @@ class HTTPProxy:
                 {"kind": "request", "status": status, "times": times, "path": path,
                  "forward": forward, "error": error, "headers": headers or {}}
             )
+
+    def clear(self) -> None:
+        """Forward every request again (the faults still pending are dropped)."""
+        with self._lock:
+            self._faults.clear()
 
     def fail_bulk_items(self, status: int = 429, every: int = 2, times: int = 1) -> None:
         with self._lock:

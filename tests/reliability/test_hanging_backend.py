@@ -44,7 +44,7 @@ def hanging():
 def sink_options(name: str, hanging: HangingServer, spool: Path, tmp_path: Path) -> dict:
     options = BACKENDS[name][0].hanging_options(hanging.url, hanging.port)
     return {**options, "spool_dir": str(spool), "close_timeout": CLOSE_TIMEOUT, "flush_interval": 0.01,
-            "retry_initial_backoff": 0.05, "max_retry_time": 600.0}
+            "retry_initial_backoff": 0.05}
 
 
 @pytest.mark.timeout(60)

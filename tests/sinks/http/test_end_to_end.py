@@ -61,7 +61,6 @@ def test_collector_killed_mid_stream_and_restarted(tmp_path):
         max_batch_events=50,
         retry_initial_backoff=0.05,
         retry_max_backoff=0.5,
-        max_retry_time=0.5,
         connect_timeout=1,
         read_timeout=5,
     )
@@ -99,13 +98,12 @@ APP = textwrap.dedent(
     schema, url, spool = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
     start, count = int(sys.argv[4]), int(sys.argv[5])
     sink = HTTPSink(url=url, spool_dir=spool, flush_interval=0.02, retry_initial_backoff=0.05,
-                    retry_max_backoff=0.2, max_retry_time=0.2, connect_timeout=0.5)
+                    retry_max_backoff=0.2, connect_timeout=0.5)
     log = EventLog(handlers=[sink], allowed_schemas=[schema["$id"]])
     log.register_schema(schema)
     for seq in range(start, start + count):
         log.emit(schema_id=schema["$id"], data={"seq": seq, "producer": "app"})
-    if count:
-        assert sink.flush(timeout=60)  # everything accepted is now acknowledged or on disk
+    if count:  # no flush: everything emit() accepted is on disk already
         print("spooled", sink.stats()["spooled"], flush=True)
     else:
         import time

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,7 @@ def make_log(sink, allowed=None) -> EventLog:
     return log
 
 
-FAST = dict(flush_interval=0.05, retry_initial_backoff=0.05, retry_max_backoff=0.3, max_retry_time=1.0)
+FAST = dict(flush_interval=0.05, retry_initial_backoff=0.05, retry_max_backoff=0.3)
 
 
 @pytest.mark.parametrize("fmt, use_gzip", [("json", False), ("ndjson", False), ("json", True)])
@@ -62,18 +63,27 @@ def test_invalid_events_are_dead_lettered_one_by_one_and_the_rest_is_recorded(co
     assert letter["payload"]["producer"] == "no seq"
 
 
-def test_token_is_sent_and_never_shown(tmp_path):
+def test_token_is_sent_and_never_shown_and_a_wrong_one_is_retried_not_dead_lettered(tmp_path, caplog):
     server = CollectorProcess(tmp_path / "c", token="tok-s3cret-123").start()
     try:
         dead = tmp_path / "dead.jsonl"
         wrong = HTTPSink(url=server.url, token="wrong-token-456", dead_letter_file=str(dead), **FAST)
         log = make_log(wrong)
-        log.emit(schema_id=SID, data={"seq": 1})
-        wait_delivered(wrong, 30)
+        with caplog.at_level(logging.WARNING, logger="telemetry_sinks.delivery"):
+            log.emit(schema_id=SID, data={"seq": 1})
+            assert not wrong.flush(timeout=1)  # 401: kept and retried, never acknowledged
+        stats = wrong.stats()
+        assert stats["auth_failures"] >= 1 and stats["dead_lettered"] == 0 and stats["dropped"] == 0
+        assert "HTTP 401" in stats["last_error"]
+        assert any("refused its credentials" in r.getMessage() and "token" in r.getMessage()
+                   for r in caplog.records)
+        wrong._engine._close_timeout = 0.2
         wrong.close()
-        letter = json.loads(dead.read_text())
-        assert "HTTP 401" in letter["reason"]
-        text = dead.read_text() + repr(wrong) + json.dumps(wrong.stats(), default=str)
+        # No spool: at close what is left goes to the dead-letter file, as undelivered, not refused.
+        assert all(json.loads(line)["reason"].startswith("not delivered within close_timeout")
+                   for line in dead.read_text().splitlines())
+        text = repr(wrong) + json.dumps(wrong.stats(), default=str) + caplog.text
+        text += dead.read_text() if dead.exists() else ""
         assert "wrong-token-456" not in text and "tok-s3cret-123" not in text
 
         right = HTTPSink(url=server.url, token="tok-s3cret-123", **FAST)

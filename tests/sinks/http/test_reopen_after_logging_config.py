@@ -14,7 +14,7 @@ from telemetry_sinks import EventLog, HTTPSink
 
 pytestmark = pytest.mark.integration
 SID = SCHEMA["$id"]
-FAST = dict(flush_interval=0.05, retry_initial_backoff=0.05, retry_max_backoff=0.3, max_retry_time=0.5)
+FAST = dict(flush_interval=0.05, retry_initial_backoff=0.05, retry_max_backoff=0.3)
 
 
 def reconfigure_logging() -> None:

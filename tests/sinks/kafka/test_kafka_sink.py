@@ -86,7 +86,6 @@ def test_broker_killed_mid_stream_loses_nothing_and_emit_stays_fast(local_broker
         flush_interval=0.05,
         retry_initial_backoff=0.1,
         retry_max_backoff=0.5,
-        max_retry_time=1.0,
         ack_timeout=2.0,
         **OUTAGE_CONFIG[client],
     )

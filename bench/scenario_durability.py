@@ -1,0 +1,224 @@
+"""Scenario 10: the cost of durability: emit() and sink throughput with the durable spool.
+
+With a ``spool_dir`` every event is appended to the spool (one ``write(2)``) before
+``emit()`` returns.  Measured in one run, side by side:
+
+* emit: ``EventLog.emit`` into an HTTP sink whose endpoint is up (the bench fast
+  endpoint), without a spool (memory only) and with the durable spool; throughput
+  of a tight loop and the latency of each call (p50, p99), repetitions interleaved,
+  a new sink for each.  Also with ``spool_fsync=True`` (a disk flush per event), on
+  fewer events: its cost depends on the disk under the spool, which is named.
+* sink throughput: as scenario 3 (``handle_capsule`` as fast as the caller can,
+  ``overflow="block"``, until every event is acknowledged), with the durable spool,
+  against the raw client sending the same events to the same backend, and without a
+  spool for reference.  With the spool, events that do not fit in the queue wait on
+  disk and are read back from there.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import time
+from typing import Any
+
+from .backends import SINKS, Servers
+from .common import (
+    ScenarioResult,
+    Settings,
+    Table,
+    Target,
+    fmt_num,
+    median,
+    percentile,
+    progress,
+    spread,
+    verdict,
+)
+from .events import launch_workload, sample_capsules
+from .raw import RAW
+from .scenario_throughput import _counts, run_ours
+
+EMIT_TARGET = 0.7
+THROUGHPUT_TARGET = 0.8
+MiB = 1024 * 1024
+#: Big enough that no variant drops or waits in the emit loop: only the emit path is measured.
+ROOMY = {"max_queue_events": 1_000_000, "max_queue_bytes": 1024 * MiB, "max_spool_bytes": 4096 * MiB,
+         "close_timeout": 30.0}
+
+
+def _filesystem(path: str) -> str:
+    """The filesystem type of the mount ``path`` is on (from /proc/mounts)."""
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                parts = line.split()
+                if len(parts) < 3 or len(parts[1]) <= len(best):
+                    continue
+                if os.path.realpath(path).startswith(parts[1]):
+                    best, kind = parts[1], parts[2]
+    except OSError:
+        pass
+    return f"{kind} ({best or '?'})"
+
+
+def _emit_once(port: int, count: int, spool_dir: str | None, fsync: bool) -> tuple[float, list[int]]:
+    """(events/s of a tight emit loop, sorted per-call ns) through a fresh HTTP sink."""
+    from telemetry_sinks import EventLog
+
+    workload = launch_workload()
+    options = dict(ROOMY)
+    if spool_dir is not None:
+        options.update(spool_dir=spool_dir, spool_fsync=fsync)
+    sink = SINKS["http"].make(port, **options)
+    log = EventLog(handlers=[sink], allowed_schemas=workload.allowed_schemas, load_schema_entry_points=False)
+    log.register_schema(workload.schema)
+    emit, schema_id, events = log.emit, workload.schema_id, workload.events
+    size = len(events)
+    for i in range(200):  # warm up: connection, first segment
+        emit(schema_id=schema_id, data=events[i % size])
+    sink.flush(30)
+    gc.collect()
+    timer = time.perf_counter_ns
+    latencies = [0] * count
+    start = timer()
+    for i in range(count):
+        t0 = timer()
+        emit(schema_id=schema_id, data=events[i % size])
+        latencies[i] = timer() - t0
+    elapsed = timer() - start
+    if not sink.flush(120):
+        raise RuntimeError(f"the emitted events were not delivered: {sink.stats()}")
+    stats = sink.stats()
+    sink.close()
+    if stats["dropped"]:
+        raise RuntimeError(f"events dropped in the emit benchmark: {stats}")
+    return count / elapsed * 1e9, sorted(latencies)
+
+
+def _emit_cost(settings: Settings, servers: Servers, result: ScenarioResult) -> dict[str, Any]:
+    port = SINKS["http"].start_up(servers)
+    count = settings.pick(50_000, 10_000)
+    fsync_count = settings.pick(2_000, 500)
+    variants = {"memory": (None, False, count), "durable spool": ("spool", False, count),
+                "durable spool + spool_fsync": ("spool", True, fsync_count)}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    lat: dict[str, list[int]] = {name: [] for name in variants}
+    with progress(settings.reps * len(variants), "emit with and without the spool", "runs",
+                  settings.progress) as bar:  # fmt: skip
+        for _rep in range(settings.reps):
+            for name, (spool, fsync, n) in variants.items():
+                directory = tempfile.mkdtemp(dir=settings.workdir, prefix="durable-") if spool else None
+                rate, latencies = _emit_once(port, n, directory, fsync)
+                rates[name].append(rate)
+                lat[name].extend(latencies)
+                bar.update(1)
+    table = Table(
+        "emit() into an HTTP sink (endpoint up), without and with the durable spool "
+        "(median of repetitions; min-max in brackets)",
+        ["variant", "events/run", "events/s", "vs memory", "p50", "p99", "max"],
+    )
+    base = median(rates["memory"])
+    data: dict[str, Any] = {}
+    for name, (_, _, n) in variants.items():
+        ordered = sorted(lat[name])
+        ratio = median(rates[name]) / base
+        table.add(name, f"{n:,}", f"{fmt_num(median(rates[name]))} ({spread(rates[name])})", f"{ratio:.2f}",
+                  f"{percentile(ordered, 50) / 1000:.1f} µs", f"{percentile(ordered, 99) / 1000:.1f} µs",
+                  f"{ordered[-1] / 1e6:.2f} ms")  # fmt: skip
+        data[name] = {"events_per_s": rates[name], "ratio_to_memory": ratio,
+                      "p50_us": percentile(ordered, 50) / 1000, "p99_us": percentile(ordered, 99) / 1000,
+                      "max_ms": ordered[-1] / 1e6}  # fmt: skip
+    table.notes.append(
+        "EventLog.emit (validation, policy, capsule) + HTTPSink: each call timed with perf_counter_ns; "
+        "the sink's worker delivers meanwhile. Queue bounds raised so that no variant drops or blocks."
+    )
+    table.notes.append(f"the spool is on {_filesystem(str(settings.workdir))}: the fsync row depends on it.")
+    result.tables.append(table)
+    ratio = data["durable spool"]["ratio_to_memory"]
+    result.targets.append(Target("emit throughput with the durable spool vs without", f"{ratio:.2f}",
+                                 f">= {EMIT_TARGET}", ratio >= EMIT_TARGET))  # fmt: skip
+    return data
+
+
+def _throughput(settings: Settings, servers: Servers, result: ScenarioResult) -> dict[str, Any]:
+    counts = _counts(settings)
+    capsules = sample_capsules(max(counts.values()))
+    table = Table(
+        "Sink throughput with the durable spool, events/s delivered and acknowledged "
+        "(median of repetitions; min-max in brackets)",
+        ["sink", "events/run", "durable spool", "memory only", "raw client", "durable / raw", "memory / raw",
+         "target"],
+    )  # fmt: skip
+    kinds = []
+    for name, kind in SINKS.items():
+        problem = kind.available()
+        if problem:
+            result.notes.append(f"{name}: skipped, {problem}")
+        else:
+            kinds.append(kind)
+    data: dict[str, Any] = {}
+    with progress(len(kinds) * settings.reps * 3, "sink throughput with the spool", "runs",
+                  settings.progress) as bar:  # fmt: skip
+        for kind in kinds:
+            name, n = kind.name, counts[kind.name]
+            batch = capsules[:n]
+            try:
+                port = kind.start_up(servers)
+                spool_dir = tempfile.mkdtemp(dir=settings.workdir, prefix=f"throughput-{name}-")
+                durable = kind.make(port, overflow="block", block_timeout=300.0, close_timeout=2.0,
+                                    spool_dir=spool_dir)  # fmt: skip
+                memory = kind.make(port, overflow="block", block_timeout=300.0, close_timeout=2.0)
+                raw = RAW[name](port)
+                run_ours(durable, batch[:500])
+                run_ours(memory, batch[:500])
+                raw.send(batch[:500])
+                rates: dict[str, list[float]] = {"durable": [], "memory": [], "raw": []}
+                for _rep in range(settings.reps):
+                    for variant in ("durable", "memory", "raw"):
+                        gc.collect()
+                        if variant == "raw":
+                            start = time.perf_counter()
+                            raw.send(batch)
+                            rates["raw"].append(n / (time.perf_counter() - start))
+                        else:
+                            sink = durable if variant == "durable" else memory
+                            rates[variant].append(n / run_ours(sink, batch))
+                        bar.update(1)
+                replayed = durable.stats()["replayed"]
+                durable.close()
+                memory.close()
+                raw.close()
+            except Exception as exc:
+                result.notes.append(f"{name}: failed: {type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            ratio = median(rates["durable"]) / median(rates["raw"])
+            ok = ratio >= THROUGHPUT_TARGET
+            table.add(name, f"{n:,}", f"{fmt_num(median(rates['durable']))} ({spread(rates['durable'])})",
+                      f"{fmt_num(median(rates['memory']))} ({spread(rates['memory'])})",
+                      f"{fmt_num(median(rates['raw']))} ({spread(rates['raw'])})", f"{ratio:.2f}",
+                      f"{median(rates['memory']) / median(rates['raw']):.2f}", verdict(ok))  # fmt: skip
+            data[name] = {"events_per_run": n, "durable_events_per_s": rates["durable"],
+                          "memory_events_per_s": rates["memory"], "raw_events_per_s": rates["raw"],
+                          "durable_to_raw": ratio, "replayed_from_disk": replayed}  # fmt: skip
+            what = f"throughput with the durable spool, {name}: >= 80% of the raw client"
+            result.targets.append(Target(what, f"{ratio:.0%}", ">= 80%", ok))
+    table.notes.append(
+        "ours: handle_capsule() per event as fast as the caller can (overflow='block': with the spool it "
+        "waits only when the spool is full), until every event is acknowledged; what does not fit in the "
+        "queue (10,000 events) waits on disk and is read back from there. Default batching."
+    )
+    result.tables.append(table)
+    return data
+
+
+def run(settings: Settings) -> ScenarioResult:
+    title = "10. The cost of durability: emit and sink throughput with the spool"
+    result = ScenarioResult("durability", title)
+    with Servers(settings.workdir / "durability-servers") as servers:
+        emit = _emit_cost(settings, servers, result)
+        throughput = _throughput(settings, servers, result)
+    result.data = {"emit": emit, "throughput": throughput}
+    return result
