@@ -222,3 +222,15 @@ SINKS: dict[str, SinkKind] = {
     "stackdriver": SinkKind("stackdriver", "telemetry_sinks.sinks.stackdriver", fake_stackdriver,
                             _stackdriver_sink),  # fmt: skip
 }
+
+
+def available_kinds(notes: list[str]) -> list[SinkKind]:
+    """The sinks of :data:`SINKS` whose client and backend are here; the others noted as skipped."""
+    kinds = []
+    for name, kind in SINKS.items():
+        problem = kind.available()
+        if problem:
+            notes.append(f"{name}: skipped, {problem}")
+        else:
+            kinds.append(kind)
+    return kinds

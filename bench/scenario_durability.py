@@ -23,7 +23,7 @@ import tempfile
 import time
 from typing import Any
 
-from .backends import SINKS, Servers
+from .backends import SINKS, Servers, available_kinds
 from .common import (
     ScenarioResult,
     Settings,
@@ -152,13 +152,7 @@ def _throughput(settings: Settings, servers: Servers, result: ScenarioResult) ->
         ["sink", "events/run", "durable spool", "memory only", "raw client", "durable / raw", "memory / raw",
          "target"],
     )  # fmt: skip
-    kinds = []
-    for name, kind in SINKS.items():
-        problem = kind.available()
-        if problem:
-            result.notes.append(f"{name}: skipped, {problem}")
-        else:
-            kinds.append(kind)
+    kinds = available_kinds(result.notes)
     data: dict[str, Any] = {}
     with progress(len(kinds) * settings.reps * 3, "sink throughput with the spool", "runs",
                   settings.progress) as bar:  # fmt: skip

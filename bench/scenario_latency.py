@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from .backends import SINKS, Servers, free_port
+from .backends import SINKS, Servers, available_kinds, free_port
 from .common import (
     ScenarioResult,
     Settings,
@@ -199,13 +199,7 @@ def run(settings: Settings) -> ScenarioResult:
     import logging
 
     result = ScenarioResult("latency", "2. emit() latency seen by the caller, network sinks")
-    kinds = []
-    for name, kind in SINKS.items():
-        problem = kind.available()
-        if problem:
-            result.notes.append(f"{name}: skipped, {problem}")
-        else:
-            kinds.append(kind)
+    kinds = available_kinds(result.notes)
     configs = [(k, spool) for k in kinds for spool in ((False, True) if k.name in SPOOL_KINDS else (False,))]
     states = ("up", "slow", "down")
     http = SINKS["http"] if SINKS["http"] in kinds else None

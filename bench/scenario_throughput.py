@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from .backends import SINKS, Servers, wait_delivered
+from .backends import SINKS, Servers, available_kinds, wait_delivered
 from .common import (
     ScenarioResult,
     Settings,
@@ -208,13 +208,7 @@ def run(settings: Settings) -> ScenarioResult:
         "Sink throughput, events/s (median of repetitions; min-max in brackets)",
         ["sink", "backend", "events/run", "ours", "raw client", "raw client is", "ours / raw", "target"],
     )
-    kinds = []
-    for name, kind in SINKS.items():
-        problem = kind.available()
-        if problem:
-            result.notes.append(f"{name}: skipped, {problem}")
-        else:
-            kinds.append(kind)
+    kinds = available_kinds(result.notes)
     backends = {
         "http": "bench fast endpoint (asyncio, parses JSON)",
         "kafka": "Tansu (memory)",
