@@ -64,8 +64,9 @@ def _filesystem(path: str) -> str:
     return f"{kind} ({best or '?'})"
 
 
-def _emit_once(port: int, count: int, spool_dir: str | None, fsync: bool) -> tuple[float, list[int]]:
-    """(events/s of a tight emit loop, sorted per-call ns) through a fresh HTTP sink."""
+def _emit_once(port: int, count: int, spool_dir: str | None, fsync: bool) -> tuple[float, float, list[int]]:
+    """(events/s of a tight emit loop, events/s until they were all delivered, sorted per-call ns)
+    through a fresh HTTP sink."""
     from telemetry_sinks import EventLog
 
     workload = launch_workload()
@@ -91,11 +92,12 @@ def _emit_once(port: int, count: int, spool_dir: str | None, fsync: bool) -> tup
     elapsed = timer() - start
     if not sink.flush(120):
         raise RuntimeError(f"the emitted events were not delivered: {sink.stats()}")
+    delivered = timer() - start
     stats = sink.stats()
     sink.close()
     if stats["dropped"]:
         raise RuntimeError(f"events dropped in the emit benchmark: {stats}")
-    return count / elapsed * 1e9, sorted(latencies)
+    return count / elapsed * 1e9, count / delivered * 1e9, sorted(latencies)
 
 
 def _emit_cost(settings: Settings, servers: Servers, result: ScenarioResult) -> dict[str, Any]:
@@ -105,35 +107,45 @@ def _emit_cost(settings: Settings, servers: Servers, result: ScenarioResult) -> 
     variants = {"memory": (None, False, count), "durable spool": ("spool", False, count),
                 "durable spool + spool_fsync": ("spool", True, fsync_count)}
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    through: dict[str, list[float]] = {name: [] for name in variants}  # until delivered
     lat: dict[str, list[int]] = {name: [] for name in variants}
     with progress(settings.reps * len(variants), "emit with and without the spool", "runs",
                   settings.progress) as bar:  # fmt: skip
         for _rep in range(settings.reps):
             for name, (spool, fsync, n) in variants.items():
                 directory = tempfile.mkdtemp(dir=settings.workdir, prefix="durable-") if spool else None
-                rate, latencies = _emit_once(port, n, directory, fsync)
+                rate, delivered, latencies = _emit_once(port, n, directory, fsync)
                 rates[name].append(rate)
+                through[name].append(delivered)
                 lat[name].extend(latencies)
                 bar.update(1)
     table = Table(
         "emit() into an HTTP sink (endpoint up), without and with the durable spool "
         "(median of repetitions; min-max in brackets)",
-        ["variant", "events/run", "events/s", "vs memory", "p50", "p99", "max"],
+        ["variant", "events/run", "events/s", "vs memory", "p50", "p99", "max", "until delivered",
+         "vs memory"],
     )
-    base = median(rates["memory"])
+    base, base_through = median(rates["memory"]), median(through["memory"])
     data: dict[str, Any] = {}
     for name, (_, _, n) in variants.items():
         ordered = sorted(lat[name])
         ratio = median(rates[name]) / base
         table.add(name, f"{n:,}", f"{fmt_num(median(rates[name]))} ({spread(rates[name])})", f"{ratio:.2f}",
                   f"{percentile(ordered, 50) / 1000:.1f} µs", f"{percentile(ordered, 99) / 1000:.1f} µs",
-                  f"{ordered[-1] / 1e6:.2f} ms")  # fmt: skip
+                  f"{ordered[-1] / 1e6:.2f} ms", f"{fmt_num(median(through[name]))}",
+                  f"{median(through[name]) / base_through:.2f}")  # fmt: skip
         data[name] = {"events_per_s": rates[name], "ratio_to_memory": ratio,
+                      "delivered_events_per_s": through[name],
                       "p50_us": percentile(ordered, 50) / 1000, "p99_us": percentile(ordered, 99) / 1000,
                       "max_ms": ordered[-1] / 1e6}  # fmt: skip
     table.notes.append(
         "EventLog.emit (validation, policy, capsule) + HTTPSink: each call timed with perf_counter_ns; "
         "the sink's worker delivers meanwhile. Queue bounds raised so that no variant drops or blocks."
+    )
+    table.notes.append(
+        "until delivered: the same events over the time from the first emit to flush() returning (every "
+        "event acknowledged by the endpoint): the memory-only loop runs ahead of its worker, which gets "
+        "the GIL less often; the target is on the loop alone (events/s)."
     )
     table.notes.append(f"the spool is on {_filesystem(str(settings.workdir))}: the fsync row depends on it.")
     result.tables.append(table)
