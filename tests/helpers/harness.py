@@ -444,8 +444,9 @@ class KafkaBackend(Backend):
 
     name = "kafka"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, client: str = "kafka-python") -> None:
         super().__init__(directory)
+        self.client = client  # the Kafka sink's client: "kafka-python" or "confluent" (librdkafka)
         self.broker_port = free_port()
         self.proxy = FlappingProxy(self.broker_port)
         self.topic = f"reliability-{uuid.uuid4().hex[:10]}"
@@ -483,15 +484,15 @@ class KafkaBackend(Backend):
         return {"request_timeout_ms": 2000, "reconnect_backoff_ms": 50, "reconnect_backoff_max_ms": 300}
 
     def sink_options(self) -> dict[str, Any]:
-        # These suites tune kafka-python (producer_config, its DEBUG logs): they run that client;
-        # tests/sinks/kafka runs the Kafka sink's own suite with both clients.
-        return {
-            "client": "kafka-python",
-            "bootstrap_servers": self.bootstrap,
-            "topic": self.topic,
-            "ack_timeout": 2.0,
-            "producer_config": self._producer_config(),
-        }
+        # kafka-python unless the test asks for librdkafka; tests/sinks/kafka runs the Kafka
+        # sink's own suite with both clients.
+        options: dict[str, Any] = {"client": self.client, "bootstrap_servers": self.bootstrap,
+                                   "topic": self.topic, "ack_timeout": 2.0}
+        if self.client == "confluent":
+            options["librdkafka_config"] = {"reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 300}
+        else:
+            options["producer_config"] = self._producer_config()
+        return options
 
     @classmethod
     def hanging_options(cls, url: str, port: int) -> dict[str, Any]:

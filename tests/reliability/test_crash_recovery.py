@@ -100,6 +100,7 @@ STATES = ("down", "slow", "up", "flapping")
 CASES = [
     *[("http", state, seed) for state in STATES for seed in (1, 2)],
     *[("kafka", state, seed) for state in STATES for seed in (3, 4)],
+    *[("kafka:confluent", state, 6) for state in STATES],  # the Kafka sink on librdkafka
     *[(name, state, 5) for name in available_backends() if name not in ("http", "kafka") for state in STATES],
 ]
 
@@ -138,7 +139,8 @@ def test_sigkill_at_a_random_moment_then_a_new_process_delivers_every_event_emit
     name, state, seed, backend_factory, tmp_path
 ):
     rng = random.Random(seed)
-    backend = backend_factory(name)
+    name, _, client = name.partition(":")
+    backend = backend_factory(name, **({"client": client} if client else {}))
     spool, record = tmp_path / "spool", tmp_path / "emitted.txt"
     options = {**FAST, **backend.sink_options(), "spool_dir": str(spool), "spool_segment_bytes": 16384,
                "max_queue_events": 200, "max_batch_events": 50}
