@@ -73,7 +73,7 @@ def run(settings: Settings) -> ScenarioResult:
     from telemetry_sinks.config import EXAMPLE_EVENTS, default_config
     from telemetry_sinks.server import Collector
 
-    result = ScenarioResult("browser", "7. The browser EventLog (headless chromium)")
+    result = ScenarioResult("browser", "8. The browser EventLog (headless chromium)")
     n_emit = settings.pick(20_000, 5_000)
     n_deliver = settings.pick(2_000, 500)
     event = json.loads(EXAMPLE_EVENTS.read_text().splitlines()[0])  # app-launch, personal data removed

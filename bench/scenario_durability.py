@@ -221,7 +221,7 @@ def _throughput(settings: Settings, servers: Servers, result: ScenarioResult) ->
 
 
 def run(settings: Settings) -> ScenarioResult:
-    title = "10. The cost of durability: emit and sink throughput with the spool"
+    title = "13. The cost of durability: emit and sink throughput with the spool"
     result = ScenarioResult("durability", title)
     with Servers(settings.workdir / "durability-servers") as servers:
         emit = _emit_cost(settings, servers, result)

@@ -66,8 +66,8 @@ import struct
 import threading
 import time
 import zlib
-from collections import deque
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,12 +251,66 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+_SUMS = "I" if array("I").itemsize >= 4 else "L"  # CRC-32s: 4 bytes each
+
+
+class Pending:
+    """The records of a segment not settled yet, oldest first: their end offsets and checksums.
+
+    Two flat arrays and a read index (12 bytes a record) rather than Python ints in
+    deques (about 80): a spool that holds a long outage's events on disk holds this
+    for each of them in memory.
+    """
+
+    __slots__ = ("_ends", "_sums", "_first")
+
+    def __init__(self, ends: Iterable[int] = (), sums: Iterable[int] = ()) -> None:
+        self._ends = array("Q", ends)
+        self._sums = array(_SUMS, sums)
+        self._first = 0
+
+    def __len__(self) -> int:
+        return len(self._ends) - self._first
+
+    def __bool__(self) -> bool:
+        return len(self._ends) > self._first
+
+    def __iter__(self) -> Iterator[int]:
+        """The end offsets, oldest first."""
+        return itertools.islice(self._ends, self._first, None)
+
+    def append(self, end: int, checksum: int) -> None:
+        self._ends.append(end)
+        self._sums.append(checksum)
+
+    def first(self) -> int:
+        """The end offset of the oldest record (the collection must not be empty)."""
+        return self._ends[self._first]
+
+    def pop_first(self) -> tuple[int, int]:
+        """Remove the oldest record; return its (end offset, checksum)."""
+        i = self._first
+        popped = self._ends[i], self._sums[i]
+        i += 1
+        if i >= 4096 and i * 2 >= len(self._ends):  # drop the settled half now and then
+            del self._ends[:i]
+            del self._sums[:i]
+            i = 0
+        self._first = i
+        return popped
+
+    def clear(self) -> None:
+        self._ends = array("Q")
+        self._sums = array(_SUMS)
+        self._first = 0
+
+
 @dataclass(eq=False)
 class Segment:
     """A segment file this process holds (locked through ``fd``), and which of its events are settled.
 
     ``pending`` holds the end offsets of the records not settled yet, in file
-    order, and ``sums`` their checksums; ``early`` those settled before an earlier
+    order, with their checksums; ``early`` those settled before an earlier
     record was; ``settled`` is the end of the settled prefix (``settled_sum`` the
     checksum of the record ending there) and ``checkpointed`` the offset of the
     last checkpoint written.  ``disk_from`` (own segments): where the records that are
@@ -268,8 +322,7 @@ class Segment:
     fd: int
     size: int = 0
     sealed: bool = False
-    pending: deque[int] = field(default_factory=deque)
-    sums: deque[int] = field(default_factory=deque)
+    pending: Pending = field(default_factory=Pending)
     early: set[int] = field(default_factory=set)
     settled: int = 0
     settled_sum: int = 0
@@ -282,17 +335,16 @@ class Segment:
     def settle(self, end: int) -> None:
         """The record ending at ``end`` was acknowledged or dead-lettered."""
         pending = self.pending
-        if not pending or end < pending[0]:
+        if not pending or end < pending.first():
             return  # settled before (a duplicate), or not tracked
-        if end != pending[0]:
+        if end != pending.first():
             self.early.add(end)
             return
-        pending.popleft()
-        self.settled, self.settled_sum = end, self.sums.popleft()
+        self.settled, self.settled_sum = pending.pop_first()
         early = self.early
-        while early and pending and pending[0] in early:
-            early.discard(pending[0])
-            self.settled, self.settled_sum = pending.popleft(), self.sums.popleft()
+        while early and pending and pending.first() in early:
+            early.discard(pending.first())
+            self.settled, self.settled_sum = pending.pop_first()
 
     def unsettled_records(self, buf: bytes, base: int = 0) -> list[tuple[str, str, int]]:
         """The records of ``buf`` (this segment's bytes from ``base``) that are still pending."""
@@ -482,8 +534,7 @@ class Spool:
             except OSError as exc:
                 self._warn_locked("fsync", "spool %s: fsync failed (%s); events may not survive a "
                                   "power loss", self.directory, str(exc))
-        head.pending.append(end)
-        head.sums.append(checksum)
+        head.pending.append(end, checksum)
         env.segment = head
         env.end = end
         if keep and not self._spilling:
@@ -700,7 +751,7 @@ class Spool:
         """True while a record written before ``marks`` were taken is neither acknowledged nor
         dead-lettered."""
         with self._lock:
-            return any(s.pending and s.pending[0] <= position for s, position in marks)
+            return any(s.pending and s.pending.first() <= position for s, position in marks)
 
     def idle_head(self) -> bool:
         """True if the head holds only settled events (it can be deleted)."""
@@ -750,7 +801,7 @@ class Spool:
         replay = parsed.unsettled()
         sums = [c for c, end in zip(parsed.checksums, parsed.ends) if end > settled]
         segment = Segment(path, fd, size=len(buf), sealed=True, settled=settled, checkpointed=settled,
-                          pending=deque(end for _, _, end in replay), sums=deque(sums),
+                          pending=Pending((end for _, _, end in replay), sums),
                           replay=replay)  # fmt: skip
         self._claimed.append(segment)
         return segment
@@ -769,7 +820,6 @@ class Spool:
         os.close(segment.fd)
         segment.closed = True
         segment.pending.clear()
-        segment.sums.clear()
         segment.replay = []
         if segment.disk_from is not None:  # evicted before its events were read back
             segment.disk_from = None
@@ -868,6 +918,7 @@ __all__ = [
     "ON_DISK",
     "REFUSED",
     "ParsedSegment",
+    "Pending",
     "Segment",
     "Spool",
     "SpoolIssue",

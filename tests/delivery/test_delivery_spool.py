@@ -187,6 +187,30 @@ def test_spool_refuses_or_evicts_when_full(tmp_path):
     evicting.close()
 
 
+def test_events_held_on_disk_cost_little_memory_each(tmp_path):
+    """A long outage puts every event on disk; what the spool keeps in memory per event must
+    stay small (its offset and checksum), or memory grows with the spool instead of the queue."""
+    import gc
+    import tracemalloc
+
+    spool = Spool(str(tmp_path), max_bytes=10**9, segment_bytes=10**6)
+    count = 20_000
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for env in envelopes(count):
+            spool.write(env, keep=False)  # on disk only, the caller keeps nothing
+        gc.collect()
+        per_event = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert per_event < 24, f"{per_event:.1f} bytes of memory per event held on disk"
+    replayed = replay_all(spool)  # and every one of them is still there, in order
+    assert [e.payload["n"] for e in replayed] == list(range(count))
+    spool.close()
+
+
 def replay_all(spool: Spool, ack=lambda batch: batch) -> list[Envelope]:
     """Every record ``next_batch`` hands out; ``ack(batch)`` says which to acknowledge."""
     out = []
