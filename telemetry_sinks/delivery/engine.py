@@ -32,11 +32,12 @@ emission order; a poison event that always fails retryably blocks the sink (it
 shows in ``last_error``).
 
 ``flush()`` waits until every event put before it is acknowledged or
-dead-lettered (a pending retry is tried at once).  ``close()`` delivers within
-``close_timeout`` what it can, the spool's backlog included, then stops; what is
-left stays in the spool (without a spool it is dead-lettered, or counted as
-dropped).  Every open engine is closed by an ``atexit`` hook (all at once, so the
-process waits ``close_timeout`` once, not once per sink) and reset in a forked
+dead-lettered (a pending retry is tried at once, after any Retry-After the backend
+asked for).  ``close()`` delivers within ``close_timeout`` what it can, the
+spool's backlog included, then stops; what is left stays in the spool (without a
+spool it is dead-lettered, or counted as dropped).  Every open engine is closed
+by an ``atexit`` hook (all at once, so the process waits ``close_timeout`` once,
+not once per sink) and reset in a forked
 child (empty queue, fresh locks, a new worker on first use, ``open()`` called again).
 
 A closed engine that is handed an event opens again (:meth:`DeliveryEngine.reopen`),
@@ -148,6 +149,9 @@ class DeliveryEngine:
         self._pending: list[Envelope] = []  # events waiting for their next attempt
         self._pending_replayed = False  # the pending events were read back from the spool
         self._retry_at = 0.0
+        #: The backend's own "not before" (Retry-After) for the pending retry: flush and close skip
+        #: the engine's backoff, never the backend's request.
+        self._not_before = 0.0
         self._attempt = 0
         self._ticket = 0
         self._flush_waiters = 0
@@ -359,6 +363,7 @@ class DeliveryEngine:
         self._pending = stranded
         self._pending_replayed = False
         self._retry_at = time.monotonic() + self._backoff.delay(self._attempt)
+        self._not_before = 0.0
 
     def _next_action_locked(self) -> Action | None:
         """Decide what the worker does next, waiting until there is something to do."""
@@ -534,6 +539,7 @@ class DeliveryEngine:
                 self._last_error = auth_error or self._adapter.mask(result.retryable[retry[0].event_id])
                 self._attempt += 1
                 self._retry_at = now + self._backoff.delay(self._attempt, result.retry_after)
+                self._not_before = now + result.retry_after if result.retry_after else 0.0
                 self._pending = retry
                 self._pending_replayed = replayed
                 self._inflight = [] if replayed else retry
@@ -541,7 +547,7 @@ class DeliveryEngine:
                 if rejected:
                     self._last_error = rejected[0][1]
                 self._pending = self._inflight = []
-                self._retry_at = 0.0
+                self._retry_at = self._not_before = 0.0
                 self._attempt = 0
             self._done.notify_all()
         if warn:
@@ -589,8 +595,9 @@ class DeliveryEngine:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event put so far is acknowledged or dead-lettered.
 
-        A pending retry is tried at once instead of waiting out its backoff.  Returns
-        False if ``timeout`` passed first (with a spool, the events are safe on disk).
+        A pending retry is tried at once instead of waiting out its backoff (but not
+        before the time a backend asked for with Retry-After).  Returns False if
+        ``timeout`` passed first (with a spool, the events are safe on disk).
         """
         with self._lock:
             target = self._ticket
@@ -599,7 +606,7 @@ class DeliveryEngine:
                 return True
             self._flush_waiters += 1
             if self._pending:
-                self._retry_at = 0.0
+                self._retry_at = self._not_before
             self._work.notify()
             try:
                 self._done.wait_for(
@@ -630,7 +637,7 @@ class DeliveryEngine:
             self._closed = True
             self._stopping = True
             if self._pending:
-                self._retry_at = 0.0
+                self._retry_at = self._not_before
             self._work.notify()
             self._done.notify_all()  # producers blocked on a full queue give up
         _open_engines.discard(self)
@@ -680,7 +687,7 @@ class DeliveryEngine:
         self._opened = False  # close_backend() ran: the adapter connects again
         self._worker = self._worker_ident = None  # a worker stuck in a send stays retired
         self._inflight, self._pending = [], []  # spooled ones are read again from the spool
-        self._retry_at, self._attempt = 0.0, 0
+        self._retry_at, self._not_before, self._attempt = 0.0, 0.0, 0
         self._spilling = False
         self._next_scan = time.monotonic() + RESCAN_INTERVAL
         _open_engines.add(self)

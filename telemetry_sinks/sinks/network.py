@@ -213,8 +213,9 @@ class NetworkSink(Sink, metaclass=_StartsWhenBuilt):
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]  # adds a timeout and a result
         """Wait until everything emitted so far is acknowledged by the backend or dead-lettered.
 
-        A retry waiting out its backoff is tried at once.  Returns False if ``timeout``
-        (seconds) passed first; with a ``spool_dir`` the events are safe on disk then.
+        A retry waiting out its backoff is tried at once (a backend's Retry-After is still
+        honoured).  Returns False if ``timeout`` (seconds) passed first; with a
+        ``spool_dir`` the events are safe on disk then.
         Without a timeout it waits at most ``close_timeout``: ``logging`` itself calls
         ``flush()`` while holding its module lock (``dictConfig``, ``logging.shutdown``),
         and must never hang on a backend that is down.  Pass ``float("inf")`` to wait

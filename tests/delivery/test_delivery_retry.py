@@ -130,6 +130,27 @@ def test_retry_after_is_honoured(make_sink, how):
     assert sink.stats()["last_error"] == ("RetryableError: HTTP 429" if how == "exception" else "HTTP 429")
 
 
+@pytest.mark.parametrize("how", ["result", "exception"])
+def test_flush_skips_the_backoff_but_not_the_backends_retry_after(make_sink, how):
+    """flush() tries a waiting retry at once, except when the backend itself asked for a delay
+    (a 429/503 with Retry-After): that request is honoured, within the flush's timeout."""
+    calls = []
+
+    def throttled(batch):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            if how == "exception":
+                raise RetryableError("HTTP 429", retry_after=0.5)
+            return BatchResult.retry_all(batch, "HTTP 429", retry_after=0.5)
+        return None
+
+    sink = make_sink(throttled, retry_initial_backoff=0.001)
+    sink.write_payload({"n": 0})
+    wait_until(lambda: sink.stats()["last_error"], what="the first attempt's 429 handled")
+    assert sink.flush(5)
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.45
+
+
 def test_only_failed_events_of_a_batch_are_retried(make_sink):
     def partial(batch):
         result = BatchResult()
