@@ -111,19 +111,25 @@ def test_retry_with_backoff_then_success(make_sink):
     assert stats["last_error"] == "ConnectionError: connection refused"
 
 
-@pytest.mark.parametrize("how", ["result", "exception"])
-def test_retry_after_is_honoured(make_sink, how):
-    calls = []
+def throttled_once(how: str, retry_after: float):
+    """(behavior, calls): a behavior whose first call is a 429 asking for ``retry_after`` seconds
+    (as a result or an exception), and the time of each call."""
+    calls: list[float] = []
 
-    def throttled(batch):
-        calls.append(1)
+    def behavior(batch):
+        calls.append(time.monotonic())
         if len(calls) == 1:
             if how == "exception":
-                raise RetryableError("HTTP 429", retry_after=0.3)
-            return BatchResult.retry_all(batch, "HTTP 429", retry_after=0.3)
+                raise RetryableError("HTTP 429", retry_after=retry_after)
+            return BatchResult.retry_all(batch, "HTTP 429", retry_after=retry_after)
         return None
 
-    sink = make_sink(throttled, retry_initial_backoff=0.001)
+    return behavior, calls
+
+
+@pytest.mark.parametrize("how", ["result", "exception"])
+def test_retry_after_is_honoured(make_sink, how):
+    sink = make_sink(throttled_once(how, 0.3)[0], retry_initial_backoff=0.001)
     sink.write_payload({"n": 0})
     assert sink.flush(5)
     assert gaps(sink)[0] >= 0.29
@@ -134,17 +140,8 @@ def test_retry_after_is_honoured(make_sink, how):
 def test_flush_skips_the_backoff_but_not_the_backends_retry_after(make_sink, how):
     """flush() tries a waiting retry at once, except when the backend itself asked for a delay
     (a 429/503 with Retry-After): that request is honoured, within the flush's timeout."""
-    calls = []
-
-    def throttled(batch):
-        calls.append(time.monotonic())
-        if len(calls) == 1:
-            if how == "exception":
-                raise RetryableError("HTTP 429", retry_after=0.5)
-            return BatchResult.retry_all(batch, "HTTP 429", retry_after=0.5)
-        return None
-
-    sink = make_sink(throttled, retry_initial_backoff=0.001)
+    behavior, calls = throttled_once(how, 0.5)
+    sink = make_sink(behavior, retry_initial_backoff=0.001)
     sink.write_payload({"n": 0})
     wait_until(lambda: sink.stats()["last_error"], what="the first attempt's 429 handled")
     assert sink.flush(5)
