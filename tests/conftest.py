@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,18 @@ if not (FIXTURES / "SOURCES.md").is_file():
 def fixtures_dir() -> Path:
     """The fixture directory (``tests/fixtures``)."""
     return FIXTURES
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``CI`` set (``.ci/run`` sets it), a skipped test fails: a backend, binary or system
+    feature the suite needs is missing on the machine, and that must not pass silently."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI", "").lower() in ("", "0", "false") or not report.skipped:
+        return
+    if hasattr(report, "wasxfail"):  # an expected failure is not a skip
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI ({reason}): install or start what the test needs"
