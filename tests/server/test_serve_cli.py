@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import requests
+from helpers.serve_process import ServeProcess
 
 from telemetry_sinks.config import EXAMPLE_EVENTS
 
@@ -22,48 +18,13 @@ pytestmark = [
 ]
 
 
-class Serve:
-    """A ``telemetry-sinks serve --port 0`` process; its port is read from stdout."""
-
-    def __init__(self, cwd: Path, env: dict | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "telemetry_sinks", "serve", "--port", "0"],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.stdout: list[str] = []
-        found = threading.Event()
-        self.port = 0
-
-        def read() -> None:
-            for line in self.proc.stdout:  # type: ignore[union-attr]
-                self.stdout.append(line)
-                match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-                if match:
-                    self.port = int(match.group(1))
-                    found.set()
-            found.set()
-
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-        if not found.wait(20) or not self.port:
-            self.proc.kill()
-            raise AssertionError(f"no port on stdout: {self.stdout} {self.proc.stderr.read()}")  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def terminate(self) -> tuple[int, str, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=10)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        self._reader.join(5)
-        return code, "".join(self.stdout), self.proc.stderr.read()  # type: ignore[union-attr]
+def start_serve(cwd: Path, env: dict | None = None) -> ServeProcess:
+    """``telemetry-sinks serve --port 0`` in ``cwd``."""
+    return ServeProcess(["--port", "0"], cwd, env)
 
 
 def test_serve_with_the_embedded_default(tmp_path):
-    server = Serve(tmp_path)
+    server = start_serve(tmp_path)
     try:
         assert "(POST /api/events)" in server.stdout[0]
         first_line = EXAMPLE_EVENTS.read_text().splitlines()[0]
@@ -83,7 +44,7 @@ def test_serve_with_the_embedded_default(tmp_path):
 
 def test_serve_with_a_token_from_the_environment_never_prints_it(tmp_path):
     token = "env-t0ken-which-must-not-leak"
-    server = Serve(tmp_path, env={"TELEMETRY_SINKS_TOKEN": token})
+    server = start_serve(tmp_path, env={"TELEMETRY_SINKS_TOKEN": token})
     try:
         url = f"{server.url}/api/events"
         event = EXAMPLE_EVENTS.read_text().splitlines()[0]

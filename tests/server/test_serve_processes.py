@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from helpers.collector_process import SCHEMA, CollectorProcess
+from helpers.serve_process import ServeProcess
 from helpers.servers import free_port
 
 from telemetry_sinks.delivery.spool import parse_records
@@ -27,36 +27,14 @@ pytestmark = [
 SID = SCHEMA["$id"]
 
 
-class MultiServe:
-    """``telemetry-sinks serve --processes N`` with a config file; its port is read from stdout."""
+class MultiServe(ServeProcess):
+    """``telemetry-sinks serve --processes N`` with a config file; ``url`` is its events endpoint."""
 
     def __init__(self, config: Path, processes: int, port: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "telemetry_sinks", "serve", "--config", str(config),
-             "--port", str(port), "--processes", str(processes)],
-            cwd=config.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.stdout: list[str] = []
-        self.ready = threading.Event()
-        self.port = 0
+        super().__init__(["--config", str(config), "--port", str(port), "--processes", str(processes)],
+                         config.parent, processes=processes, timeout=30)  # fmt: skip
         self.processes = processes
-
-        def read() -> None:
-            for line in self.proc.stdout:  # type: ignore[union-attr]
-                self.stdout.append(line)
-                match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-                if match:
-                    self.port = int(match.group(1))
-                if self.port and sum("ready" in x or "listening on" in x for x in self.stdout) >= processes:
-                    self.ready.set()
-            self.ready.set()
-
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-        if not self.ready.wait(30) or not self.port:
-            self.proc.kill()
-            raise AssertionError(f"not ready: {self.stdout} {self.proc.stderr.read()}")  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{self.port}/api/events"
+        self.url += "/api/events"
 
     def children(self) -> list[int]:
         """Pids of the collector processes (children of the supervisor)."""
@@ -70,16 +48,6 @@ class MultiServe:
                 if int(stat.rpartition(")")[2].split()[1]) == self.proc.pid:
                     found.append(int(entry))
         return found
-
-    def terminate(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        self._reader.join(5)
-        return code, self.proc.stderr.read()  # type: ignore[union-attr]
 
     def kill_all(self) -> None:
         """kill -9 the supervisor and every collector process: nothing is flushed or closed."""
@@ -170,7 +138,7 @@ def test_many_clients_all_recorded_by_two_processes_and_sigterm_stops_all(tmp_pa
         assert sorted(per_process) == ["process-1", "process-2"]
         assert all(per_process.values()), {k: len(v) for k, v in per_process.items()}
     finally:
-        code, stderr = server.terminate()
+        code, _, stderr = server.terminate(timeout=60)
     assert code == 0, stderr
     assert all(not Path(f"/proc/{pid}").exists() for pid in children), "a collector process outlived SIGTERM"
     recorded = [line["__event_id__"] for line in lines_under(events)]
@@ -215,7 +183,7 @@ def test_each_process_replays_its_own_spool_after_kill_9(tmp_path):
             assert time.monotonic() < deadline, spooled_ids(spool)
             time.sleep(0.1)
     finally:
-        code, stderr = server.terminate()
+        code, _, stderr = server.terminate(timeout=60)
         target.stop()
     assert code == 0, stderr
 
@@ -233,7 +201,7 @@ def test_a_killed_process_is_started_again_and_a_config_error_stops_all(tmp_path
             time.sleep(0.1)
         post_from_clients(server.url, clients=2, per_client=20, batch=1)
     finally:
-        code, stderr = server.terminate()
+        code, _, stderr = server.terminate(timeout=60)
     assert code == 0, stderr
     assert "ended (killed by signal 9); starting it again" in stderr
 
