@@ -69,9 +69,10 @@ import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
-from ..fileio import write_all
+from ..fileio import write_all, write_all_holding_gil
 from .envelope import Envelope, producer_id
 from .toolkit import split_requests
 
@@ -86,6 +87,8 @@ MAGIC = b"\x89TSR"
 CHECKPOINT_MAGIC = b"\x89TSA"
 _PREFIX = b"\x89TS"  # what both magics start with: where the reader resynchronises
 HEADER = struct.Struct(">4sII")
+_pack_header = HEADER.pack
+_crc32 = zlib.crc32
 _ANCHOR = struct.Struct(">QI")  # a checkpoint's body: offset, checksum of the record ending there
 CHECKPOINT_SIZE = HEADER.size + _ANCHOR.size
 SUFFIX = ".wal"
@@ -96,6 +99,8 @@ WARN_INTERVAL = 60.0
 KEPT = "kept"  # on disk, and the caller may hold it in memory too
 ON_DISK = "on disk"  # on disk only: it is replayed from there (memory was full)
 REFUSED = "refused"  # not written: the spool is full, closed or cannot be written
+_KEPT = (KEPT, 0)
+_SEGMENT = attrgetter("segment")
 #: ``Spool.refusal`` when an event was refused for lack of room (``max_bytes``).
 FULL = "spool full"
 
@@ -108,9 +113,11 @@ def encode_record(event_id: str, data: str) -> bytes:
 
 
 def _record(event_id: str, data: str) -> tuple[bytes, int]:
-    body = event_id.encode("ascii") + b"\n" + data.encode("utf-8")
-    crc = zlib.crc32(body)
-    return HEADER.pack(MAGIC, len(body), crc) + body, crc
+    if not event_id.isascii():
+        event_id.encode("ascii")  # raises UnicodeEncodeError: a record's id is ASCII
+    body = f"{event_id}\n{data}".encode()
+    crc = _crc32(body)
+    return _pack_header(MAGIC, len(body), crc) + body, crc
 
 
 def encode_checkpoint(offset: int, checksum: int) -> bytes:
@@ -291,13 +298,30 @@ class Pending:
         """Remove the oldest record; return its (end offset, checksum)."""
         i = self._first
         popped = self._ends[i], self._sums[i]
-        i += 1
+        self._advance(i + 1)
+        return popped
+
+    def pop_run(self, ends: Iterable[int]) -> tuple[int, int, int]:
+        """Remove the oldest records while they are ``ends``, in order (a batch acknowledged as it
+        was written); return (how many, end offset and checksum of the last one removed)."""
+        stored, first = self._ends, self._first
+        i, stop = first, len(stored)
+        for end in ends:
+            if i == stop or stored[i] != end:
+                break
+            i += 1
+        if i == first:
+            return 0, 0, 0
+        last = stored[i - 1], self._sums[i - 1]
+        self._advance(i)
+        return i - first, *last
+
+    def _advance(self, i: int) -> None:
         if i >= 4096 and i * 2 >= len(self._ends):  # drop the settled half now and then
             del self._ends[:i]
             del self._sums[:i]
             i = 0
         self._first = i
-        return popped
 
     def clear(self) -> None:
         self._ends = array("Q")
@@ -341,7 +365,20 @@ class Segment:
             self.early.add(end)
             return
         self.settled, self.settled_sum = pending.pop_first()
-        early = self.early
+        self._settle_early()
+
+    def settle_all(self, ends: list[int]) -> None:
+        """``settle`` each of ``ends``; the usual case (the oldest records, in order) at once."""
+        count, end, checksum = self.pending.pop_run(ends)
+        if count:
+            self.settled, self.settled_sum = end, checksum
+            self._settle_early()
+        for end in itertools.islice(ends, count, None):
+            self.settle(end)
+
+    def _settle_early(self) -> None:
+        """Move the settled prefix over the records that were settled before it reached them."""
+        pending, early = self.pending, self.early
         while early and pending and pending.first() in early:
             early.discard(pending.first())
             self.settled, self.settled_sum = pending.pop_first()
@@ -482,34 +519,66 @@ class Spool:
         record, checksum = _record(env.event_id, env.data)
         size = len(record)
         with self._lock:
-            if self._closed:
-                self.refusal = "the spool is closed"
-                return REFUSED, 0
-            evicted = 0
-            over = self._size + size - self.max_bytes
-            if over > 0 and self.evict_oldest:
-                evicted = self._evict_locked(over)
-                over = self._size + size - self.max_bytes
-            if over > 0:
-                self.refusal = FULL
-                return REFUSED, evicted
             head = self._head
-            if head is not None and head.size and head.size + size > self.segment_bytes:
-                self._seal_head_locked()
-                head = None
-            try:
-                if head is None:
-                    head = self._new_head_locked()
-                write_all(head.fd, record)
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC and self.evict_oldest:
-                    self._seal_head_locked()  # never append after a partial record
-                    freed = self._evict_locked(size)
-                    if freed:
-                        return self._retry_write_locked(env, record, checksum, keep, evicted + freed)
-                self._write_failed_locked(exc)
-                return REFUSED, evicted
-            return self._written_locked(env, head, size, checksum, keep), evicted
+            # The usual case, kept short (it runs in every emit()): room in the head and
+            # in the directory, the event kept in memory too, nothing to fsync.
+            if (
+                keep
+                and head is not None
+                and not (self._spilling or self.fsync or self._closed)
+                and head.size + size <= self.segment_bytes
+                and self._size + size <= self.max_bytes
+            ):
+                try:
+                    write_all_holding_gil(head.fd, record)
+                except OSError as exc:
+                    return self._write_error_locked(env, exc, record, checksum, keep, 0)
+                end = head.size = head.size + size
+                self._size += size
+                head.pending.append(end, checksum)
+                env.segment = head
+                env.end = end
+                self.write_error = None
+                return _KEPT
+            return self._write_locked(env, record, checksum, keep)
+
+    def _write_locked(self, env: Envelope, record: bytes, checksum: int, keep: bool) -> tuple[str, int]:
+        """``write`` when the spool is full, closed, spilling or fsyncing, or the head is full or missing."""
+        size = len(record)
+        if self._closed:
+            self.refusal = "the spool is closed"
+            return REFUSED, 0
+        evicted = 0
+        over = self._size + size - self.max_bytes
+        if over > 0 and self.evict_oldest:
+            evicted = self._evict_locked(over)
+            over = self._size + size - self.max_bytes
+        if over > 0:
+            self.refusal = FULL
+            return REFUSED, evicted
+        head = self._head
+        if head is not None and head.size and head.size + size > self.segment_bytes:
+            self._seal_head_locked()
+            head = None
+        try:
+            if head is None:
+                head = self._new_head_locked()
+            write_all_holding_gil(head.fd, record)
+        except OSError as exc:
+            return self._write_error_locked(env, exc, record, checksum, keep, evicted)
+        return self._written_locked(env, head, size, checksum, keep), evicted
+
+    def _write_error_locked(
+        self, env: Envelope, exc: OSError, record: bytes, checksum: int, keep: bool, evicted: int
+    ) -> tuple[str, int]:
+        """A write failed: on a full disk, evict (if allowed) and try once more; else refuse."""
+        if exc.errno == errno.ENOSPC and self.evict_oldest:
+            self._seal_head_locked()  # never append after a partial record
+            freed = self._evict_locked(len(record))
+            if freed:
+                return self._retry_write_locked(env, record, checksum, keep, evicted + freed)
+        self._write_failed_locked(exc)
+        return REFUSED, evicted
 
     def _retry_write_locked(
         self, env: Envelope, record: bytes, checksum: int, keep: bool, evicted: int
@@ -517,7 +586,7 @@ class Spool:
         """Write once more after eviction made room on a full disk."""
         try:
             head = self._head or self._new_head_locked()
-            write_all(head.fd, record)
+            write_all_holding_gil(head.fd, record)
         except OSError as exc:
             self._write_failed_locked(exc)
             return REFUSED, evicted
@@ -714,13 +783,11 @@ class Spool:
             if self._closed:
                 return
             touched: list[Segment] = []
-            for env in envelopes:
-                segment = env.segment
+            for segment, group in itertools.groupby(envelopes, _SEGMENT):
                 if segment is None or segment.closed:
                     continue
-                segment.settle(env.end)
-                if not touched or touched[-1] is not segment:
-                    touched.append(segment)
+                segment.settle_all([env.end for env in group])
+                touched.append(segment)
             for segment in dict.fromkeys(touched):
                 if segment.closed:
                     continue
@@ -731,7 +798,7 @@ class Spool:
 
     def _checkpoint_locked(self, segment: Segment) -> None:
         try:
-            write_all(segment.fd, encode_checkpoint(segment.settled, segment.settled_sum))
+            write_all_holding_gil(segment.fd, encode_checkpoint(segment.settled, segment.settled_sum))
         except OSError as exc:
             self._warn_locked("checkpoint", "spool segment %s: cannot record what was delivered (%s); "
                               "its delivered events may be sent again after a restart", segment.path,

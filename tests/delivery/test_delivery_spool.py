@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -251,6 +252,49 @@ def test_acknowledgements_out_of_order_checkpoint_only_the_settled_prefix(tmp_pa
     again.ack(batch[0:1])  # now 0..1 are a settled prefix
     again.close()
     assert [json.loads(d)["n"] for _, d, _ in parse_records(segment.read_bytes()).unsettled()] == [2, 3, 4, 5]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40).flatmap(lambda n: st.tuples(st.permutations(range(n)),
+                                                      st.lists(st.integers(1, 8)))))  # fmt: skip
+def test_acknowledged_batches_settle_the_same_prefix_in_any_order(case):
+    """``ack`` settles a batch's in-order run at once; whatever the order and grouping of the
+    acknowledgements, the settled prefix is the one acknowledging the events one by one gives."""
+    order, sizes = case
+    with tempfile.TemporaryDirectory() as directory:
+        spool = Spool(directory, max_bytes=10**6, segment_bytes=10**6)
+        written = envelopes(len(order))
+        for env in written:
+            spool.write(env)
+        [segment] = {env.segment for env in written}
+        acknowledged: set[int] = set()
+        pos, sizes = 0, sizes or [1]
+        while pos < len(order):
+            size = sizes[pos % len(sizes)]
+            group = sorted(order[pos : pos + size])  # a batch holds its events in file order
+            spool.ack([written[i] for i in group])
+            acknowledged.update(group)
+            pos += size
+            prefix = next((i for i in range(len(written)) if i not in acknowledged), len(written))
+            assert segment.settled == (written[prefix - 1].end if prefix else 0)
+            assert len(segment.pending) == len(written) - prefix
+        spool.close()
+
+
+def test_an_acknowledged_run_then_the_gap_it_left_settles_through_the_early_ones(tmp_path):
+    spool = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=10**6)
+    written = envelopes(6)
+    for env in written:
+        spool.write(env)
+    segment = written[0].segment
+    spool.ack([written[0], written[1], written[3], written[4]])  # 0-1 in order, 3-4 early
+    assert segment.settled == written[1].end
+    spool.ack([written[2]])  # the gap: the prefix moves over 3 and 4 too
+    assert segment.settled == written[4].end
+    assert list(segment.pending) == [written[5].end]
+    spool.close()
+    unsettled = parse_records(segments(tmp_path)[0].read_bytes()).unsettled()
+    assert [json.loads(d)["n"] for _, d, _ in unsettled] == [5]
 
 
 def test_a_segment_held_by_another_writer_is_not_replayed(tmp_path):
