@@ -19,6 +19,7 @@ import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps(str) does, in C
 from typing import Any
 
 #: The field a sink adds to the JSON it sends so that receivers can drop duplicates.
@@ -88,7 +89,7 @@ def with_event_id(envelope: Envelope) -> str:
     data = envelope.data
     if not data.startswith("{") or f'"{EVENT_ID_FIELD}":' in data:
         return data
-    tag = f'{{"{EVENT_ID_FIELD}":{json.dumps(envelope.event_id)}'
+    tag = f'{{"{EVENT_ID_FIELD}":{_json_string(envelope.event_id)}'
     return tag + "}" if data == "{}" else tag + "," + data[1:]
 
 
