@@ -146,6 +146,7 @@ class DeliveryEngine:
         self._queue: deque[Envelope] = deque()
         self._queue_bytes = 0
         self._inflight: list[Envelope] = []  # events from the queue the worker holds
+        self._settling = 0  # deliveries between acknowledging in the spool and counting (flush waits)
         self._pending: list[Envelope] = []  # events waiting for their next attempt
         self._pending_replayed = False  # the pending events were read back from the spool
         self._retry_at = 0.0
@@ -519,17 +520,28 @@ class DeliveryEngine:
                 for env in done
                 if env.event_id in result.permanent
             ]
+        auth_error = self._adapter.mask(result.auth_error) if result.auth_error else None
         with self._lock:
             if self._retired_locked():
                 return  # close() gave up on this send: its events are the spool's (or dead letters)
-        if rejected:
-            self._reject(rejected)
-        if self._spool is not None and done:
-            self._spool.ack(done)
-        auth_error = self._adapter.mask(result.auth_error) if result.auth_error else None
+            # Until the counters below are updated, flush() waits even if the spool (acknowledged
+            # outside the lock) already says every event is settled: then stats() agree with it.
+            self._settling += 1
+        try:
+            if rejected:
+                self._reject(rejected)
+            if self._spool is not None and done:
+                self._spool.ack(done)
+        except BaseException:
+            with self._lock:
+                self._settling -= 1
+                self._done.notify_all()
+            raise
         now = time.monotonic()
         with self._lock:
+            self._settling -= 1
             if self._retired_locked():
+                self._done.notify_all()
                 return
             acked = len(done) - len(rejected)
             self._counts["sent"] += acked
@@ -591,7 +603,7 @@ class DeliveryEngine:
     def _unsettled_locked(self, ticket: int, marks: list[tuple[Segment, int]] | None) -> bool:
         """True while an event put before (``ticket`` in memory, ``marks`` in the spool) is
         neither acknowledged nor dead-lettered."""
-        if (self._queue and self._queue[0].ticket <= ticket) or (
+        if self._settling or (self._queue and self._queue[0].ticket <= ticket) or (
             self._inflight and self._inflight[0].ticket <= ticket
         ):
             return True

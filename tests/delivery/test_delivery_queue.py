@@ -144,6 +144,33 @@ def test_with_a_spool_a_full_queue_overflows_to_disk_and_everything_arrives_in_o
     assert sink.stats()["replayed"] == 15  # read back from the spool
 
 
+@pytest.mark.timeout(30)
+def test_when_flush_returns_the_stats_count_every_event_it_waited_for(make_sink, tmp_path, monkeypatch):
+    """The spool settles a batch before the engine counts it: a flush() that came in between
+    returned True while stats() did not count the batch yet."""
+    from telemetry_sinks.delivery.spool import Spool
+
+    sink, gate = blocked_sink(make_sink, spool_dir=str(tmp_path))
+    for n in range(1, 11):
+        sink.write_payload({"n": n})  # 6..10 wait on disk only
+    acked, go_on = threading.Event(), threading.Event()
+    real_ack = Spool.ack
+
+    def slow_ack(self, envelopes):  # the worker pauses right after the spool settled the batch
+        real_ack(self, envelopes)
+        if any(env.payload["n"] == 10 for env in envelopes):
+            acked.set()
+            go_on.wait(5)
+
+    monkeypatch.setattr(Spool, "ack", slow_ack)
+    gate.release()
+    assert acked.wait(10)
+    threading.Timer(0.3, go_on.set).start()
+    assert sink.flush(5)
+    stats = sink.stats()
+    assert stats["sent"] == 11 and stats["replayed"] == 5, stats
+
+
 @pytest.mark.timeout(60)
 def test_with_a_spool_each_emit_writes_its_own_record_and_memory_stays_bounded(make_sink, tmp_path):
     gate = Gate()
