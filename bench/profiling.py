@@ -53,10 +53,10 @@ def profile_worker(sink: Any) -> cProfile.Profile:
     original = engine._run
     profiler = cProfile.Profile()
 
-    def run() -> None:
+    def run(*args: Any) -> None:  # whatever the worker's target takes (its generation)
         profiler.enable()
         try:
-            original()
+            original(*args)
         finally:
             profiler.disable()
 
