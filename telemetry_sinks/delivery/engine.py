@@ -216,11 +216,6 @@ class DeliveryEngine:
         assert spool is not None
         fits = self._fits(env)
         outcome, evicted = spool.write(env, fits)
-        if outcome is KEPT and not evicted:  # the usual case first: on disk and in memory
-            self._counts["spooled"] += 1
-            self._spilling = False
-            self._append_locked(env)
-            return
         if outcome == REFUSED and spool.refusal == FULL and self._overflow == "block":
             deadline = time.monotonic() + self._block_timeout
             while outcome == REFUSED and spool.refusal == FULL and not self._closed:

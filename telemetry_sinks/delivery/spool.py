@@ -99,7 +99,6 @@ WARN_INTERVAL = 60.0
 KEPT = "kept"  # on disk, and the caller may hold it in memory too
 ON_DISK = "on disk"  # on disk only: it is replayed from there (memory was full)
 REFUSED = "refused"  # not written: the spool is full, closed or cannot be written
-_KEPT = (KEPT, 0)
 _SEGMENT = attrgetter("segment")
 #: ``Spool.refusal`` when an event was refused for lack of room (``max_bytes``).
 FULL = "spool full"
@@ -519,35 +518,32 @@ class Spool:
         record, checksum = _record(env.event_id, env.data)
         size = len(record)
         with self._lock:
-            head = self._head
-            # The usual case, kept short (it runs in every emit()): room in the head and
-            # in the directory, the event kept in memory too, nothing to fsync.
+            head, evicted = self._head, 0
+            # Usually the head and the directory have room: then none of _room_locked's checks.
             if (
-                keep
-                and head is not None
-                and not (self._spilling or self.fsync or self._closed)
-                and head.size + size <= self.segment_bytes
-                and self._size + size <= self.max_bytes
+                head is None
+                or self._closed
+                or head.size + size > self.segment_bytes
+                or self._size + size > self.max_bytes
             ):
-                try:
-                    write_all_holding_gil(head.fd, record)
-                except OSError as exc:
-                    return self._write_error_locked(env, exc, record, checksum, keep, 0)
-                end = head.size = head.size + size
-                self._size += size
-                head.pending.append(end, checksum)
-                env.segment = head
-                env.end = end
-                self.write_error = None
-                return _KEPT
-            return self._write_locked(env, record, checksum, keep)
+                room, evicted = self._room_locked(size)
+                if not room:
+                    return REFUSED, evicted
+                head = self._head
+            try:
+                if head is None:
+                    head = self._new_head_locked()
+                write_all_holding_gil(head.fd, record)
+            except OSError as exc:
+                return self._write_error_locked(env, exc, record, checksum, keep, evicted)
+            return self._written_locked(env, head, size, checksum, keep), evicted
 
-    def _write_locked(self, env: Envelope, record: bytes, checksum: int, keep: bool) -> tuple[str, int]:
-        """``write`` when the spool is full, closed, spilling or fsyncing, or the head is full or missing."""
-        size = len(record)
+    def _room_locked(self, size: int) -> tuple[bool, int]:
+        """Make room for ``size`` bytes: evict (if allowed) when the directory is full, seal a full
+        head; return (whether the event may be written, records evicted); ``refusal`` says why not."""
         if self._closed:
             self.refusal = "the spool is closed"
-            return REFUSED, 0
+            return False, 0
         evicted = 0
         over = self._size + size - self.max_bytes
         if over > 0 and self.evict_oldest:
@@ -555,18 +551,11 @@ class Spool:
             over = self._size + size - self.max_bytes
         if over > 0:
             self.refusal = FULL
-            return REFUSED, evicted
+            return False, evicted
         head = self._head
         if head is not None and head.size and head.size + size > self.segment_bytes:
             self._seal_head_locked()
-            head = None
-        try:
-            if head is None:
-                head = self._new_head_locked()
-            write_all_holding_gil(head.fd, record)
-        except OSError as exc:
-            return self._write_error_locked(env, exc, record, checksum, keep, evicted)
-        return self._written_locked(env, head, size, checksum, keep), evicted
+        return True, evicted
 
     def _write_error_locked(
         self, env: Envelope, exc: OSError, record: bytes, checksum: int, keep: bool, evicted: int
