@@ -1,0 +1,313 @@
+"""The spool's append: the C accelerator (``_append.c``) and its Python equivalent.
+
+Both build the same record (the format in ``spool``'s docstring) and raise the same
+errors; the accelerator also keeps the GIL, except for a while after the file system
+blocked.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from telemetry_sinks.delivery import spool as spool_module
+from telemetry_sinks.delivery.envelope import Envelope, next_event_id
+from telemetry_sinks.delivery.spool import (
+    RELEASE_AFTER_SLOW_NS,
+    SLOW_AGAIN_NS,
+    SLOW_WRITE_NS,
+    Spool,
+    append_in_python,
+    encode_record,
+    parse_records,
+)
+
+accelerator = spool_module._accelerator
+APPENDS = {"c": accelerator.append if accelerator else None, "python": append_in_python}
+
+
+@pytest.fixture(params=sorted(APPENDS))
+def append(request):
+    function = APPENDS[request.param]
+    assert function is not None, "the C accelerator is not built (see test_the_accelerator_is_built)"
+    return function
+
+
+@pytest.fixture
+def guard() -> Iterator[None]:
+    """The accelerator's slow-write guard with the thresholds a test sets, restored afterwards."""
+    yield
+    accelerator.configure(SLOW_WRITE_NS, SLOW_AGAIN_NS, RELEASE_AFTER_SLOW_NS)
+
+
+def open_append(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+def test_the_accelerator_is_built():
+    """``pip install`` builds it where there is a C compiler (as on every machine the tests run on);
+    without it the spool appends with os.write, which releases the GIL (slower under load)."""
+    assert spool_module.ACCELERATED and accelerator is not None
+    assert spool_module._append is accelerator.append
+
+
+event_ids = st.text(st.characters(codec="ascii", exclude_characters="\n"), min_size=1, max_size=40)
+datas = st.text(st.characters(codec="utf-8"), max_size=3000)  # no lone surrogates: JSON lines
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=st.lists(st.tuples(event_ids, datas), min_size=1, max_size=8))
+def test_both_appends_write_the_record_encode_record_builds(tmp_path_factory, records):
+    paths = {}
+    for name, function in APPENDS.items():
+        assert function is not None
+        path = paths[name] = tmp_path_factory.mktemp(name) / "segment"
+        fd = open_append(path)
+        try:
+            for event_id, data in records:
+                size, crc = function(fd, event_id, data)
+                record = encode_record(event_id, data)
+                assert size == len(record)
+                assert crc == zlib.crc32(record[12:])
+        finally:
+            os.close(fd)
+    written = paths["c"].read_bytes()
+    assert written == paths["python"].read_bytes() == b"".join(encode_record(*r) for r in records)
+    assert parse_records(written).records == records
+
+
+@given(data=st.binary(max_size=5000))
+def test_the_accelerators_crc32_is_zlibs(data):
+    assert accelerator.crc32(data) == zlib.crc32(data)
+
+
+def test_a_write_error_is_the_oserror_os_write_raises(tmp_path, append):
+    fd = os.open(tmp_path / "read-only", os.O_RDONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError) as caught:
+            append(fd, "id-1", "{}")
+        with pytest.raises(OSError) as plain:
+            os.write(fd, b"x")
+    finally:
+        os.close(fd)
+    assert caught.value.errno == plain.value.errno == errno.EBADF
+    assert caught.value.strerror == plain.value.strerror
+
+
+@pytest.mark.parametrize(("event_id", "data"), [("id-é", "{}"), ("id-1", '{"s":"\udc80"}')])
+def test_an_id_that_is_not_ascii_or_data_that_is_not_unicode_is_refused_before_writing(
+    tmp_path, append, event_id, data
+):
+    path = tmp_path / "segment"
+    fd = open_append(path)
+    try:
+        with pytest.raises(UnicodeEncodeError):
+            append(fd, event_id, data)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b""
+
+
+PARTIAL = """
+import os, resource, signal, sys
+sys.path[:0] = [{root!r}]
+from telemetry_sinks.delivery import spool
+append = spool._accelerator.append if sys.argv[1] == "c" else spool.append_in_python
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.RLIM_INFINITY))
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+print(append(fd, "id-1", "x" * 47)[0])  # 12 + 5 + 47 = 64 bytes
+try:
+    append(fd, "id-2", "y" * 47)  # the limit lets 36 bytes of it through, then EFBIG
+except OSError as exc:
+    print(exc.errno)
+"""
+
+
+@pytest.mark.parametrize("name", sorted(APPENDS))
+def test_a_write_cut_short_by_the_file_size_limit_raises_after_the_bytes_that_fit(tmp_path, name):
+    """The kernel writes part of a record, then refuses the rest (here RLIMIT_FSIZE, as a full disk
+    does): the append writes what it can, then raises, and the spool seals that segment."""
+    path = tmp_path / "segment"
+    root = str(Path(spool_module.__file__).parents[2])
+    done = subprocess.run([sys.executable, "-c", PARTIAL.format(root=root), name, str(path)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["64", str(errno.EFBIG)]
+    assert path.stat().st_size == 100
+    parsed = parse_records(path.read_bytes())
+    assert [event_id for event_id, _ in parsed.records] == ["id-1"]
+    assert [issue.kind for issue in parsed.issues] == ["torn tail"]
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is full: a write to it blocks until something reads."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"z" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    return read_end, write_end
+
+
+def test_a_signal_during_a_blocked_write_runs_its_handler_and_the_write_completes():
+    """EINTR: the handler runs (as os.write runs it, PEP 475), then the rest is written.  A pipe
+    that a slow reader drains stands in for a write that blocks."""
+    read_end, write_end = full_pipe()
+    reader = subprocess.Popen(["sh", "-c", "sleep 0.5; cat > /dev/null"], stdin=read_end)
+    os.close(read_end)
+    handled = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: handled.append(time.monotonic()))
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    try:
+        size, _ = accelerator.append(write_end, "id-1", "x" * 10_000)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(write_end)
+        reader.wait(timeout=30)
+    assert size == 12 + 5 + 10_000
+    assert len(handled) == 1
+
+
+def test_a_signal_handler_that_raises_during_a_blocked_write_propagates():
+    read_end, write_end = full_pipe()
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            accelerator.append(write_end, "id-1", "x" * 100)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(write_end)
+        os.close(read_end)
+
+
+def other_thread_runs(during) -> int:
+    """How often another thread ran while ``during()`` ran, with a switch interval longer than the
+    test: it runs only if something releases the GIL."""
+    ran = 0
+    stop = False
+
+    def other_thread() -> None:
+        nonlocal ran
+        while not stop:
+            ran += 1
+            time.sleep(0)  # gives the GIL back at once
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    thread = threading.Thread(target=other_thread, daemon=True)
+    try:
+        thread.start()
+        time.sleep(0.05)
+        before = ran
+        during()
+        return ran - before
+    finally:
+        stop = True
+        sys.setswitchinterval(interval)
+        thread.join()
+
+
+def test_spool_appends_do_not_hand_the_gil_to_other_threads(tmp_path):
+    """``os.write`` releases the GIL, so a sink's worker waiting for it takes it on every event
+    and the emitting thread waits for the worker: the durable emit ran at a third of the
+    memory-only one.  The spool's appends keep the GIL."""
+    spool = Spool(str(tmp_path), max_bytes=10**8, segment_bytes=10**8)
+    batch = [Envelope(next_event_id(), '{"n": 1}') for _ in range(2001)]
+    spool.write(batch[0])  # the head segment is opened (os.open releases the GIL)
+
+    def write_all() -> None:
+        for env in batch[1:]:
+            spool.write(env)
+
+    try:
+        during = other_thread_runs(write_all)
+    finally:
+        spool.close()
+    assert during == 0, f"another thread ran {during} times during 2,000 spool writes"
+
+
+def append_to_a_pipe_drained_late(delay: float) -> None:
+    """An append that blocks for ``delay`` seconds: to a full pipe that a process drains then."""
+    read_end, write_end = full_pipe()
+    reader = subprocess.Popen(["sh", "-c", f"sleep {delay}; cat > /dev/null"], stdin=read_end)
+    os.close(read_end)
+    try:
+        accelerator.append(write_end, "id-1", "x" * 10_000)
+    finally:
+        os.close(write_end)
+        reader.wait(timeout=30)
+
+
+def test_slow_writes_release_the_gil_for_a_while_then_it_is_kept_again(tmp_path, guard):
+    """A file system that blocks (two writes over the slow threshold within the "again" time)
+    must not stop the application's other threads: the writes of the release time release the
+    GIL; then it is kept again.  Every write counts as slow here (threshold 0 ns)."""
+    fd = open_append(tmp_path / "segment")
+    try:
+        accelerator.configure(0, 0, 10**12)  # slow writes, never two close enough
+        for n in range(3):
+            accelerator.append(fd, f"id-{n}", "{}")
+        assert not accelerator.releasing()
+
+        accelerator.configure(0, 10**12, 300_000_000)  # slow again soon after: the fs blocks
+        accelerator.append(fd, "id-a", "{}")  # slow once: could be a preempted thread
+        assert not accelerator.releasing()
+        accelerator.append(fd, "id-b", "{}")
+        assert accelerator.releasing()
+        released = other_thread_runs(lambda: append_to_a_pipe_drained_late(0.2))
+        assert released > 0
+
+        time.sleep(0.35)  # the release time is over
+        assert not accelerator.releasing()
+        accelerator.configure(SLOW_WRITE_NS, SLOW_AGAIN_NS, RELEASE_AFTER_SLOW_NS)
+        kept = other_thread_runs(lambda: [accelerator.append(fd, f"k-{n}", "{}") for n in range(200)])
+        assert kept == 0
+    finally:
+        os.close(fd)
+    records = parse_records((tmp_path / "segment").read_bytes()).records
+    assert len(records) == 3 + 2 + 200
+
+
+def test_a_spool_without_the_accelerator_writes_and_replays_the_same_events(tmp_path, monkeypatch):
+    """An installation without a C compiler: the spool appends and checkpoints in Python."""
+    from telemetry_sinks.fileio import write_all
+
+    monkeypatch.setattr(spool_module, "_append", append_in_python)
+    monkeypatch.setattr(spool_module, "_write", write_all)
+    first = Spool(str(tmp_path), max_bytes=10**8, segment_bytes=4096)
+    written = [Envelope(next_event_id(), f'{{"n":{n},"s":"é"}}') for n in range(100)]
+    for env in written:
+        first.write(env)
+    first.ack(written[:40])
+    first.close()
+    second = Spool(str(tmp_path), max_bytes=10**8, segment_bytes=4096)
+    second.scan()
+    replayed = []
+    while batch := second.next_batch(1000, 10**8):
+        replayed.extend(batch)
+        second.ack(batch)
+    second.close()
+    assert [(e.event_id, e.data) for e in replayed] == [(e.event_id, e.data) for e in written[40:]]
