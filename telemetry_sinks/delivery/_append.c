@@ -381,6 +381,16 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int
+use_clmul_value(void)
+{
+#ifdef HAVE_CLMUL
+    return use_clmul;
+#else
+    return 0;
+#endif
+}
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     "telemetry_sinks.delivery._append",
@@ -388,6 +398,10 @@ static struct PyModuleDef module_def = {
     -1,
     methods,
 };
+
+#ifndef SOURCE_SHA256
+#define SOURCE_SHA256 "unknown"
+#endif
 
 PyMODINIT_FUNC
 PyInit__append(void)
@@ -397,5 +411,15 @@ PyInit__append(void)
     __builtin_cpu_init();
     use_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
 #endif
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    /* The SHA-256 of this file when it was built (setup.py): a stale build differs from the source. */
+    if (PyModule_AddStringConstant(module, "SOURCE_SHA256", SOURCE_SHA256) < 0
+        || PyModule_AddIntConstant(module, "CLMUL", use_clmul_value()) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -8,6 +8,7 @@ blocked.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import signal
 import subprocess
@@ -63,6 +64,16 @@ def test_the_accelerator_is_built():
     assert spool_module._append is accelerator.append
 
 
+def test_the_built_accelerator_is_the_one_in_the_source_tree():
+    """A build older than ``_append.c`` (edited, not reinstalled) would test old code: the README's
+    test command reinstalls the package, which rebuilds it."""
+    source = Path(spool_module.__file__).with_name("_append.c").read_bytes()
+    assert accelerator.SOURCE_SHA256 == hashlib.sha256(source).hexdigest(), (
+        "the C accelerator was built from another _append.c: run pip install -e . (or "
+        "bash scripts/run-tests.sh) to rebuild it"
+    )
+
+
 event_ids = st.text(st.characters(codec="ascii", exclude_characters="\n"), min_size=1, max_size=40)
 datas = st.text(st.characters(codec="utf-8"), max_size=3000)  # no lone surrogates: JSON lines
 
@@ -90,6 +101,8 @@ def test_both_appends_write_the_record_encode_record_builds(tmp_path_factory, re
 
 @given(data=st.binary(max_size=5000))
 def test_the_accelerators_crc32_is_zlibs(data):
+    """Below 64 bytes, and the last len % 16 bytes, by tables; the rest by carry-less
+    multiplication where the CPU has it (``CLMUL``)."""
     assert accelerator.crc32(data) == zlib.crc32(data)
 
 
