@@ -163,8 +163,10 @@ def _emit_cost(settings: Settings, servers: Servers, result: ScenarioResult,
     sustained = median(through["durable spool"]) / base_through
     ceiling = memory_us / (memory_us + append["spool_write"])
     data["ceiling"] = ceiling
-    how = ("the C accelerator" if append["accelerated"] else
-           "Python, the C accelerator not built")  # fmt: skip
+    from telemetry_sinks.delivery.spool import ACCELERATED
+
+    data["accelerated"] = ACCELERATED
+    how = "the C accelerator" if ACCELERATED else "Python, the C accelerator not built"
     append_parts = (f"building and writing the record {append['append']:.2f} µs ({how}), of which "
                     f"the write(2) {append['write']:.2f} µs; the rest is bookkeeping under the spool's "
                     "lock")  # fmt: skip
@@ -229,7 +231,6 @@ def _append_cost(settings: Settings) -> dict[str, float]:
         for key, value in (("spool_write", spool_write), ("append", appended), ("write", plain),
                            ("read_back", read)):  # fmt: skip
             best[key] = min(best.get(key, value * 1e6), value * 1e6)
-    best["accelerated"] = float(spool_module.ACCELERATED)
     return best
 
 

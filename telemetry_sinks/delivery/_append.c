@@ -249,10 +249,22 @@ append(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "append(): event_id and data must be str");
         return NULL;
     }
-    PyObject *id_bytes = PyUnicode_AsASCIIString(event_id); /* raises UnicodeEncodeError */
-    if (id_bytes == NULL) {
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(event_id) < 0 || PyUnicode_READY(data) < 0) {
         return NULL;
     }
+#endif
+    if (!PyUnicode_IS_ASCII(event_id)) {
+        PyObject *refused = PyUnicode_AsASCIIString(event_id); /* raises UnicodeEncodeError */
+        Py_XDECREF(refused);
+        if (refused != NULL) {
+            PyErr_SetString(PyExc_ValueError, "append(): an event id must be ASCII");
+        }
+        return NULL;
+    }
+    /* An ASCII str's characters are its bytes: no copy for the id, nor for ASCII data. */
+    const char *id_chars = (const char *)PyUnicode_DATA(event_id);
+    Py_ssize_t id_size = PyUnicode_GET_LENGTH(event_id);
     /* Not PyUnicode_AsUTF8AndSize for non-ASCII data: it keeps a UTF-8 copy in the str for
        its lifetime, and the event stays queued in memory. */
     PyObject *data_bytes = NULL;
@@ -265,13 +277,11 @@ append(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     else {
         data_bytes = PyUnicode_AsUTF8String(data);
         if (data_bytes == NULL) {
-            Py_DECREF(id_bytes);
             return NULL;
         }
         data_chars = PyBytes_AS_STRING(data_bytes);
         data_size = PyBytes_GET_SIZE(data_bytes);
     }
-    Py_ssize_t id_size = PyBytes_GET_SIZE(id_bytes);
     size_t body = (size_t)id_size + 1 + (size_t)data_size;
     PyObject *result = NULL;
     if (body > UINT32_MAX) {
@@ -286,7 +296,7 @@ append(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     memcpy(record, "\x89TSR", 4);
-    memcpy(record + HEADER_SIZE, PyBytes_AS_STRING(id_bytes), (size_t)id_size);
+    memcpy(record + HEADER_SIZE, id_chars, (size_t)id_size);
     record[HEADER_SIZE + id_size] = '\n';
     memcpy(record + HEADER_SIZE + id_size + 1, data_chars, (size_t)data_size);
     uint32_t crc = crc32_of((const unsigned char *)record + HEADER_SIZE, body);
@@ -299,7 +309,6 @@ append(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyMem_Free(record);
     }
 done:
-    Py_DECREF(id_bytes);
     Py_XDECREF(data_bytes);
     return result;
 }
