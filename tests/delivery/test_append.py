@@ -106,6 +106,55 @@ def test_the_accelerators_crc32_is_zlibs(data):
     assert accelerator.crc32(data) == zlib.crc32(data)
 
 
+def _pieces() -> st.SearchStrategy[bytes]:
+    """Valid records and checkpoints, and what damages them: bytes that start like an item, forged
+    headers (lengths past the end, a checkpoint of another size), bodies without a newline or
+    with bytes that are not ASCII / UTF-8, random bytes."""
+    ids = st.text(st.characters(codec="ascii"), min_size=0, max_size=12)
+    record = st.builds(encode_record, ids.filter(lambda i: i and "\n" not in i), datas)
+    checkpoint = st.builds(spool_module.encode_checkpoint, st.integers(0, 2**64 - 1),
+                           st.integers(0, 2**32 - 1))  # fmt: skip
+    magic = st.sampled_from([spool_module.MAGIC, spool_module.CHECKPOINT_MAGIC, b"\x89TS", b"\x89TSX"])
+    forged = st.builds(
+        lambda m, n, body, fix: m + n.to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big") * fix + body,
+        magic, st.integers(0, 2**32 - 1) | st.integers(0, 40), st.binary(max_size=40), st.integers(0, 1),
+    )
+    # Bodies with a valid length and checksum: an id (maybe empty, maybe not ASCII), a newline, data
+    # (maybe not UTF-8); or no newline at all.
+    bodies = st.builds(lambda i, d: i + b"\n" + d, st.binary(max_size=6) | ids.map(str.encode),
+                       st.binary(max_size=20) | datas.map(str.encode)) | st.binary(max_size=40)  # fmt: skip
+    unchecked = st.builds(
+        lambda m, body: m + len(body).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big") + body,
+        magic, bodies,
+    )  # fmt: skip
+    return st.one_of(record, checkpoint, forged, unchecked, st.binary(max_size=30))
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(_pieces(), max_size=10), cut=st.integers(0, 10**6))
+def test_the_accelerators_scan_reads_what_the_python_reader_reads(pieces, cut):
+    """The C scan (used by ``parse_records`` when built) against the Python one, its specification:
+    the same records, ends, checksums, checkpoints and skipped ranges, in any bytes."""
+    buf = b"".join(pieces)
+    buf = buf[: cut % (len(buf) + 1)] if cut % 3 == 0 else buf  # torn tails too
+    assert spool_module._scan is accelerator.scan
+    assert parse_records(buf) == spool_module._parse(buf, spool_module.scan_in_python)
+    for pos in {0, cut % (len(buf) + 1)}:
+        found: list[list[object]] = [[], [], [], []]
+        expected: list[list[object]] = [[], [], [], []]
+        assert accelerator.scan(buf, pos, *found) == spool_module.scan_in_python(buf, pos, *expected)
+        assert found == expected
+
+
+def test_the_accelerators_scan_refuses_wrong_arguments():
+    with pytest.raises(TypeError):
+        accelerator.scan(bytearray(b""), 0, [], [], [], [])
+    with pytest.raises(TypeError):
+        accelerator.scan(b"", 0, [], (), [], [])
+    with pytest.raises(ValueError):
+        accelerator.scan(b"", -1, [], [], [], [])
+
+
 def test_a_write_error_is_the_oserror_os_write_raises(tmp_path, append):
     fd = os.open(tmp_path / "read-only", os.O_RDONLY | os.O_CREAT)
     try:

@@ -11,6 +11,7 @@ Without atheris, the same checks run on random mutations of valid segments::
 Each input is used twice: as raw bytes, and as a recipe (records and acknowledgement
 checkpoints, then mutations such as bit flips, truncation, inserted or deleted bytes,
 repeated ranges) for a damaged segment.  :func:`check` holds the reader's contract: it
+finds exactly what the pure-Python reader (the specification of the C scan) finds; it
 never raises; the records, checkpoints and skipped ranges it reports cover the buffer
 exactly, in order; every record and checkpoint it returns is at the place it names,
 with a matching checksum; the settled offset is the largest offset of a checkpoint
@@ -28,6 +29,7 @@ import sys
 import zlib
 from collections.abc import Callable
 
+from telemetry_sinks.delivery import spool
 from telemetry_sinks.delivery.spool import (
     CHECKPOINT_MAGIC,
     CHECKPOINT_SIZE,
@@ -46,6 +48,8 @@ Marks = list[tuple[int, int]]
 def check(buf: bytes) -> list[Record]:
     """The reader's contract on any bytes; returns the records found."""
     parsed = parse_records(buf)
+    # The C scan (when built) finds exactly what the Python one, the specification, finds.
+    assert parsed == spool._parse(buf, spool.scan_in_python)
     assert len(parsed.ends) == len(parsed.records)
     spans = [(i.offset, i.offset + i.length) for i in parsed.issues]
     sums = {}
