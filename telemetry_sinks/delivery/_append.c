@@ -25,6 +25,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <stdint.h>
@@ -238,6 +239,95 @@ PyDoc_STRVAR(append_doc,
 "UnicodeEncodeError for a non-ASCII event id or data that is not valid Unicode, and the\n"
 "OSError os.write would raise (bytes before the error may have been written).");
 
+/* An event's id and JSON as bytes to copy into its record. */
+typedef struct {
+    const char *id;
+    Py_ssize_t id_size;
+    const char *data;
+    Py_ssize_t data_size;
+    PyObject *owned; /* the UTF-8 copy of non-ASCII data, or NULL */
+} parts_t;
+
+/* Fill `p` from the str event_id and data; 0, or -1 with an exception set. */
+static int
+record_parts(PyObject *event_id, PyObject *data, parts_t *p)
+{
+    p->owned = NULL;
+    if (!PyUnicode_Check(event_id) || !PyUnicode_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "append(): event_id and data must be str");
+        return -1;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(event_id) < 0 || PyUnicode_READY(data) < 0) {
+        return -1;
+    }
+#endif
+    if (!PyUnicode_IS_ASCII(event_id)) {
+        PyObject *refused = PyUnicode_AsASCIIString(event_id); /* raises UnicodeEncodeError */
+        Py_XDECREF(refused);
+        if (refused != NULL) {
+            PyErr_SetString(PyExc_ValueError, "append(): an event id must be ASCII");
+        }
+        return -1;
+    }
+    /* An ASCII str's characters are its bytes: no copy for the id, nor for ASCII data. */
+    p->id = (const char *)PyUnicode_DATA(event_id);
+    p->id_size = PyUnicode_GET_LENGTH(event_id);
+    /* Not PyUnicode_AsUTF8AndSize for non-ASCII data: it keeps a UTF-8 copy in the str for
+       its lifetime, and the event stays queued in memory. */
+    if (PyUnicode_IS_ASCII(data)) {
+        p->data = (const char *)PyUnicode_DATA(data);
+        p->data_size = PyUnicode_GET_LENGTH(data);
+    }
+    else {
+        p->owned = PyUnicode_AsUTF8String(data);
+        if (p->owned == NULL) {
+            return -1;
+        }
+        p->data = PyBytes_AS_STRING(p->owned);
+        p->data_size = PyBytes_GET_SIZE(p->owned);
+    }
+    if ((size_t)p->id_size + 1 + (size_t)p->data_size > UINT32_MAX) {
+        Py_CLEAR(p->owned);
+        PyErr_SetString(PyExc_OverflowError, "an event of 4 GiB or more does not fit a spool record");
+        return -1;
+    }
+    return 0;
+}
+
+/* The bytes of the record of `p`. */
+static size_t
+record_size(const parts_t *p)
+{
+    return HEADER_SIZE + (size_t)p->id_size + 1 + (size_t)p->data_size;
+}
+
+/* Build the record of `p` and write it to fd; 0 (its CRC-32 in *crc), or -1 with an
+   exception set. */
+static int
+write_record(int fd, const parts_t *p, uint32_t *crc)
+{
+    size_t body = (size_t)p->id_size + 1 + (size_t)p->data_size, size = HEADER_SIZE + body;
+    char stack[STACK_RECORD];
+    char *record = size <= sizeof stack ? stack : PyMem_Malloc(size);
+    if (record == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(record, "\x89TSR", 4);
+    memcpy(record + HEADER_SIZE, p->id, (size_t)p->id_size);
+    record[HEADER_SIZE + p->id_size] = '\n';
+    memcpy(record + HEADER_SIZE + p->id_size + 1, p->data, (size_t)p->data_size);
+    *crc = crc32_of((const unsigned char *)record + HEADER_SIZE, body);
+    put_uint32(record + 4, (uint32_t)body);
+    put_uint32(record + 8, *crc);
+    int written = write_all(fd, record, size);
+    if (record != stack) {
+        PyMem_Free(record);
+    }
+    return written;
+}
+
 static PyObject *
 append(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -249,72 +339,16 @@ append(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (fd < 0) {
         return NULL;
     }
-    PyObject *event_id = args[1], *data = args[2];
-    if (!PyUnicode_Check(event_id) || !PyUnicode_Check(data)) {
-        PyErr_SetString(PyExc_TypeError, "append(): event_id and data must be str");
+    parts_t parts;
+    if (record_parts(args[1], args[2], &parts) < 0) {
         return NULL;
     }
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(event_id) < 0 || PyUnicode_READY(data) < 0) {
-        return NULL;
-    }
-#endif
-    if (!PyUnicode_IS_ASCII(event_id)) {
-        PyObject *refused = PyUnicode_AsASCIIString(event_id); /* raises UnicodeEncodeError */
-        Py_XDECREF(refused);
-        if (refused != NULL) {
-            PyErr_SetString(PyExc_ValueError, "append(): an event id must be ASCII");
-        }
-        return NULL;
-    }
-    /* An ASCII str's characters are its bytes: no copy for the id, nor for ASCII data. */
-    const char *id_chars = (const char *)PyUnicode_DATA(event_id);
-    Py_ssize_t id_size = PyUnicode_GET_LENGTH(event_id);
-    /* Not PyUnicode_AsUTF8AndSize for non-ASCII data: it keeps a UTF-8 copy in the str for
-       its lifetime, and the event stays queued in memory. */
-    PyObject *data_bytes = NULL;
-    const char *data_chars;
-    Py_ssize_t data_size;
-    if (PyUnicode_IS_ASCII(data)) {
-        data_chars = (const char *)PyUnicode_DATA(data);
-        data_size = PyUnicode_GET_LENGTH(data);
-    }
-    else {
-        data_bytes = PyUnicode_AsUTF8String(data);
-        if (data_bytes == NULL) {
-            return NULL;
-        }
-        data_chars = PyBytes_AS_STRING(data_bytes);
-        data_size = PyBytes_GET_SIZE(data_bytes);
-    }
-    size_t body = (size_t)id_size + 1 + (size_t)data_size;
+    uint32_t crc;
     PyObject *result = NULL;
-    if (body > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "an event of 4 GiB or more does not fit a spool record");
-        goto done;
+    if (write_record(fd, &parts, &crc) == 0) {
+        result = Py_BuildValue("(nk)", (Py_ssize_t)record_size(&parts), (unsigned long)crc);
     }
-    size_t size = HEADER_SIZE + body;
-    char stack[STACK_RECORD];
-    char *record = size <= sizeof stack ? stack : PyMem_Malloc(size);
-    if (record == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    memcpy(record, "\x89TSR", 4);
-    memcpy(record + HEADER_SIZE, id_chars, (size_t)id_size);
-    record[HEADER_SIZE + id_size] = '\n';
-    memcpy(record + HEADER_SIZE + id_size + 1, data_chars, (size_t)data_size);
-    uint32_t crc = crc32_of((const unsigned char *)record + HEADER_SIZE, body);
-    put_uint32(record + 4, (uint32_t)body);
-    put_uint32(record + 8, crc);
-    if (write_all(fd, record, size) == 0) {
-        result = Py_BuildValue("(nk)", (Py_ssize_t)size, (unsigned long)crc);
-    }
-    if (record != stack) {
-        PyMem_Free(record);
-    }
-done:
-    Py_XDECREF(data_bytes);
+    Py_XDECREF(parts.owned);
     return result;
 }
 
@@ -478,6 +512,329 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(pos);
 }
 
+/* ---------------------------------------------------------------- Budget and Ledger */
+
+/* Budget: the bytes a spool directory holds (`used`) and may hold (`limit`). */
+typedef struct {
+    PyObject_HEAD
+    long long used;
+    long long limit;
+} BudgetObject;
+
+static int
+budget_init(BudgetObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"limit", "used", NULL};
+    long long limit, used = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|L:Budget", names, &limit, &used)) {
+        return -1;
+    }
+    self->limit = limit;
+    self->used = used;
+    return 0;
+}
+
+static PyMemberDef budget_members[] = {
+    {"used", T_LONGLONG, offsetof(BudgetObject, used), 0, "Bytes held."},
+    {"limit", T_LONGLONG, offsetof(BudgetObject, limit), 0, "Bytes that may be held."},
+    {NULL},
+};
+
+static PyTypeObject BudgetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "telemetry_sinks.delivery._append.Budget",
+    .tp_basicsize = sizeof(BudgetObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Budget(limit, used=0): the bytes a spool directory holds and may hold.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)budget_init,
+    .tp_members = budget_members,
+};
+
+/* Ledger: a segment's file, its size, and its records not settled yet (end offsets and
+   checksums, oldest first, from index `first`): spool.Ledger in C. */
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    long long size;
+    long long limit;
+    uint64_t *ends;
+    uint32_t *sums;
+    Py_ssize_t first, count, capacity;
+} LedgerObject;
+
+static int
+ledger_push(LedgerObject *self, uint64_t end, uint32_t sum)
+{
+    if (self->count == self->capacity) {
+        if (self->first >= 4096 && self->first * 2 >= self->count) {
+            /* most of the arrays are settled records: move the rest to the front */
+            Py_ssize_t keep = self->count - self->first;
+            memmove(self->ends, self->ends + self->first, (size_t)keep * sizeof *self->ends);
+            memmove(self->sums, self->sums + self->first, (size_t)keep * sizeof *self->sums);
+            self->first = 0;
+            self->count = keep;
+        }
+        else {
+            Py_ssize_t capacity = self->capacity < 64 ? 64 : self->capacity * 2;
+            uint64_t *ends = PyMem_Realloc(self->ends, (size_t)capacity * sizeof *ends);
+            if (ends == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            self->ends = ends;
+            uint32_t *sums = PyMem_Realloc(self->sums, (size_t)capacity * sizeof *sums);
+            if (sums == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            self->sums = sums;
+            self->capacity = capacity;
+        }
+    }
+    self->ends[self->count] = end;
+    self->sums[self->count] = sum;
+    self->count++;
+    return 0;
+}
+
+static void
+ledger_forget(LedgerObject *self)
+{
+    PyMem_Free(self->ends);
+    PyMem_Free(self->sums);
+    self->ends = NULL;
+    self->sums = NULL;
+    self->first = self->count = self->capacity = 0;
+}
+
+static int
+ledger_init(LedgerObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"fd", "size", "limit", "ends", "sums", NULL};
+    int fd = -1;
+    long long size = 0, limit = INT64_MAX;
+    PyObject *ends = NULL, *sums = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iLLOO:Ledger", names, &fd, &size, &limit, &ends, &sums)) {
+        return -1;
+    }
+    ledger_forget(self);
+    self->fd = fd;
+    self->size = size;
+    self->limit = limit;
+    if (ends == NULL && sums == NULL) {
+        return 0;
+    }
+    PyObject *e = PySequence_Fast(ends ? ends : Py_None, "Ledger(): ends must be a sequence");
+    PyObject *c = e == NULL ? NULL : PySequence_Fast(sums ? sums : Py_None, "Ledger(): sums must be a sequence");
+    int ok = c != NULL;
+    if (ok && PySequence_Fast_GET_SIZE(e) != PySequence_Fast_GET_SIZE(c)) {
+        PyErr_SetString(PyExc_ValueError, "Ledger(): as many ends as sums");
+        ok = 0;
+    }
+    for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(e); i++) {
+        unsigned long long end = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(e, i));
+        unsigned long sum = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(c, i));
+        ok = !PyErr_Occurred() && sum <= UINT32_MAX && ledger_push(self, end, (uint32_t)sum) == 0;
+        if (ok == 0 && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_OverflowError, "Ledger(): a checksum is a uint32");
+        }
+    }
+    Py_XDECREF(e);
+    Py_XDECREF(c);
+    return ok ? 0 : -1;
+}
+
+static void
+ledger_dealloc(LedgerObject *self)
+{
+    ledger_forget(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+ledger_length(LedgerObject *self)
+{
+    return self->count - self->first;
+}
+
+static PyObject *
+ledger_iter(LedgerObject *self)
+{
+    PyObject *list = PyList_New(self->count - self->first);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = self->first; i < self->count; i++) {
+        PyObject *end = PyLong_FromUnsignedLongLong(self->ends[i]);
+        if (end == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i - self->first, end);
+    }
+    PyObject *iterator = PyObject_GetIter(list);
+    Py_DECREF(list);
+    return iterator;
+}
+
+static PyObject *
+ledger_empty(void)
+{
+    PyErr_SetString(PyExc_IndexError, "the ledger holds no unsettled record");
+    return NULL;
+}
+
+static PyObject *
+ledger_append(LedgerObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "append(end, checksum) takes 2 arguments");
+        return NULL;
+    }
+    unsigned long long end = PyLong_AsUnsignedLongLong(args[0]);
+    unsigned long sum = PyLong_AsUnsignedLong(args[1]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (sum > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "append(): a checksum is a uint32");
+        return NULL;
+    }
+    if (ledger_push(self, end, (uint32_t)sum) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ledger_first(LedgerObject *self, PyObject *unused)
+{
+    if (self->first == self->count) {
+        return ledger_empty();
+    }
+    return PyLong_FromUnsignedLongLong(self->ends[self->first]);
+}
+
+static PyObject *
+ledger_pop_first(LedgerObject *self, PyObject *unused)
+{
+    if (self->first == self->count) {
+        return ledger_empty();
+    }
+    Py_ssize_t i = self->first++;
+    return Py_BuildValue("(Kk)", (unsigned long long)self->ends[i], (unsigned long)self->sums[i]);
+}
+
+static PyObject *
+ledger_pop_run(LedgerObject *self, PyObject *ends)
+{
+    PyObject *fast = PySequence_Fast(ends, "pop_run(): ends must be a sequence");
+    if (fast == NULL) {
+        return NULL;
+    }
+    Py_ssize_t i = self->first, n = PySequence_Fast_GET_SIZE(fast);
+    for (Py_ssize_t k = 0; k < n && i < self->count; k++) {
+        unsigned long long end = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(fast, k));
+        if (end == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return NULL;
+        }
+        if (end != self->ends[i]) {
+            break;
+        }
+        i++;
+    }
+    Py_DECREF(fast);
+    Py_ssize_t count = i - self->first;
+    if (count == 0) {
+        return Py_BuildValue("(iii)", 0, 0, 0);
+    }
+    self->first = i;
+    return Py_BuildValue("(nKk)", count, (unsigned long long)self->ends[i - 1], (unsigned long)self->sums[i - 1]);
+}
+
+static PyObject *
+ledger_clear(LedgerObject *self, PyObject *unused)
+{
+    ledger_forget(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ledger_write(LedgerObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyObject_TypeCheck(args[2], &BudgetType)) {
+        PyErr_SetString(PyExc_TypeError, "write(event_id, data, budget) takes 2 str and a Budget");
+        return NULL;
+    }
+    BudgetObject *budget = (BudgetObject *)args[2];
+    parts_t parts;
+    if (record_parts(args[0], args[1], &parts) < 0) {
+        return NULL;
+    }
+    long long size = (long long)record_size(&parts);
+    PyObject *result = NULL;
+    uint32_t crc;
+    if (self->size + size > self->limit || budget->used + size > budget->limit) {
+        result = PyLong_FromLong(0);
+    }
+    else if (write_record(self->fd, &parts, &crc) == 0) {
+        self->size += size;
+        budget->used += size;
+        if (ledger_push(self, (uint64_t)self->size, crc) == 0) {
+            result = PyLong_FromLongLong(self->size);
+        }
+    }
+    Py_XDECREF(parts.owned);
+    return result;
+}
+
+static PyMethodDef ledger_methods[] = {
+    {"append", (PyCFunction)(void (*)(void))ledger_append, METH_FASTCALL,
+     "append(end, checksum): a record ending at end was written."},
+    {"first", (PyCFunction)ledger_first, METH_NOARGS, "The end offset of the oldest unsettled record."},
+    {"pop_first", (PyCFunction)ledger_pop_first, METH_NOARGS,
+     "Remove the oldest unsettled record; return its (end offset, checksum)."},
+    {"pop_run", (PyCFunction)ledger_pop_run, METH_O,
+     "pop_run(ends): remove the oldest records while they are ends, in order; return (how many,\n"
+     "end offset and checksum of the last one removed)."},
+    {"clear", (PyCFunction)ledger_clear, METH_NOARGS, "Forget every unsettled record."},
+    {"write", (PyCFunction)(void (*)(void))ledger_write, METH_FASTCALL,
+     "write(event_id, data, budget) -> int\n\n"
+     "Append the event's record to fd (as append()) if it fits under limit and the budget; return\n"
+     "where it ends (0: it does not fit, nothing written).  The record is unsettled, its bytes\n"
+     "counted in size and budget.used."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef ledger_members[] = {
+    {"fd", T_INT, offsetof(LedgerObject, fd), 0, "The segment's file, open for appending."},
+    {"size", T_LONGLONG, offsetof(LedgerObject, size), 0, "Bytes in the segment."},
+    {"limit", T_LONGLONG, offsetof(LedgerObject, limit), 0, "write() keeps size at or below this."},
+    {NULL},
+};
+
+static PySequenceMethods ledger_sequence = {
+    .sq_length = (lenfunc)ledger_length,
+};
+
+static PyTypeObject LedgerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "telemetry_sinks.delivery._append.Ledger",
+    .tp_basicsize = sizeof(LedgerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Ledger(fd=-1, size=0, limit=2**63-1, ends=(), sums=()): a segment's file, size and\n"
+              "unsettled records (12 bytes each); spool.Ledger in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ledger_init,
+    .tp_dealloc = (destructor)ledger_dealloc,
+    .tp_iter = (getiterfunc)ledger_iter,
+    .tp_methods = ledger_methods,
+    .tp_members = ledger_members,
+    .tp_as_sequence = &ledger_sequence,
+};
+
 PyDoc_STRVAR(configure_doc,
 "configure(slow_ns, again_ns, release_ns)\n\n"
 "Set when writes release the GIL: after two writes within again_ns each longer than\n"
@@ -556,7 +913,9 @@ PyInit__append(void)
     }
     /* The SHA-256 of this file when it was built (setup.py): a stale build differs from the source. */
     if (PyModule_AddStringConstant(module, "SOURCE_SHA256", SOURCE_SHA256) < 0
-        || PyModule_AddIntConstant(module, "CLMUL", use_clmul_value()) < 0) {
+        || PyModule_AddIntConstant(module, "CLMUL", use_clmul_value()) < 0
+        || PyType_Ready(&BudgetType) < 0 || PyModule_AddObjectRef(module, "Budget", (PyObject *)&BudgetType) < 0
+        || PyType_Ready(&LedgerType) < 0 || PyModule_AddObjectRef(module, "Ledger", (PyObject *)&LedgerType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -104,6 +104,7 @@ KEPT = "kept"  # on disk, and the caller may hold it in memory too
 ON_DISK = "on disk"  # on disk only: it is replayed from there (memory was full)
 REFUSED = "refused"  # not written: the spool is full, closed or cannot be written
 _SEGMENT = attrgetter("segment")
+_KEPT = (KEPT, 0)  # what the usual write returns
 #: ``Spool.refusal`` when an event was refused for lack of room (``max_bytes``).
 FULL = "spool full"
 
@@ -336,19 +337,46 @@ def _try_lock(fd: int) -> bool:
 _SUMS = "I" if array("I").itemsize >= 4 else "L"  # CRC-32s: 4 bytes each
 
 
-class Pending:
-    """The records of a segment not settled yet, oldest first: their end offsets and checksums.
+class Budget:
+    """The bytes a spool directory holds (``used``) and may hold (``limit``): what every segment's
+    :meth:`Ledger.write` checks and counts."""
 
-    Two flat arrays and a read index (12 bytes a record) rather than Python ints in
-    deques (about 80): a spool that holds a long outage's events on disk holds this
-    for each of them in memory.
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int, used: int = 0) -> None:
+        self.limit = limit
+        self.used = used
+
+
+class Ledger:
+    """A segment's file (``fd``), its size in bytes, and its records not settled yet, oldest first:
+    their end offsets and checksums.
+
+    :meth:`write` is the spool's usual append in one call: the room check (``limit``, the
+    segment's, and the spool's :class:`Budget`), the record, its ``write(2)`` and the
+    bookkeeping; the C accelerator's ``Ledger`` does the same without a Python frame (the
+    tests check that both behave alike).  The records are two flat arrays and a read index
+    (12 bytes a record) rather than Python ints in deques (about 80): a spool that holds a
+    long outage's events on disk holds this for each of them in memory.
     """
 
-    __slots__ = ("_ends", "_sums", "_first")
+    __slots__ = ("fd", "size", "limit", "_ends", "_sums", "_first")
 
-    def __init__(self, ends: Iterable[int] = (), sums: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        fd: int = -1,
+        size: int = 0,
+        limit: int = 2**63 - 1,
+        ends: Iterable[int] = (),
+        sums: Iterable[int] = (),
+    ) -> None:
+        self.fd = fd
+        self.size = size
+        self.limit = limit
         self._ends = array("Q", ends)
         self._sums = array(_SUMS, sums)
+        if len(self._ends) != len(self._sums):
+            raise ValueError("Ledger(): as many ends as sums")
         self._first = 0
 
     def __len__(self) -> int:
@@ -362,16 +390,33 @@ class Pending:
         return itertools.islice(self._ends, self._first, None)
 
     def append(self, end: int, checksum: int) -> None:
+        """A record ending at ``end`` (with CRC-32 ``checksum``) was written."""
         self._ends.append(end)
         self._sums.append(checksum)
 
+    def write(self, event_id: str, data: str, budget: Budget) -> int:
+        """Append the event's record to ``fd`` if it fits under ``limit`` and the ``budget``; return
+        where it ends (0: it does not fit, nothing written).  Raises what ``_append`` raises."""
+        size = RECORD_OVERHEAD + len(event_id) + (len(data) if data.isascii() else len(data.encode("utf-8")))
+        if self.size + size > self.limit or budget.used + size > budget.limit:
+            return 0
+        written, checksum = _append(self.fd, event_id, data)
+        end = self.size = self.size + written
+        budget.used += written
+        self.append(end, checksum)
+        return end
+
     def first(self) -> int:
-        """The end offset of the oldest record (the collection must not be empty)."""
+        """The end offset of the oldest record (IndexError if there is none)."""
+        if self._first >= len(self._ends):
+            raise IndexError("the ledger holds no unsettled record")
         return self._ends[self._first]
 
     def pop_first(self) -> tuple[int, int]:
         """Remove the oldest record; return its (end offset, checksum)."""
         i = self._first
+        if i >= len(self._ends):
+            raise IndexError("the ledger holds no unsettled record")
         popped = self._ends[i], self._sums[i]
         self._advance(i + 1)
         return popped
@@ -399,17 +444,25 @@ class Pending:
         self._first = i
 
     def clear(self) -> None:
+        """Forget every unsettled record."""
         self._ends = array("Q")
         self._sums = array(_SUMS)
         self._first = 0
+
+
+if _accelerator is not None:
+    _Ledger: Any = _accelerator.Ledger
+    _Budget: Any = _accelerator.Budget
+else:  # pragma: no cover - installed without a compiler
+    _Ledger, _Budget = Ledger, Budget
 
 
 @dataclass(eq=False)
 class Segment:
     """A segment file this process holds (locked through ``fd``), and which of its events are settled.
 
-    ``pending`` holds the end offsets of the records not settled yet, in file
-    order, with their checksums; ``early`` those settled before an earlier
+    ``ledger`` holds its size and the end offsets of the records not settled yet, in
+    file order, with their checksums; ``early`` those settled before an earlier
     record was; ``settled`` is the end of the settled prefix (``settled_sum`` the
     checksum of the record ending there) and ``checkpointed`` the offset of the
     last checkpoint written.  ``disk_from`` (own segments): where the records that are
@@ -419,9 +472,8 @@ class Segment:
 
     path: str
     fd: int
-    size: int = 0
+    ledger: Any = None  # a Ledger (the C one when built) on ``fd``
     sealed: bool = False
-    pending: Pending = field(default_factory=Pending)
     early: set[int] = field(default_factory=set)
     settled: int = 0
     settled_sum: int = 0
@@ -431,9 +483,22 @@ class Segment:
     cursor: int = 0
     closed: bool = False
 
+    def __post_init__(self) -> None:
+        if self.ledger is None:
+            self.ledger = _Ledger(self.fd)
+
+    @property
+    def size(self) -> int:
+        """Bytes in the segment file."""
+        return int(self.ledger.size)
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self.ledger.size = value
+
     def settle(self, end: int) -> None:
         """The record ending at ``end`` was acknowledged or dead-lettered."""
-        pending = self.pending
+        pending = self.ledger
         if not pending or end < pending.first():
             return  # settled before (a duplicate), or not tracked
         if end != pending.first():
@@ -444,7 +509,7 @@ class Segment:
 
     def settle_all(self, ends: list[int]) -> None:
         """``settle`` each of ``ends``; the usual case (the oldest records, in order) at once."""
-        count, end, checksum = self.pending.pop_run(ends)
+        count, end, checksum = self.ledger.pop_run(ends)
         if count:
             self.settled, self.settled_sum = end, checksum
             self._settle_early()
@@ -453,14 +518,14 @@ class Segment:
 
     def _settle_early(self) -> None:
         """Move the settled prefix over the records that were settled before it reached them."""
-        pending, early = self.pending, self.early
+        pending, early = self.ledger, self.early
         while early and pending and pending.first() in early:
             early.discard(pending.first())
             self.settled, self.settled_sum = pending.pop_first()
 
     def unsettled_records(self, buf: bytes, base: int = 0) -> list[tuple[str, str, int]]:
         """The records of ``buf`` (this segment's bytes from ``base``) that are still pending."""
-        waiting = set(self.pending) - self.early
+        waiting = set(self.ledger) - self.early
         parsed = parse_records(buf)
         return [(i, d, base + end) for (i, d), end in zip(parsed.records, parsed.ends)
                 if base + end in waiting]  # fmt: skip
@@ -485,7 +550,7 @@ class Spool:
     ) -> None:
         self.directory = os.path.abspath(os.path.expanduser(directory))
         os.makedirs(self.directory, exist_ok=True)
-        self.max_bytes = max_bytes
+        self._budget = _Budget(max_bytes)  # the bytes in the directory, and max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.evict_oldest = evict_oldest
@@ -503,7 +568,6 @@ class Spool:
         self.refusal: str | None = None
         #: The OS error of the last write that failed (None after a successful write).
         self.write_error: str | None = None
-        self._size = 0
         self._counter = 0
         self._last_ns = 0
         self._closed = False
@@ -512,7 +576,24 @@ class Spool:
     @property
     def size(self) -> int:
         """Bytes of segment files in the directory (as of the last scan, plus own writes)."""
-        return self._size
+        return int(self._budget.used)
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes of segment files the directory may hold."""
+        return int(self._budget.limit)
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._budget.limit = value
+
+    @property
+    def _size(self) -> int:
+        return int(self._budget.used)
+
+    @_size.setter
+    def _size(self, value: int) -> None:
+        self._budget.used = value
 
     # ------------------------------------------------------------------ scanning
 
@@ -591,50 +672,77 @@ class Spool:
         on disk only, the later ones are too until the worker reads them back, so
         that they keep their order.  Sets ``env.segment`` and ``env.end`` when written.
         """
-        size = RECORD_OVERHEAD + len(env.event_id) + env.size
         with self._lock:
-            head, evicted = self._head, 0
-            # Usually the head and the directory have room: then none of _room_locked's checks.
-            if (
-                head is None
-                or self._closed
-                or head.size + size > self.segment_bytes
-                or self._size + size > self.max_bytes
-            ):
-                room, evicted = self._room_locked(size)
-                if not room:
-                    return REFUSED, evicted
-                head = self._head
-            try:
-                if head is None:
-                    head = self._new_head_locked()
-                size, checksum = _append(head.fd, env.event_id, env.data)
-            except OSError as exc:  # on a full disk, evict (if allowed) and write once more
-                freed = self._evict_after_locked(exc, size)
-                evicted += freed
+            head = self._head
+            # The usual case (a head with room, memory has room, no fsync, no error to clear):
+            # one call to the head's ledger checks the room, writes and keeps the books.
+            if head is not None and keep and not (self._spilling or self.fsync or self.write_error):
                 try:
-                    if not freed:
-                        raise exc
-                    head = self._new_head_locked()
-                    size, checksum = _append(head.fd, env.event_id, env.data)
-                except OSError as error:
-                    self._write_failed_locked(error)
-                    return REFUSED, evicted
-            start = head.size
-            end = head.size = start + size
-            self._size += size
-            self.write_error = None
-            if self.fsync:
-                self._fsync_locked(head)
-            head.pending.append(end, checksum)
-            env.segment = head
-            env.end = end
-            if keep and not self._spilling:
-                return KEPT, evicted
-            if head.disk_from is None:
-                head.disk_from = start
-            self._spilling = True
-            return ON_DISK, evicted
+                    end = head.ledger.write(env.event_id, env.data, self._budget)
+                except OSError as exc:
+                    return self._retry_locked(env, exc, 0, keep)
+                if end:
+                    env.segment = head
+                    env.end = end
+                    return _KEPT
+            return self._write_locked(env, keep)
+
+    def _write_locked(self, env: Envelope, keep: bool) -> tuple[str, int]:
+        """``write`` when the head may need sealing or making, room evicting, or state updating."""
+        size = RECORD_OVERHEAD + len(env.event_id) + env.size
+        head, evicted = self._head, 0
+        if (
+            head is None
+            or self._closed
+            or head.size + size > self.segment_bytes
+            or self._size + size > self.max_bytes
+        ):
+            room, evicted = self._room_locked(size)
+            if not room:
+                return REFUSED, evicted
+            head = self._head
+        try:
+            if head is None:
+                head = self._new_head_locked()
+            size, checksum = _append(head.fd, env.event_id, env.data)
+        except OSError as exc:
+            return self._retry_locked(env, exc, evicted, keep)
+        return self._written_locked(env, head, size, checksum, evicted, keep)
+
+    def _retry_locked(self, env: Envelope, exc: OSError, evicted: int, keep: bool) -> tuple[str, int]:
+        """A write failed: on a full disk, evict (if allowed) and write once more into a new head."""
+        size = RECORD_OVERHEAD + len(env.event_id) + env.size
+        freed = self._evict_after_locked(exc, size)
+        evicted += freed
+        try:
+            if not freed:
+                raise exc
+            head = self._new_head_locked()
+            size, checksum = _append(head.fd, env.event_id, env.data)
+        except OSError as error:
+            self._write_failed_locked(error)
+            return REFUSED, evicted
+        return self._written_locked(env, head, size, checksum, evicted, keep)
+
+    def _written_locked(
+        self, env: Envelope, head: Segment, size: int, checksum: int, evicted: int, keep: bool
+    ) -> tuple[str, int]:
+        """Keep the books of a record of ``size`` bytes just appended to ``head``."""
+        start = head.size
+        end = head.size = start + size
+        self._size += size
+        self.write_error = None
+        if self.fsync:
+            self._fsync_locked(head)
+        head.ledger.append(end, checksum)
+        env.segment = head
+        env.end = end
+        if keep and not self._spilling:
+            return KEPT, evicted
+        if head.disk_from is None:
+            head.disk_from = start
+        self._spilling = True
+        return ON_DISK, evicted
 
     def _room_locked(self, size: int) -> tuple[bool, int]:
         """Make room for ``size`` bytes: evict (if allowed) when the directory is full, seal a full
@@ -728,7 +836,7 @@ class Spool:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        self._head = Segment(path, fd)
+        self._head = Segment(path, fd, _Ledger(fd, 0, self.segment_bytes))
         return self._head
 
     def _seal_head_locked(self) -> None:
@@ -737,7 +845,7 @@ class Spool:
         if head is None:
             return
         head.sealed = True
-        if not head.pending and head.disk_from is None:
+        if not head.ledger and head.disk_from is None:
             self._delete_locked(head)
             return
         if self.fsync:
@@ -760,7 +868,7 @@ class Spool:
             segment = self._claim_locked(name)
             if segment is None:
                 continue
-            lost += len(segment.pending)
+            lost += len(segment.ledger)
             freed += segment.size
             self._delete_locked(segment)
         for segment in list(self._sealed):
@@ -770,7 +878,7 @@ class Spool:
                 continue
             start = segment.disk_from
             if start is not None:
-                lost += sum(1 for end in segment.pending if end > start and end not in segment.early)
+                lost += sum(1 for end in segment.ledger if end > start and end not in segment.early)
             freed += segment.size
             self._delete_locked(segment)
         return lost
@@ -795,7 +903,7 @@ class Spool:
     def _next_replay_locked(self) -> Segment | None:
         """Load the next segment with records to replay: others' first, then own ones, oldest first."""
         done = self._replaying
-        if done is not None:  # every record of it handed out: they are tracked by ``pending``
+        if done is not None:  # every record of it handed out: they are tracked by its ``ledger``
             done.replay, done.cursor = [], 0
         self._replaying = None
         while self._candidates:
@@ -830,7 +938,7 @@ class Spool:
             return False
         segment.replay = segment.unsettled_records(buf, start or 0)
         segment.cursor = 0
-        if not segment.replay and not segment.pending and segment.sealed:
+        if not segment.replay and not segment.ledger and segment.sealed:
             self._delete_locked(segment)
         return bool(segment.replay)
 
@@ -848,7 +956,7 @@ class Spool:
             for segment in dict.fromkeys(touched):
                 if segment.closed:
                     continue
-                if segment.sealed and not segment.pending:
+                if segment.sealed and not segment.ledger:
                     self._delete_locked(segment)
                 elif segment.settled > segment.checkpointed:
                     self._checkpoint_locked(segment)
@@ -875,18 +983,18 @@ class Spool:
         """True while a record written before ``marks`` were taken is neither acknowledged nor
         dead-lettered."""
         with self._lock:
-            return any(s.pending and s.pending.first() <= position for s, position in marks)
+            return any(s.ledger and s.ledger.first() <= position for s, position in marks)
 
     def idle_head(self) -> bool:
         """True if the head holds only settled events (it can be deleted)."""
         head = self._head
-        return head is not None and not head.pending and head.disk_from is None and not self._closed
+        return head is not None and not head.ledger and head.disk_from is None and not self._closed
 
     def retire_head(self) -> None:
         """Delete the head if every event in it is settled (the next write starts a new one)."""
         with self._lock:
             head = self._head
-            if head is not None and not head.pending and head.disk_from is None and not self._closed:
+            if head is not None and not head.ledger and head.disk_from is None and not self._closed:
                 self._head = None
                 self._delete_locked(head)
 
@@ -924,8 +1032,8 @@ class Spool:
         settled = parsed.settled
         replay = parsed.unsettled()
         sums = [c for c, end in zip(parsed.checksums, parsed.ends) if end > settled]
-        segment = Segment(path, fd, size=len(buf), sealed=True, settled=settled, checkpointed=settled,
-                          pending=Pending((end for _, _, end in replay), sums),
+        ledger = _Ledger(fd, len(buf), 2**63 - 1, [end for _, _, end in replay], sums)
+        segment = Segment(path, fd, ledger, sealed=True, settled=settled, checkpointed=settled,
                           replay=replay)  # fmt: skip
         self._claimed.append(segment)
         return segment
@@ -943,7 +1051,7 @@ class Spool:
                               "replayed again", segment.path, str(exc))
         os.close(segment.fd)
         segment.closed = True
-        segment.pending.clear()
+        segment.ledger.clear()
         segment.replay = []
         if segment.disk_from is not None:  # evicted before its events were read back
             segment.disk_from = None
@@ -970,7 +1078,7 @@ class Spool:
             for segment in self._held_locked():
                 if segment.closed:
                     continue
-                if not segment.pending and (segment is head or segment.sealed):
+                if not segment.ledger and (segment is head or segment.sealed):
                     self._delete_locked(segment)
                 elif _unlinked(segment.fd):  # deleted under us: its events exist only here now
                     try:
@@ -1043,7 +1151,8 @@ __all__ = [
     "ON_DISK",
     "REFUSED",
     "ParsedSegment",
-    "Pending",
+    "Budget",
+    "Ledger",
     "Segment",
     "Spool",
     "SpoolIssue",

@@ -155,6 +155,71 @@ def test_the_accelerators_scan_refuses_wrong_arguments():
         accelerator.scan(b"", -1, [], [], [], [])
 
 
+ledger_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), event_ids, st.text(st.characters(codec="utf-8"), max_size=300)),
+        st.tuples(st.just("append"), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)),
+        st.tuples(st.just("pop_first")),
+        st.tuples(st.just("first")),
+        st.tuples(st.just("pop_run"), st.integers(0, 6), st.booleans()),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=40,
+)
+
+
+def _ledger_step(ledger, budget, step):
+    """Apply ``step`` to ``ledger``; what it returned or raised, and the state after it."""
+    name, *args = step
+    if name == "pop_run":  # the oldest records while they are these ends, sometimes with a wrong one
+        count, wrong = args
+        ends = list(ledger)[:count]
+        args = [ends + [2**64 - 1] if wrong else ends]
+    try:
+        result = getattr(ledger, name)(*args, budget) if name == "write" else getattr(ledger, name)(*args)
+    except IndexError:
+        result = "IndexError"
+    return result, list(ledger), len(ledger), bool(ledger), ledger.size, budget.used
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=ledger_steps, limit=st.integers(0, 3000), room=st.integers(0, 3000))
+def test_the_accelerators_ledger_does_what_the_python_ledger_does(tmp_path_factory, steps, limit, room):
+    """``Ledger`` in C against ``spool.Ledger``, its specification: the same answers, records,
+    sizes and budget after any steps, and the same bytes written."""
+    files, ledgers = {}, {}
+    for name, (ledger_type, budget_type) in {
+        "c": (accelerator.Ledger, accelerator.Budget),
+        "python": (spool_module.Ledger, spool_module.Budget),
+    }.items():
+        files[name] = tmp_path_factory.mktemp(name) / "segment"
+        ledgers[name] = (ledger_type(open_append(files[name]), 0, limit), budget_type(room))
+    try:
+        for step in steps:
+            assert _ledger_step(*ledgers["c"], step) == _ledger_step(*ledgers["python"], step)
+    finally:
+        for ledger, _ in ledgers.values():
+            os.close(ledger.fd)
+    assert files["c"].read_bytes() == files["python"].read_bytes()
+
+
+def test_the_accelerators_ledger_keeps_its_records_while_it_drops_the_settled_ones():
+    """Past 4,096 settled records the arrays drop them; what is unsettled stays, in order."""
+    ledger = accelerator.Ledger()
+    for end in range(1, 20_001):
+        ledger.append(end, end % 7)
+    for end in range(1, 15_001):
+        assert ledger.pop_first() == (end, end % 7)
+    for end in range(20_001, 30_001):
+        ledger.append(end, end % 7)
+    assert ledger.pop_run(list(range(15_001, 15_011))) == (10, 15_010, 15_010 % 7)
+    assert list(ledger) == list(range(15_011, 30_001)) and ledger.first() == 15_011
+    ledger.clear()
+    assert not ledger and len(ledger) == 0
+    with pytest.raises(IndexError):
+        ledger.first()
+
+
 def test_a_write_error_is_the_oserror_os_write_raises(tmp_path, append):
     fd = os.open(tmp_path / "read-only", os.O_RDONLY | os.O_CREAT)
     try:

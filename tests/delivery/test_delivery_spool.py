@@ -277,7 +277,7 @@ def test_acknowledged_batches_settle_the_same_prefix_in_any_order(case):
             pos += size
             prefix = next((i for i in range(len(written)) if i not in acknowledged), len(written))
             assert segment.settled == (written[prefix - 1].end if prefix else 0)
-            assert len(segment.pending) == len(written) - prefix
+            assert len(segment.ledger) == len(written) - prefix
         spool.close()
 
 
@@ -291,7 +291,7 @@ def test_an_acknowledged_run_then_the_gap_it_left_settles_through_the_early_ones
     assert segment.settled == written[1].end
     spool.ack([written[2]])  # the gap: the prefix moves over 3 and 4 too
     assert segment.settled == written[4].end
-    assert list(segment.pending) == [written[5].end]
+    assert list(segment.ledger) == [written[5].end]
     spool.close()
     unsettled = parse_records(segments(tmp_path)[0].read_bytes()).unsettled()
     assert [json.loads(d)["n"] for _, d, _ in unsettled] == [5]
