@@ -160,8 +160,8 @@ if _accelerator is not None:
     _append, _write, _crc32 = _accelerator.append, _accelerator.write, _accelerator.crc32
 else:  # pragma: no cover - installed without a compiler
     _append, _write, _crc32 = append_in_python, write_all, zlib.crc32
-#: True if the spool's appends and checkpoints keep the GIL and build records in C, and its
-#: reader scans segments in C.
+#: True if the spool's appends and checkpoints keep the GIL and build records in C (a segment's
+#: ``Ledger`` too), and its reader scans segments in C.
 ACCELERATED = _accelerator is not None
 
 
@@ -256,7 +256,7 @@ def scan_in_python(
     the end); return that position.  Records go to ``records``, ``ends`` and ``checksums``,
     checkpoints to ``checkpoints`` as (position, offset, checksum).
 
-    The specification of the C accelerator's ``scan``, which does the same about ten times
+    The specification of the C accelerator's ``scan``, which does the same about four times
     faster (a sink reads back from disk what did not fit in memory); the tests check that
     both find the same items in any bytes.
     """
