@@ -704,10 +704,10 @@ class Spool:
         try:
             if head is None:
                 head = self._new_head_locked()
-            size, checksum = _append(head.fd, env.event_id, env.data)
+            start, end = head.size, self._append_locked(head, env, size)
         except OSError as exc:
             return self._retry_locked(env, exc, evicted, keep)
-        return self._written_locked(env, head, size, checksum, evicted, keep)
+        return self._written_locked(env, head, start, end, evicted, keep)
 
     def _retry_locked(self, env: Envelope, exc: OSError, evicted: int, keep: bool) -> tuple[str, int]:
         """A write failed: on a full disk, evict (if allowed) and write once more into a new head."""
@@ -718,23 +718,29 @@ class Spool:
             if not freed:
                 raise exc
             head = self._new_head_locked()
-            size, checksum = _append(head.fd, env.event_id, env.data)
+            start, end = head.size, self._append_locked(head, env, size)
         except OSError as error:
             self._write_failed_locked(error)
             return REFUSED, evicted
-        return self._written_locked(env, head, size, checksum, evicted, keep)
+        return self._written_locked(env, head, start, end, evicted, keep)
+
+    def _append_locked(self, head: Segment, env: Envelope, size: int) -> int:
+        """Append ``env``'s record (``size`` bytes) to ``head`` through its ledger, for which the room
+        was made; return where it ends."""
+        if not head.size:  # a segment holds at least one record, however large
+            head.ledger.limit = max(self.segment_bytes, size)
+        end = int(head.ledger.write(env.event_id, env.data, self._budget))
+        if not end:  # pragma: no cover - the room was made: _room_locked counts as the ledger does
+            raise OSError(errno.ENOSPC, "no room in the spool segment")
+        return end
 
     def _written_locked(
-        self, env: Envelope, head: Segment, size: int, checksum: int, evicted: int, keep: bool
+        self, env: Envelope, head: Segment, start: int, end: int, evicted: int, keep: bool
     ) -> tuple[str, int]:
-        """Keep the books of a record of ``size`` bytes just appended to ``head``."""
-        start = head.size
-        end = head.size = start + size
-        self._size += size
+        """What follows a record written from ``start`` to ``end`` in ``head`` off the usual path."""
         self.write_error = None
         if self.fsync:
             self._fsync_locked(head)
-        head.ledger.append(end, checksum)
         env.segment = head
         env.end = end
         if keep and not self._spilling:

@@ -19,6 +19,7 @@ from telemetry_sinks.delivery.envelope import next_event_id
 from telemetry_sinks.delivery.spool import (
     CHECKPOINT_MAGIC,
     HEADER,
+    KEPT,
     MAGIC,
     Spool,
     encode_checkpoint,
@@ -152,6 +153,24 @@ def test_reader_keeps_every_intact_record_in_order(records, garbage, data):
 
 def envelopes(count: int, start: int = 0) -> list[Envelope]:
     return [Envelope(next_event_id(), f'{{"n":{n}}}') for n in range(start, start + count)]
+
+
+def test_an_event_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path):
+    """A segment holds at least one record, however large; the next event starts a new one."""
+    spool = Spool(str(tmp_path), max_bytes=10**6, segment_bytes=120)
+    events = [Envelope(next_event_id(), f'{{"n":{n},"s":"{"x" * 200}"}}') for n in range(3)]
+    small = envelopes(2, start=3)
+    assert [spool.write(env)[0] for env in [*events, *small]] == [KEPT] * 5
+    files = segments(tmp_path)
+    assert len(files) == 4  # one per large event, the two small ones together
+    assert spool.size == sum(f.stat().st_size for f in files)
+    assert [r[0] for f in files for r in parse_records(f.read_bytes()).records] == [
+        e.event_id for e in [*events, *small]
+    ]
+    spool.ack([*events, *small])
+    spool.retire_head()
+    assert segments(tmp_path) == [] and spool.size == 0
+    spool.close()
 
 
 def test_spool_rolls_segments_and_replays_in_order(tmp_path):
