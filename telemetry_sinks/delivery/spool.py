@@ -124,6 +124,11 @@ SLOW_AGAIN_NS = 1_000_000_000
 RELEASE_AFTER_SLOW_NS = 60 * 1_000_000_000
 
 
+def _record_size(env: Envelope) -> int:
+    """The bytes of ``env``'s record."""
+    return RECORD_OVERHEAD + len(env.event_id) + env.size
+
+
 def encode_record(event_id: str, data: str) -> bytes:
     """One spool record for an event (see the module docstring)."""
     return _record(event_id, data)[0]
@@ -587,14 +592,6 @@ class Spool:
     def max_bytes(self, value: int) -> None:
         self._budget.limit = value
 
-    @property
-    def _size(self) -> int:
-        return int(self._budget.used)
-
-    @_size.setter
-    def _size(self, value: int) -> None:
-        self._budget.used = value
-
     # ------------------------------------------------------------------ scanning
 
     def _held_locked(self) -> list[Segment]:
@@ -629,7 +626,7 @@ class Spool:
             names.sort()
             self._candidates = names
             # Own segments deleted under us are not in the directory but still held.
-            self._size = total + sum(s.size for s in self._held_locked() if _unlinked(s.fd))
+            self._budget.used = total + sum(s.size for s in self._held_locked() if _unlinked(s.fd))
 
     def check_directory(self) -> None:
         """Create the directory again if it was removed; move on from a head deleted under us."""
@@ -689,42 +686,33 @@ class Spool:
 
     def _write_locked(self, env: Envelope, keep: bool) -> tuple[str, int]:
         """``write`` when the head may need sealing or making, room evicting, or state updating."""
-        size = RECORD_OVERHEAD + len(env.event_id) + env.size
-        head, evicted = self._head, 0
-        if (
-            head is None
-            or self._closed
-            or head.size + size > self.segment_bytes
-            or self._size + size > self.max_bytes
-        ):
-            room, evicted = self._room_locked(size)
-            if not room:
-                return REFUSED, evicted
-            head = self._head
+        size = _record_size(env)
+        room, evicted = self._room_locked(size)
+        if not room:
+            return REFUSED, evicted
         try:
-            if head is None:
-                head = self._new_head_locked()
-            start, end = head.size, self._append_locked(head, env, size)
+            head = self._head if self._head is not None else self._new_head_locked()
+            start, end = head.size, self._write_record_locked(head, env, size)
         except OSError as exc:
             return self._retry_locked(env, exc, evicted, keep)
         return self._written_locked(env, head, start, end, evicted, keep)
 
     def _retry_locked(self, env: Envelope, exc: OSError, evicted: int, keep: bool) -> tuple[str, int]:
         """A write failed: on a full disk, evict (if allowed) and write once more into a new head."""
-        size = RECORD_OVERHEAD + len(env.event_id) + env.size
+        size = _record_size(env)
         freed = self._evict_after_locked(exc, size)
         evicted += freed
         try:
             if not freed:
                 raise exc
             head = self._new_head_locked()
-            start, end = head.size, self._append_locked(head, env, size)
+            start, end = head.size, self._write_record_locked(head, env, size)
         except OSError as error:
             self._write_failed_locked(error)
             return REFUSED, evicted
         return self._written_locked(env, head, start, end, evicted, keep)
 
-    def _append_locked(self, head: Segment, env: Envelope, size: int) -> int:
+    def _write_record_locked(self, head: Segment, env: Envelope, size: int) -> int:
         """Append ``env``'s record (``size`` bytes) to ``head`` through its ledger, for which the room
         was made; return where it ends."""
         if not head.size:  # a segment holds at least one record, however large
@@ -757,10 +745,10 @@ class Spool:
             self.refusal = "the spool is closed"
             return False, 0
         evicted = 0
-        over = self._size + size - self.max_bytes
+        over = self._budget.used + size - self.max_bytes
         if over > 0 and self.evict_oldest:
             evicted = self._evict_locked(over)
-            over = self._size + size - self.max_bytes
+            over = self._budget.used + size - self.max_bytes
         if over > 0:
             self.refusal = FULL
             return False, evicted
@@ -821,7 +809,7 @@ class Spool:
         if os.path.lexists(self.directory):
             raise NotADirectoryError(errno.ENOTDIR, "the spool path is not a directory", self.directory)
         os.makedirs(self.directory, exist_ok=True)
-        self._size = sum(s.size for s in self._held_locked())
+        self._budget.used = sum(s.size for s in self._held_locked())
         self._warn_locked(
             "removed",
             "spool directory %s was removed; created it again (events only in its files are lost)",
@@ -977,7 +965,7 @@ class Spool:
             return
         segment.checkpointed = segment.settled
         segment.size += CHECKPOINT_SIZE
-        self._size += CHECKPOINT_SIZE
+        self._budget.used += CHECKPOINT_SIZE
 
     def marks(self) -> list[tuple[Segment, int]]:
         """Where this process's segments end now (``unsettled(marks)`` is what flush waits for)."""
@@ -1045,7 +1033,7 @@ class Spool:
         return segment
 
     def _delete_locked(self, segment: Segment) -> None:
-        removed = False  # ``_size`` counts bytes on disk: a file that was not there is not counted
+        removed = False  # the budget counts bytes on disk: a file that was not there is not counted
         try:
             if not _unlinked(segment.fd):
                 os.unlink(segment.path)  # while still locked: no other process can claim it
@@ -1063,7 +1051,7 @@ class Spool:
             segment.disk_from = None
             self._update_spilling_locked()
         if removed:
-            self._size = max(0, self._size - segment.size)
+            self._budget.used = max(0, self._budget.used - segment.size)
         for held in (self._sealed, self._claimed):
             if segment in held:
                 held.remove(segment)
