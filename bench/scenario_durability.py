@@ -46,6 +46,8 @@ from .raw import RAW
 from .scenario_throughput import _counts, run_ours
 
 EMIT_TARGET = 0.7
+#: The emit variant with one bare append an event and no spool (see ``_append_before_put``).
+BARE_APPEND = "memory + one bare append an event"
 THROUGHPUT_TARGET = 0.8
 MiB = 1024 * 1024
 #: Big enough that no variant drops or waits in the emit loop: only the emit path is measured.
@@ -136,7 +138,7 @@ def _emit_cost(settings: Settings, servers: Servers, result: ScenarioResult,
     port = SINKS["http"].start_up(servers)
     count = settings.pick(50_000, 10_000)
     fsync_count = settings.pick(2_000, 500)
-    variants = {"memory": ("memory", count), "memory + one bare append an event": ("append", count),
+    variants = {"memory": ("memory", count), BARE_APPEND: ("append", count),
                 "durable spool": ("spool", count), "durable spool + spool_fsync": ("fsync", fsync_count)}
     rates: dict[str, list[float]] = {name: [] for name in variants}
     through: dict[str, list[float]] = {name: [] for name in variants}  # until delivered
@@ -202,16 +204,16 @@ def _emit_cost(settings: Settings, servers: Servers, result: ScenarioResult,
         f"{append_parts}; the memory-only emit takes {memory_us:.2f} µs, so the loop's ratio cannot pass "
         f"{ceiling:.2f}."
     )
-    floor_ratio = data["memory + one bare append an event"]["ratio_to_memory"]
+    floor_ratio = data[BARE_APPEND]["ratio_to_memory"]
     in_emit = memory_us / floor_ratio - memory_us  # what the bare append adds to an emit
     own = memory_us / ratio - memory_us / floor_ratio  # what the spool adds beyond it
     data["bare_append_in_emit_us"], data["spool_beyond_bare_append_us"] = in_emit, own
+    beyond = f"{own:.2f} µs" if own > 0 else "nothing measurable (within this run's noise)"
     table.notes.append(
-        f"memory + one bare append an event: the memory-only sink appending each event's record (the C "
-        f"append, one write(2)) to a plain file before queueing it, no spool: the floor of writing every "
-        f"event before emit() returns. Inside the emit the append costs {in_emit:.2f} µs an event "
-        f"({append['append']:.2f} µs in a loop); the spool's own work beyond it "
-        + (f"{own:.2f} µs." if own > 0 else "is within this run's noise (the durable row is not slower).")
+        f"{BARE_APPEND}: the memory-only sink appending each event's record (the C append, one "
+        f"write(2), called from one Python wrapper) to a plain file before queueing it, no spool: the floor "
+        f"of writing every event before emit() returns. Inside the emit the append costs {in_emit:.2f} µs "
+        f"an event ({append['append']:.2f} µs in a loop); the spool's own work beyond it {beyond}."
     )
     if not target.ok:
         target.cause = (
@@ -219,8 +221,8 @@ def _emit_cost(settings: Settings, servers: Servers, result: ScenarioResult,
             f"{append['spool_write']:.2f} µs an event in a loop ({append_parts}) against {memory_us:.2f} µs "
             f"for the whole memory-only emit, a ceiling of {ceiling:.2f} before the GIL is shared with the "
             f"worker and the caches with the rest of the emit. Inside the emit, one bare append an event "
-            f"(no spool) already costs {in_emit:.2f} µs (a ratio of {floor_ratio:.2f}) and the spool "
-            f"{max(own, 0.0):.2f} µs more; counting until every event was delivered (what a steady emit "
+            f"(no spool) already costs {in_emit:.2f} µs (a ratio of {floor_ratio:.2f}) and the spool's own "
+            f"work beyond it {beyond}; counting until every event was delivered (what a steady emit "
             f"rate can sustain) the ratio is {sustained:.2f}."
         )
     result.targets.append(target)
