@@ -106,35 +106,44 @@ def _is_waiting(function: str) -> bool:
 
 class HTTPTrace:
     """Records every HTTP request made through urllib3 (requests, botocore, opensearch-py,
-    elastic-transport, google-cloud-logging's REST transport): duration and body size."""
+    elastic-transport, google-cloud-logging's REST transport) or the HTTP sink's own
+    ``Connection``: duration and body size."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, int]] = []
-        self._original: Any = None
+        self._patched: list[tuple[Any, str, Any]] = []
 
     def __enter__(self) -> HTTPTrace:
-        import time
-
         import urllib3.connectionpool as pool
 
-        original = self._original = pool.HTTPConnectionPool.urlopen
+        from telemetry_sinks.sinks.http import Connection
+
+        self._wrap(pool.HTTPConnectionPool, "urlopen", body_at=3)
+        self._wrap(Connection, "post", body_at=1)
+        return self
+
+    def _wrap(self, owner: Any, name: str, body_at: int) -> None:
+        import time
+
+        original = getattr(owner, name)
         calls = self.calls
 
-        def urlopen(self: Any, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return original(self, method, url, body, *args, **kwargs)
+                return original(*args, **kwargs)
             finally:
+                body = args[body_at] if len(args) > body_at else kwargs.get("body")
                 size = len(body) if isinstance(body, (bytes, str)) else 0
                 calls.append((time.perf_counter() - start, size))
 
-        pool.HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
-        return self
+        self._patched.append((owner, name, original))
+        setattr(owner, name, timed)
 
     def __exit__(self, *exc: Any) -> None:
-        import urllib3.connectionpool as pool
-
-        pool.HTTPConnectionPool.urlopen = self._original  # type: ignore[method-assign]
+        for owner, name, original in reversed(self._patched):
+            setattr(owner, name, original)
+        self._patched.clear()
 
     @property
     def seconds(self) -> float:

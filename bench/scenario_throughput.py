@@ -116,7 +116,7 @@ def _explain_gap(
             )
         else:
             split = Table(
-                f"Where one run's time goes, {name}: HTTP requests (urllib3) vs the rest ({n:,} events)",
+                f"Where one run's time goes, {name}: HTTP requests vs the rest ({n:,} events)",
                 ["variant", "requests", "mean body", "time in requests", "rest (client work)", "total"],
             )
             rows = {}
