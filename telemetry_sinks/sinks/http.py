@@ -95,9 +95,6 @@ class HTTPSink(NetworkSink):
         url = proposal.value
         if url is not None:
             parts = urlsplit(url)
-            if parts.username is not None or parts.password is not None:
-                raise TraitError("The 'url' trait must not carry credentials (user:password@): set the "
-                                 "sink's username and password, which are never shown.")  # fmt: skip
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise TraitError(f"The 'url' trait must be an http:// or https:// URL, not {url!r}.")
         return url
