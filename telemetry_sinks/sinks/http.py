@@ -113,7 +113,7 @@ class HTTPSink(NetworkSink):
             pair = f"{self.username}:{self.password or ''}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         context = None
-        if self.url.startswith("https"):
+        if urlsplit(self.url).scheme == "https":
             context = tls_context(self.verify, self.client_cert, self.client_key)
         self._connection = Connection(
             self.url,
@@ -194,7 +194,8 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 class Connection:
     """One kept-alive HTTP/1.1 connection that POSTs to ``url`` with ``headers`` on every request.
 
-    A request is one ``sendall`` of head and body; the answer is parsed by
+    ``url`` is one the sink's ``url`` validator accepted; ``context`` (TLS) is given for
+    https.  A request is one ``sendall`` of head and body; the answer is parsed by
     ``http.client.HTTPResponse``.  The connection is made on first use, after the server
     closed it, and once more at once when a reused connection turns out closed.
     """
@@ -202,10 +203,8 @@ class Connection:
     def __init__(self, url: str, headers: Mapping[str, str], *, context: ssl.SSLContext | None,
                  connect_timeout: float, read_timeout: float) -> None:  # fmt: skip
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http:// or https:// URL with a host: {url!r}")
-        self._address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        self._context = context if parts.scheme == "https" else None
+        self._address = (parts.hostname or "", parts.port or (443 if context is not None else 80))
+        self._context = context
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc.rpartition("@")[2]
