@@ -6,7 +6,7 @@ backend) as :class:`~telemetry_sinks.delivery.options.DeliveryOptions` say.
 
 ``put`` (the hot path) never touches the network.  Without a ``spool_dir`` it
 appends the event to an in-memory queue under a lock.  With one, it first
-appends the event to the spool (one ``write(2)``: the event survives ``kill -9``
+appends the event to the spool (into the page cache: the event survives ``kill -9``
 of the process from then on, a power loss too with ``spool_fsync``), then keeps
 it in memory if the queue has room; if not, the event waits on disk only and is
 read back from there.

@@ -1,8 +1,8 @@
 """The disk spool: an append-only, checksummed, segmented write-ahead log with acknowledgement checkpoints.
 
-Every event a sink with a ``spool_dir`` accepts is appended here, with one
-``write(2)``, before ``emit()`` returns; delivery then reads it from memory, or
-from here when memory was full.  What the backend acknowledged (or what was
+Every event a sink with a ``spool_dir`` accepts is appended here before ``emit()``
+returns, into the page cache, where it survives ``kill -9`` of the process; delivery
+then reads it from memory, or from here when memory was full.  What the backend acknowledged (or what was
 dead-lettered) is recorded in the same file as *checkpoints*, so a process that
 starts on the spool replays exactly the events after the last checkpoint, oldest
 first, under their original event ids (at-least-once: the events acknowledged
@@ -12,6 +12,18 @@ Layout
     ``<spool_dir>/<time_ns:020d>-<producer>-<n:06d>.wal``.  File names sort in
     creation order.  A process appends events only to its own *head* segment and
     starts a new one when the head reaches ``segment_bytes``.
+
+Writing
+    The C accelerator writes the head through a shared mapping of its file (Linux):
+    a record is copied into the page cache, as ``write(2)`` would put it there, but
+    without a system call an event, which is most of what the append costs.  The file
+    grows a chunk at a time with ``fallocate(2)``, which reserves the blocks: a full
+    disk is an error on the write that needs the room (the event is refused, as a
+    failed ``write(2)`` is), never a SIGBUS.  Until the head is sealed or closed, when
+    it is cut to its records, the file ends in zeros: the reader takes zeros to the end
+    for room never written, not for damage, and a process that claims a head left by a
+    killed one cuts it first.  Sealed segments, file systems that cannot map files or
+    reserve blocks, and installations without the accelerator use ``write(2)``.
 
 Items (integers big-endian); a segment is a sequence of them::
 
@@ -191,7 +203,8 @@ class ParsedSegment:
 
     ``records`` are (event_id, data); ``ends[i]`` is the offset where record ``i``
     ends and ``checksums[i]`` its CRC-32; ``checkpoints`` are (position, offset,
-    checksum) triples.
+    checksum) triples.  Zero bytes from the end of the last item to the end of the
+    segment are room reserved for records never written, not an issue.
     """
 
     records: list[tuple[str, str]] = field(default_factory=list)
@@ -199,6 +212,9 @@ class ParsedSegment:
     checksums: list[int] = field(default_factory=list)
     checkpoints: list[tuple[int, int, int]] = field(default_factory=list)
     issues: list[SpoolIssue] = field(default_factory=list)
+    #: The bytes before the zeros that end a segment still reserved for more records (the head
+    #: of a process that was killed), or all of them.
+    length: int = 0
 
     @property
     def settled(self) -> int:
@@ -291,12 +307,15 @@ def parse_records(buf: bytes | bytearray | memoryview) -> ParsedSegment:
 
 def _parse(buf: bytes, scan: Any) -> ParsedSegment:
     """``parse_records`` with ``scan`` (the C one or :func:`scan_in_python`) reading the valid runs."""
-    parsed = ParsedSegment()
+    parsed = ParsedSegment(length=len(buf))
     pos, end = 0, len(buf)
     while True:
         pos = scan(buf, pos, parsed.records, parsed.ends, parsed.checksums, parsed.checkpoints)
         if pos >= end:
             break
+        if buf.count(0, pos) == end - pos:  # the reserved room of a head (see Ledger.map)
+            parsed.length = pos
+            return parsed
         resync = pos
         while True:
             resync = buf.find(_PREFIX, resync + 1)
@@ -358,7 +377,8 @@ class Ledger:
     their end offsets and checksums.
 
     :meth:`write` is the spool's usual append in one call: the room check (``limit``, the
-    segment's, and the spool's :class:`Budget`), the record, its ``write(2)`` and the
+    segment's, and the spool's :class:`Budget`), the record, its ``write(2)`` (or the copy into
+    the mapped file, see :meth:`map`) and the
     bookkeeping; the C accelerator's ``Ledger`` does the same without a Python frame (the
     tests check that both behave alike).  The records are two flat arrays and a read index
     (12 bytes a record) rather than Python ints in deques (about 80): a spool that holds a
@@ -410,6 +430,25 @@ class Ledger:
         budget.used += written
         self.append(end, checksum)
         return end
+
+    def put(self, data: bytes) -> int:
+        """Append ``data`` (a checkpoint, records written again) at ``size``; return its length."""
+        _write(self.fd, data)
+        self.size += len(data)
+        return len(data)
+
+    @property
+    def mapped(self) -> bool:
+        """Always False: only the C ``Ledger`` maps its segment (:meth:`map`)."""
+        return False
+
+    def map(self) -> bool:
+        """Write through a shared mapping of the file from now on: the C ``Ledger`` does where it can
+        (a record is then a copy into the page cache, without a system call); here, False."""
+        return False
+
+    def release(self) -> None:
+        """Unmap the file and cut it to ``size`` (after :meth:`map`); nothing to do here."""
 
     def first(self) -> int:
         """The end offset of the oldest record (IndexError if there is none)."""
@@ -494,7 +533,7 @@ class Segment:
 
     @property
     def size(self) -> int:
-        """Bytes in the segment file."""
+        """Bytes of the segment's items (its file is longer while it is a mapped head: zeros)."""
         return int(self.ledger.size)
 
     @size.setter
@@ -602,7 +641,7 @@ class Spool:
         with self._lock:
             if self._closed:
                 return
-            own = {os.path.basename(s.path) for s in self._held_locked()}
+            held = {os.path.basename(s.path): s for s in self._held_locked()}
             names, total = [], 0
             try:
                 self._ensure_directory_locked()
@@ -614,12 +653,15 @@ class Spool:
             for entry in entries:
                 if not entry.name.endswith(SUFFIX):
                     continue
+                segment = held.get(entry.name)
+                if segment is not None:  # its file may be longer: room reserved for its next records
+                    total += segment.size
+                    continue
                 try:
                     total += entry.stat().st_size
                 except OSError:
                     continue
-                if entry.name not in own:
-                    names.append(entry.name)
+                names.append(entry.name)
                 stamp = entry.name[:20]
                 if stamp.isdigit():  # new segments sort after these, even if the clock went back
                     self._last_ns = max(self._last_ns, int(stamp))
@@ -663,7 +705,7 @@ class Spool:
     # ------------------------------------------------------------------ writing
 
     def write(self, env: Envelope, keep: bool = True) -> tuple[str, int]:
-        """Append ``env`` (one ``write(2)``); return (KEPT, ON_DISK or REFUSED, records evicted).
+        """Append ``env``; return (KEPT, ON_DISK or REFUSED, records evicted).
 
         ``keep``: the caller has room to hold the event in memory.  Once an event is
         on disk only, the later ones are too until the worker reads them back, so
@@ -831,13 +873,23 @@ class Spool:
             finally:
                 os.close(dir_fd)
         self._head = Segment(path, fd, _Ledger(fd, 0, self.segment_bytes))
+        self._head.ledger.map()  # records copied into the page cache (where the file can be mapped)
         return self._head
+
+    def _release_locked(self, segment: Segment) -> None:
+        """Unmap a head's file and cut it to its records (see ``Ledger.map``): appends go by write(2) again."""
+        try:
+            segment.ledger.release()
+        except OSError as exc:
+            self._warn_locked("truncate", "spool segment %s cannot be cut to its length (%s); its "
+                              "records still replay", segment.path, str(exc))
 
     def _seal_head_locked(self) -> None:
         """No more events go to the head: it is kept (locked) until its events are settled."""
         head, self._head = self._head, None
         if head is None:
             return
+        self._release_locked(head)
         head.sealed = True
         if not head.ledger and head.disk_from is None:
             self._delete_locked(head)
@@ -957,14 +1009,13 @@ class Spool:
 
     def _checkpoint_locked(self, segment: Segment) -> None:
         try:
-            _write(segment.fd, encode_checkpoint(segment.settled, segment.settled_sum))
+            segment.ledger.put(encode_checkpoint(segment.settled, segment.settled_sum))
         except OSError as exc:
             self._warn_locked("checkpoint", "spool segment %s: cannot record what was delivered (%s); "
                               "its delivered events may be sent again after a restart", segment.path,
                               str(exc))
             return
         segment.checkpointed = segment.settled
-        segment.size += CHECKPOINT_SIZE
         self._budget.used += CHECKPOINT_SIZE
 
     def marks(self) -> list[tuple[Segment, int]]:
@@ -1023,10 +1074,19 @@ class Spool:
                 issue.offset,
                 issue.kind,
             )
+        size = len(buf)
+        if parsed.length < size:  # the reserved room of a head whose process was killed
+            try:
+                os.ftruncate(fd, parsed.length)
+            except OSError:  # read-only: nothing is appended to it
+                pass
+            else:  # the scan counted the file's length
+                self._budget.used = max(0, self._budget.used - (size - parsed.length))
+                size = parsed.length
         settled = parsed.settled
         replay = parsed.unsettled()
         sums = [c for c, end in zip(parsed.checksums, parsed.ends) if end > settled]
-        ledger = _Ledger(fd, len(buf), 2**63 - 1, [end for _, _, end in replay], sums)
+        ledger = _Ledger(fd, size, 2**63 - 1, [end for _, _, end in replay], sums)
         segment = Segment(path, fd, ledger, sealed=True, settled=settled, checkpointed=settled,
                           replay=replay)  # fmt: skip
         self._claimed.append(segment)
@@ -1043,6 +1103,7 @@ class Spool:
         except OSError as exc:
             self._warn_locked("delete", "spool segment %s cannot be deleted (%s); its events will be "
                               "replayed again", segment.path, str(exc))
+        self._release_locked(segment)
         os.close(segment.fd)
         segment.closed = True
         segment.ledger.clear()
@@ -1084,6 +1145,7 @@ class Spool:
             self._closed = True
             for segment in self._held_locked():
                 if not segment.closed:
+                    self._release_locked(segment)
                     os.close(segment.fd)
                     segment.closed = True
             self._head, self._sealed, self._claimed, self._replaying = None, [], [], None
@@ -1096,13 +1158,14 @@ class Spool:
         try:
             self._new_head_locked()
             assert self._head is not None
-            write_all(self._head.fd, b"".join(encode_record(i, d) for i, d, _ in records))
+            self._head.ledger.put(b"".join(encode_record(i, d) for i, d, _ in records))
         except OSError as exc:
             log.warning("spool %s: %d events of segments deleted under this process cannot be "
                         "written again (%s); they are lost", self.directory, len(records), str(exc))
         finally:
             head, self._head = self._head, None
             if head is not None:
+                self._release_locked(head)
                 os.close(head.fd)
                 head.closed = True
 
@@ -1116,6 +1179,9 @@ class Spool:
         """Forget the parent's files.  Closing our copies keeps the parent's locks held."""
         self._lock = threading.RLock()  # see DeliveryEngine._reset_state
         for segment in self._held_locked():
+            # Closed for this process: nothing it still holds (an acknowledged envelope) may write to
+            # the parent's file, whose head this process sees mapped too.
+            segment.closed = True
             try:
                 os.close(segment.fd)
             except OSError:

@@ -163,6 +163,7 @@ ledger_steps = st.lists(
         st.tuples(st.just("first")),
         st.tuples(st.just("pop_run"), st.integers(0, 6), st.booleans()),
         st.tuples(st.just("clear")),
+        st.tuples(st.just("put"), st.binary(max_size=40)),
     ),
     max_size=40,
 )
@@ -183,20 +184,30 @@ def _ledger_step(ledger, budget, step):
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=ledger_steps, limit=st.integers(0, 3000), room=st.integers(0, 3000))
-def test_the_accelerators_ledger_does_what_the_python_ledger_does(tmp_path_factory, steps, limit, room):
+@given(steps=ledger_steps, limit=st.integers(0, 3000), room=st.integers(0, 3000), mapped=st.booleans())
+def test_the_accelerators_ledger_does_what_the_python_ledger_does(tmp_path_factory, steps, limit, room,
+                                                                  mapped):  # fmt: skip
     """``Ledger`` in C against ``spool.Ledger``, its specification: the same answers, records,
-    sizes and budget after any steps, and the same bytes written."""
+    sizes and budget after any steps, and the same bytes written; the C one also with its file
+    mapped (``map()``, a spool's head), whose bytes match once ``release()`` cut it to size."""
     files, ledgers = {}, {}
     for name, (ledger_type, budget_type) in {
         "c": (accelerator.Ledger, accelerator.Budget),
         "python": (spool_module.Ledger, spool_module.Budget),
     }.items():
         files[name] = tmp_path_factory.mktemp(name) / "segment"
-        ledgers[name] = (ledger_type(open_append(files[name]), 0, limit), budget_type(room))
+        fd = os.open(files[name], os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        ledgers[name] = (ledger_type(fd, 0, limit), budget_type(room))
+    c_ledger = ledgers["c"][0]
+    if mapped:
+        assert c_ledger.map() and c_ledger.mapped
     try:
         for step in steps:
             assert _ledger_step(*ledgers["c"], step) == _ledger_step(*ledgers["python"], step)
+        c_ledger.release()
+        assert not c_ledger.mapped
+        after = ("put", b"after release")  # written by write(2) at the end of the records
+        assert _ledger_step(*ledgers["c"], after) == _ledger_step(*ledgers["python"], after)
     finally:
         for ledger, _ in ledgers.values():
             os.close(ledger.fd)
@@ -455,3 +466,198 @@ def _counted(function, calls):
         return end
 
     return counted
+
+
+# ---------------------------------------------------------------- the mapped head
+
+def _mapped_records(path: Path) -> tuple[int, bytes]:
+    """(length of the file, its bytes after the records): zeros while room is reserved."""
+    data = path.read_bytes()
+    return len(data), data[parse_records(data).length :]
+
+
+def test_a_head_is_written_through_a_mapping_and_cut_to_its_records_when_sealed(tmp_path):
+    """The head's records are copied into the page cache through a shared mapping of its file
+    (no write(2) an event); the file grows a reserved chunk at a time, zeros until sealed or
+    closed, when it is cut to its records; the sealed segment's checkpoints go after them."""
+    spool = Spool(str(tmp_path), max_bytes=10**8, segment_bytes=64 * 1024)
+    written = [Envelope(next_event_id(), f'{{"n":{n},"s":"{"x" * 300}"}}') for n in range(300)]
+    for env in written[:100]:
+        spool.write(env)
+    head = spool._head
+    assert head is not None and head.ledger.mapped
+    length, reserved = _mapped_records(Path(head.path))
+    assert length > head.size and reserved == bytes(len(reserved))
+    for env in written[100:]:  # about 100 KiB: the first head is sealed, a second one started
+        spool.write(env)
+    first = next(s for s in spool._sealed)
+    assert not first.ledger.mapped and os.path.getsize(first.path) == first.size
+    spool.ack(written[:50])  # a checkpoint in the sealed segment, appended after its records
+    assert os.path.getsize(first.path) == first.size
+    spool.close()
+    files = sorted(tmp_path.glob("*.wal"))
+    for path in files:
+        parsed = parse_records(path.read_bytes())
+        assert parsed.issues == [] and parsed.length == path.stat().st_size
+    again = Spool(str(tmp_path), max_bytes=10**8, segment_bytes=64 * 1024)
+    replayed = []
+    while batch := again.next_batch(1000, 10**8):
+        replayed.extend(batch)
+        again.ack(batch)
+    again.close()
+    assert [e.event_id for e in replayed] == [e.event_id for e in written[50:]]
+
+
+KILLED_WITH_A_MAPPED_HEAD = """
+import os, signal, sys
+sys.path[:0] = [{root!r}]
+from telemetry_sinks.delivery.envelope import Envelope
+from telemetry_sinks.delivery.spool import Spool
+spool = Spool(sys.argv[1], max_bytes=10**8, segment_bytes=10**7)
+events = [Envelope(f"id-{{n}}", '{{"n": %d}}' % n) for n in range(int(sys.argv[2]))]
+for env in events:
+    spool.write(env)
+spool.ack(events[:10])  # a checkpoint through the mapping
+assert spool._head.ledger.mapped
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_killed_with_a_mapped_head_leaves_every_record_for_the_next_one(tmp_path, caplog):
+    """SIGKILL: what was copied into the mapping is in the page cache, as a write(2) would have
+    put it; the next process reads every record after the checkpoint, reports no damage for the
+    reserved zeros, and cuts the file to its records before appending its own checkpoints."""
+    root = str(Path(spool_module.__file__).parents[2])
+    count = 5000
+    done = subprocess.run([sys.executable, "-c", KILLED_WITH_A_MAPPED_HEAD.format(root=root), str(tmp_path),
+                           str(count)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (path,) = tmp_path.glob("*.wal")
+    length, reserved = _mapped_records(path)
+    assert reserved and reserved == bytes(len(reserved))  # killed before the cut
+    spool = Spool(str(tmp_path), max_bytes=10**8, segment_bytes=10**7)
+    with caplog.at_level("WARNING", logger="telemetry_sinks.delivery"):
+        first = spool.next_batch(100, 10**8)
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert [e.event_id for e in first] == [f"id-{n}" for n in range(10, 110)]
+    assert path.stat().st_size == length - len(reserved)  # cut to the records
+    assert spool.size == path.stat().st_size  # the reserved room is not counted once cut
+    spool.ack(first)
+    spool.close()
+    parsed = parse_records(path.read_bytes())
+    assert parsed.issues == [] and len(parsed.records) == count
+    assert parsed.unsettled()[0][0] == "id-110"
+    again = Spool(str(tmp_path), max_bytes=10**8, segment_bytes=10**7)
+    while batch := again.next_batch(1000, 10**8):
+        again.ack(batch)
+    assert again.size == 0 and not list(tmp_path.glob("*.wal"))  # a drained spool holds nothing
+    again.close()
+
+
+FILE_SYSTEM_FULL = """
+import json, os, resource, signal, sys
+sys.path[:0] = [{root!r}]
+from telemetry_sinks.delivery.envelope import Envelope
+from telemetry_sinks.delivery.spool import REFUSED, Spool
+spool = Spool(sys.argv[1], max_bytes=10**9, segment_bytes=10**7)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, resource.RLIM_INFINITY))
+refused, error = [], None
+for n in range(1000):
+    if spool.write(Envelope(f"id-{{n}}", '{{"n": %d, "s": "%s"}}' % (n, "x" * 100)))[0] == REFUSED:
+        refused.append(n)
+        error = error or spool.write_error
+spool.close()
+print(json.dumps([refused, error]))
+"""
+
+
+def test_a_file_that_cannot_grow_refuses_the_event_rather_than_crash_the_process(tmp_path):
+    """A mapped file written past the room the file system gave it would kill the process with
+    SIGBUS; the room is reserved before it is used, so a file that cannot grow (here at
+    RLIMIT_FSIZE, which refuses as a full disk does) refuses the event with the OS error, the
+    process lives on, the segment is sealed and the next events go to a new one, every record
+    intact."""
+    import json
+
+    root = str(Path(spool_module.__file__).parents[2])
+    done = subprocess.run([sys.executable, "-c", FILE_SYSTEM_FULL.format(root=root), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    refused, error = json.loads(done.stdout)
+    assert refused and refused[0] > 200 and "File too large" in error
+    records = []
+    for path in sorted(tmp_path.glob("*.wal")):
+        parsed = parse_records(path.read_bytes())
+        assert parsed.issues == [] and path.stat().st_size <= 40_000
+        records += [event_id for event_id, _ in parsed.records]
+    assert records == [f"id-{n}" for n in range(1000) if n not in refused]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_writes_to_the_parents_mapped_head(tmp_path):
+    """The child sees the parent's head mapped too: what it still holds (an envelope it then has
+    acknowledged) must not put a checkpoint into the parent's file."""
+    spool = Spool(str(tmp_path), max_bytes=10**8, segment_bytes=10**7)
+    written = [Envelope(next_event_id(), f'{{"n":{n}}}') for n in range(50)]
+    for env in written:
+        spool.write(env)
+    head = spool._head
+    assert head is not None and head.ledger.mapped
+    before = Path(head.path).read_bytes()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            spool.after_fork_in_child()
+            spool.ack(written[:20])
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert Path(head.path).read_bytes() == before
+    spool.ack(written[:20])  # the parent's own checkpoint still goes in
+    assert parse_records(Path(head.path).read_bytes()).settled == written[19].end
+    spool.close()
+
+
+CUT_UNDER_THE_MAPPING = """
+import json, os, signal, sys
+sys.path[:0] = [{root!r}]
+from telemetry_sinks.delivery.envelope import Envelope
+from telemetry_sinks.delivery.spool import Spool
+spool = Spool(sys.argv[1], max_bytes=10**8, segment_bytes=10**7)
+outcomes = [spool.write(Envelope(f"id-{{n}}", '{{"n": %d}}' % n))[0] for n in range(100)]
+head = spool._head
+assert head.ledger.mapped
+os.truncate(head.path, 0)  # someone else cuts the file: its pages are gone under the mapping
+outcomes.append(spool.write(Envelope("id-100", '{{"n": 100}}'))[0])
+error = spool.write_error
+outcomes += [spool.write(Envelope(f"id-{{n}}", '{{"n": %d}}' % n))[0] for n in range(101, 200)]
+print(json.dumps([outcomes, error, head is not spool._head]), flush=True)
+if sys.argv[2] == "then-a-real-sigbus":
+    os.kill(os.getpid(), signal.SIGBUS)  # not a copy into a segment: the default, the process ends
+spool.close()
+"""
+
+
+@pytest.mark.parametrize("after", ["close", "then-a-real-sigbus"])
+def test_a_mapped_head_cut_under_the_process_refuses_one_event_instead_of_a_sigbus(tmp_path, after):
+    """A copy into pages the file no longer has raises SIGBUS, which would end the application.
+    The spool's handler turns it into the append's OSError: that event is refused (the engine
+    keeps it in memory), the head is sealed, and the next events go to a new segment.  A SIGBUS
+    that is not such a copy still gets the handler installed before (here the default)."""
+    import json
+
+    root = str(Path(spool_module.__file__).parents[2])
+    done = subprocess.run([sys.executable, "-c", CUT_UNDER_THE_MAPPING.format(root=root), str(tmp_path), after],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == (0 if after == "close" else -signal.SIGBUS), done.stderr
+    outcomes, error, new_head = json.loads(done.stdout.splitlines()[0])
+    assert outcomes[:100] == ["kept"] * 100
+    assert outcomes[100] == "refused" and "SIGBUS" in error
+    assert outcomes[101:] == ["kept"] * 99 and new_head
+    if after == "close":
+        records = [r[0] for path in sorted(tmp_path.glob("*.wal")) for r in parse_records(path.read_bytes()).records]
+        assert records == [f"id-{n}" for n in range(101, 200)]  # the first file was emptied by the cut
