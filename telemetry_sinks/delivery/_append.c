@@ -854,8 +854,16 @@ ledger_copy(LedgerObject *self, const parts_t *parts, const char *bytes, size_t 
         faulted = copy_guarded(at, parts, bytes, n, crc);
     }
     if (faulted) {
+        /* The mapping is unusable: drop it and cut the file to its records, as release() does.
+           What refuses the cut (EPERM for an immutable file, EROFS, EIO) is the error to report. */
+        ledger_unmap(self);
+        self->allocated = 0;
+        if (ftruncate(self->fd, (off_t)self->size) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
         PyObject *error = Py_BuildValue("(is)", EIO, "the mapped spool segment cannot be written (SIGBUS: "
-                                        "its file was cut, made read-only or failed)");
+                                        "its file was cut by another process, or failed)");
         if (error != NULL) {
             PyErr_SetObject(PyExc_OSError, error);
             Py_DECREF(error);

@@ -2,8 +2,9 @@
 
 Every event a sink with a ``spool_dir`` accepts is appended here before ``emit()``
 returns, into the page cache, where it survives ``kill -9`` of the process; delivery
-then reads it from memory, or from here when memory was full.  What the backend acknowledged (or what was
-dead-lettered) is recorded in the same file as *checkpoints*, so a process that
+then reads it from memory, or from here when memory was full.  What the backend
+acknowledged (or what was dead-lettered) is recorded in the same file as
+*checkpoints*, so a process that
 starts on the spool replays exactly the events after the last checkpoint, oldest
 first, under their original event ids (at-least-once: the events acknowledged
 after the last checkpoint are sent again, never lost).
@@ -877,7 +878,7 @@ class Spool:
         return self._head
 
     def _release_locked(self, segment: Segment) -> None:
-        """Unmap a head's file and cut it to its records (see ``Ledger.map``): appends go by write(2) again."""
+        """Unmap a head's file and cut it to its records (see ``Ledger.map``); then appends use write(2)."""
         try:
             segment.ledger.release()
         except OSError as exc:

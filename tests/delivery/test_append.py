@@ -651,13 +651,15 @@ def test_a_mapped_head_cut_under_the_process_refuses_one_event_instead_of_a_sigb
     import json
 
     root = str(Path(spool_module.__file__).parents[2])
-    done = subprocess.run([sys.executable, "-c", CUT_UNDER_THE_MAPPING.format(root=root), str(tmp_path), after],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    script = CUT_UNDER_THE_MAPPING.format(root=root)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path), after], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
     assert done.returncode == (0 if after == "close" else -signal.SIGBUS), done.stderr
     outcomes, error, new_head = json.loads(done.stdout.splitlines()[0])
     assert outcomes[:100] == ["kept"] * 100
     assert outcomes[100] == "refused" and "SIGBUS" in error
     assert outcomes[101:] == ["kept"] * 99 and new_head
     if after == "close":
-        records = [r[0] for path in sorted(tmp_path.glob("*.wal")) for r in parse_records(path.read_bytes()).records]
+        files = sorted(tmp_path.glob("*.wal"))
+        records = [r[0] for path in files for r in parse_records(path.read_bytes()).records]
         assert records == [f"id-{n}" for n in range(101, 200)]  # the first file was emptied by the cut

@@ -12,14 +12,15 @@ Each input is used twice: as raw bytes, and as a recipe (records and acknowledge
 checkpoints, then mutations such as bit flips, truncation, inserted or deleted bytes,
 repeated ranges) for a damaged segment.  :func:`check` holds the reader's contract: it
 finds exactly what the pure-Python reader (the specification of the C scan) finds; it
-never raises; the records, checkpoints and skipped ranges it reports cover the buffer
-exactly, in order; every record and checkpoint it returns is at the place it names,
-with a matching checksum; the settled offset is the largest offset of a checkpoint
-whose record is there (ending at that offset, before the checkpoint, with the checksum
-the checkpoint names).  On a damaged segment it returns only records that were
-written, every record the damage did not touch, and every untouched record the intact
-segment had not settled is still unsettled: damage never makes a reader skip an event
-it should replay.  ``test_spool_fuzz.py`` runs the same checks with hypothesis in CI.
+never raises; the records, checkpoints and skipped ranges it reports, and the zeros
+that may end it (room reserved), cover the buffer exactly, in order; every record and
+checkpoint it returns is at the place it names, with a matching checksum; the settled
+offset is the largest offset of a checkpoint whose record is there (ending at that
+offset, before the checkpoint, with the checksum the checkpoint names).  On a damaged
+segment it returns only records that were written, every record the damage did not
+touch, and every untouched record the intact segment had not settled is still
+unsettled: damage never makes a reader skip an event it should replay.
+``test_spool_fuzz.py`` runs the same checks with hypothesis in CI.
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ def check(buf: bytes) -> list[Record]:
         assert buf[position : position + CHECKPOINT_SIZE] == encode_checkpoint(offset, checksum)
         assert buf[position : position + 4] == CHECKPOINT_MAGIC
         spans.append((position, position + CHECKPOINT_SIZE))
+    if parsed.length < len(buf):  # zeros to the end: room a mapped head reserved, never written
+        assert buf[parsed.length :] == bytes(len(buf) - parsed.length)
+        spans.append((parsed.length, len(buf)))
     spans.sort()
-    # Items and skipped ranges tile the buffer: in order, no gap, no overlap.
+    # Items, skipped ranges and the reserved room tile the buffer: in order, no gap, no overlap.
     assert [a for a, _ in spans] == [0, *(b for _, b in spans[:-1])] if spans else not buf, spans
     assert (spans[-1][1] if spans else 0) == len(buf)
     for issue in parsed.issues:
