@@ -759,7 +759,7 @@ static PyObject *ledger_release(LedgerObject *self, PyObject *unused);
    thread.  The spool's handler turns that into an OSError of the append: the thread marks
    its copy (`copy_jump`), and the handler jumps back out of it.  Any other SIGBUS goes to the
    handler installed before (Python's faulthandler, or the default: the process ends). */
-static __thread sigjmp_buf *copy_jump;
+static __thread sigjmp_buf *volatile copy_jump;  /* volatile: the handler reads it */
 static struct sigaction bus_before;
 static int bus_installed;
 
@@ -813,12 +813,14 @@ copy_guarded(char *at, const parts_t *parts, const char *bytes, size_t n, uint32
         return -1;
     }
     copy_jump = &jump;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);  /* marked before the first byte is copied ... */
     if (parts != NULL) {
         *crc = build_record(at, parts);
     }
     else {
         memcpy(at, bytes, n);
     }
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);  /* ... and until the last one is */
     copy_jump = NULL;
     return 0;
 }
