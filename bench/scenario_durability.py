@@ -233,7 +233,8 @@ def _emit_cost(settings: Settings, servers: Servers, result: ScenarioResult,
 
 def _append_cost(settings: Settings) -> dict[str, float]:
     """µs per event of the durable append alone (``Spool.write``; building and writing the record;
-    the write(2) alone) and of reading a segment back (``parse_records``)."""
+    the write(2) alone) and of reading a segment back (``parse_records``); ``mapped`` is 1.0 if
+    the spool's head was a mapped file (``Ledger.map``), else 0.0."""
     from telemetry_sinks.delivery import spool as spool_module
     from telemetry_sinks.delivery.envelope import Envelope, next_event_id
     from telemetry_sinks.delivery.spool import Spool, encode_record, parse_records

@@ -673,6 +673,17 @@ ledger_unmap(LedgerObject *self)
     self->mapped = 0;
 }
 
+/* Unmap the segment and cut its file to size (the reserved zeros); 0, or -1 with errno set
+   (EPERM for an immutable file, EROFS, EIO: the file keeps its zeros, which readers skip). */
+static int
+ledger_cut(LedgerObject *self)
+{
+    long long allocated = self->allocated;
+    ledger_unmap(self);
+    self->allocated = 0;
+    return allocated > self->size && ftruncate(self->fd, (off_t)self->size) < 0 ? -1 : 0;
+}
+
 #ifdef HAVE_MAP
 static size_t
 page_round(long long n)
@@ -750,8 +761,6 @@ ledger_reserve(LedgerObject *self, long long need, long long cap)
     return 0;
 }
 #endif
-
-static PyObject *ledger_release(LedgerObject *self, PyObject *unused);
 
 #ifdef HAVE_MAP
 /* A copy into a mapped file that the kernel cannot back (the file cut or made immutable by
@@ -837,9 +846,11 @@ ledger_copy(LedgerObject *self, const parts_t *parts, const char *bytes, size_t 
 #ifdef HAVE_MAP
     int reserved = ledger_reserve(self, self->size + (long long)n, cap);
     if (reserved == NO_MAP) {
-        PyObject *released = ledger_release(self, NULL);
-        Py_XDECREF(released);
-        return released == NULL ? -1 : NO_MAP;
+        if (ledger_cut(self) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        return NO_MAP;
     }
     if (reserved < 0) {
         return -1;
@@ -857,10 +868,8 @@ ledger_copy(LedgerObject *self, const parts_t *parts, const char *bytes, size_t 
     }
     if (faulted) {
         /* The mapping is unusable: drop it and cut the file to its records, as release() does.
-           What refuses the cut (EPERM for an immutable file, EROFS, EIO) is the error to report. */
-        ledger_unmap(self);
-        self->allocated = 0;
-        if (ftruncate(self->fd, (off_t)self->size) < 0) {
+           What refuses the cut is the error to report. */
+        if (ledger_cut(self) < 0) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
@@ -1134,13 +1143,7 @@ ledger_map(LedgerObject *self, PyObject *unused)
 static PyObject *
 ledger_release(LedgerObject *self, PyObject *unused)
 {
-    if (self->map == NULL) {
-        Py_RETURN_NONE;
-    }
-    ledger_unmap(self);
-    long long allocated = self->allocated;
-    self->allocated = 0;
-    if (allocated > self->size && ftruncate(self->fd, (off_t)self->size) < 0) {
+    if (self->map != NULL && ledger_cut(self) < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     Py_RETURN_NONE;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -258,6 +259,13 @@ def test_an_id_that_is_not_ascii_or_data_that_is_not_unicode_is_refused_before_w
     assert path.read_bytes() == b""
 
 
+def run_script(script: str, *args: object) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (a template with ``{root}``: this source tree) in a new interpreter."""
+    root = str(Path(spool_module.__file__).parents[2])
+    return subprocess.run([sys.executable, "-c", script.format(root=root), *map(str, args)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
 PARTIAL = """
 import os, resource, signal, sys
 sys.path[:0] = [{root!r}]
@@ -279,9 +287,7 @@ def test_a_write_cut_short_by_the_file_size_limit_raises_after_the_bytes_that_fi
     """The kernel writes part of a record, then refuses the rest (here RLIMIT_FSIZE, as a full disk
     does): the append writes what it can, then raises, and the spool seals that segment."""
     path = tmp_path / "segment"
-    root = str(Path(spool_module.__file__).parents[2])
-    done = subprocess.run([sys.executable, "-c", PARTIAL.format(root=root), name, str(path)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = run_script(PARTIAL, name, path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["64", str(errno.EFBIG)]
     assert path.stat().st_size == 100
@@ -527,10 +533,8 @@ def test_a_process_killed_with_a_mapped_head_leaves_every_record_for_the_next_on
     """SIGKILL: what was copied into the mapping is in the page cache, as a write(2) would have
     put it; the next process reads every record after the checkpoint, reports no damage for the
     reserved zeros, and cuts the file to its records before appending its own checkpoints."""
-    root = str(Path(spool_module.__file__).parents[2])
     count = 5000
-    done = subprocess.run([sys.executable, "-c", KILLED_WITH_A_MAPPED_HEAD.format(root=root), str(tmp_path),
-                           str(count)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = run_script(KILLED_WITH_A_MAPPED_HEAD, tmp_path, count)
     assert done.returncode == -signal.SIGKILL, done.stderr
     (path,) = tmp_path.glob("*.wal")
     length, reserved = _mapped_records(path)
@@ -578,11 +582,7 @@ def test_a_file_that_cannot_grow_refuses_the_event_rather_than_crash_the_process
     RLIMIT_FSIZE, which refuses as a full disk does) refuses the event with the OS error, the
     process lives on, the segment is sealed and the next events go to a new one, every record
     intact."""
-    import json
-
-    root = str(Path(spool_module.__file__).parents[2])
-    done = subprocess.run([sys.executable, "-c", FILE_SYSTEM_FULL.format(root=root), str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = run_script(FILE_SYSTEM_FULL, tmp_path)
     assert done.returncode == 0, done.stderr
     refused, error = json.loads(done.stdout)
     assert refused and refused[0] > 200 and "File too large" in error
@@ -648,12 +648,7 @@ def test_a_mapped_head_cut_under_the_process_refuses_one_event_instead_of_a_sigb
     The spool's handler turns it into the append's OSError: that event is refused (the engine
     keeps it in memory), the head is sealed, and the next events go to a new segment.  A SIGBUS
     that is not such a copy still gets the handler installed before (here the default)."""
-    import json
-
-    root = str(Path(spool_module.__file__).parents[2])
-    script = CUT_UNDER_THE_MAPPING.format(root=root)
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path), after], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = run_script(CUT_UNDER_THE_MAPPING, tmp_path, after)
     assert done.returncode == (0 if after == "close" else -signal.SIGBUS), done.stderr
     outcomes, error, new_head = json.loads(done.stdout.splitlines()[0])
     assert outcomes[:100] == ["kept"] * 100

@@ -37,10 +37,9 @@ BROKEN = {
     # A misspelled option: kafka-python answers "Unrecognized configs: {...}" with the values.
     "producer_config": lambda token: {"sasl_plain_passwrd": token},
 }
-#: Third-party clients that log secrets at DEBUG themselves (findings; not filterable here).
 #: Sinks that speak to their backend through the standard library alone (no client's DEBUG logs).
 OWN_TRANSPORT = {"http"}
-
+#: Third-party clients that log secrets at DEBUG themselves (findings; not filterable here).
 CLIENT_DEBUG_FINDINGS = {
     "cloudwatch": "botocore logs the signing details at DEBUG (x-amz-security-token, "
                   "Credential=<access key id>)",
